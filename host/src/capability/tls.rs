@@ -1,0 +1,165 @@
+//! TLS for plugin traffic, done by the host: the plugin names an `https://`
+//! URL; the host verifies the server with the kmsID's CA bundle (or the
+//! system roots), presents the kmsID's client certificate if one is granted,
+//! and the plugin never sees a private key.
+
+use crate::kms::SecretBytes;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA bundle holds no certificate or cannot be parsed.
+    #[error("CA bundle: {0}")]
+    Ca(String),
+    /// The client certificate or key cannot be parsed.
+    #[error("client certificate: {0}")]
+    ClientCert(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A kmsID's TLS settings.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    /// PEM CA bundle to trust instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain.
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// PEM private key of the client certificate.
+    pub client_key_pem: Option<SecretBytes>,
+    /// Name to verify the server certificate against (instead of the URL
+    /// host), like `vaultTLSServerName`.
+    pub server_name: Option<String>,
+    /// Skip server verification (only when an admin sets
+    /// `vaultCAVerify: "false"` or an equivalent).
+    pub insecure_skip_verify: bool,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .field(
+                "client_key",
+                &self.client_key_pem.as_ref().map(|_| "REDACTED"),
+            )
+            .field("server_name", &self.server_name)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsSettings {
+    /// Builds the rustls client configuration.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+        } else {
+            let mut roots = RootCertStore::empty();
+            match &self.ca_pem {
+                Some(pem) => {
+                    let mut n = 0;
+                    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                        let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
+                        roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
+                        n += 1;
+                    }
+                    if n == 0 {
+                        return Err(TlsError::Ca("no PEM certificate found".into()));
+                    }
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    for cert in found.certs {
+                        let _ = roots.add(cert);
+                    }
+                }
+            }
+            builder.with_root_certificates(roots)
+        };
+        let config = match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(cert), Some(key)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    rustls_pemfile::certs(&mut cert.as_slice())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| TlsError::ClientCert(e.to_string()))?;
+                if chain.is_empty() {
+                    return Err(TlsError::ClientCert("no PEM certificate found".into()));
+                }
+                let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.expose())
+                    .map_err(|_| TlsError::ClientCert("private key is not valid PEM".into()))?
+                    .ok_or_else(|| TlsError::ClientCert("no PEM private key found".into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsError::ClientCert(e.to_string()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(TlsError::ClientCert(
+                    "a client certificate needs both the certificate and its key".into(),
+                ));
+            }
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts any server certificate (still checking handshake signatures).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,80 @@
+//! Wiring a [`Kms`] from command-line style settings: the sandbox, the
+//! Secret sources (mounted directory, service-account token, Kubernetes API
+//! in-cluster) and the configuration source.
+
+use crate::config::{ConfigSource, HostDefaults};
+use crate::kms::{Kms, KmsError};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::secrets::{ChainedSecrets, KubeApi, KubeSecrets, MountedSecrets, ServiceAccountToken};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Default location of the service-account token.
+pub const SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Settings for [`build_kms`].
+#[derive(Debug, Clone, Default)]
+pub struct HostSettings {
+    /// `config.json` or a mounted ConfigMap directory.
+    pub config: PathBuf,
+    /// Mounted Secrets root.
+    pub secrets_dir: Option<PathBuf>,
+    /// Plugin directory.
+    pub plugin_dir: Option<PathBuf>,
+    /// Driver namespace.
+    pub namespace: Option<String>,
+    /// Compile cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Service-account token file.
+    pub service_account_token: Option<PathBuf>,
+}
+
+/// The default compile-cache directory: `$XDG_CACHE_HOME/kmshost` or
+/// `~/.cache/kmshost`, else `/var/cache/kmshost`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("kmshost");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("kmshost");
+    }
+    PathBuf::from("/var/cache/kmshost")
+}
+
+/// Builds the facade.
+pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
+    let namespace = s
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let kube = KubeApi::in_cluster(&namespace).ok().map(Arc::new);
+    let defaults = HostDefaults {
+        plugin_dir: s.plugin_dir.clone(),
+        namespace: namespace.clone(),
+        kube_api_address: kube.as_ref().map(|k| k.base_url.clone()),
+        ..Default::default()
+    };
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: Some(s.cache_dir.clone().unwrap_or_else(default_cache_dir)),
+        ..Default::default()
+    })
+    .map_err(|e| KmsError::Config(e.to_string()))?;
+    let mut secrets = ChainedSecrets::new();
+    if let Some(d) = &s.secrets_dir {
+        secrets = secrets.with(Arc::new(MountedSecrets::new(d)));
+    }
+    secrets = secrets.with(Arc::new(ServiceAccountToken::new(
+        s.service_account_token
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SA_TOKEN)),
+    )));
+    if let Some(k) = kube {
+        secrets = secrets.with(Arc::new(KubeSecrets::new(k)));
+    }
+    Ok(Kms::new(
+        ConfigSource::new(&s.config, defaults),
+        sandbox,
+        Arc::new(secrets),
+    ))
+}

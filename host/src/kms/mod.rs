@@ -1,0 +1,11 @@
+//! The KMS facade ([`Kms`]) and its types: identifiers, redacting key
+//! material, and errors that know whether to retry and which gRPC status
+//! they become.
+
+mod error;
+mod facade;
+mod types;
+
+pub use error::{GrpcCode, KmsError, SandboxCause};
+pub use facade::{Kms, KmsDescription, generate_passphrase};
+pub use types::{IdError, KeyId, KmsId, Passphrase, SecretBytes, WrappedKey};

@@ -1,0 +1,12 @@
+//! First-party plugins built into the binary (see `host/build.rs`).
+
+/// The `secret` plugin: the embedded default.
+pub static SECRET_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/secret.wasm"));
+
+/// The embedded plugins, by name.
+pub static EMBEDDED: &[(&str, &[u8])] = &[("secret", SECRET_WASM)];
+
+/// The embedded plugin called `name`, if any.
+pub fn embedded(name: &str) -> Option<(&'static str, &'static [u8])> {
+    EMBEDDED.iter().find(|(n, _)| *n == name).copied()
+}

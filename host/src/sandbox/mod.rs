@@ -1,0 +1,255 @@
+//! The Wasm sandbox: one Wasmtime engine (pooling allocator, epoch
+//! interruption), the linker that gives plugins exactly the contract's
+//! imports plus capability-less WASI, the compile cache, and
+//! [`PluginRuntime`] — a loaded plugin bound to one kmsID's policy.
+
+pub mod bindings;
+pub mod compile_cache;
+pub mod kv_cache;
+pub mod outbound;
+mod runtime;
+pub mod state;
+
+pub use compile_cache::CompileCache;
+pub use runtime::{Op, PluginRuntime, RuntimeSpec};
+
+use crate::kms::{KmsError, KmsId};
+use sha2::{Digest, Sha256};
+use state::HostState;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the engine's epoch advances: the granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest memory any plugin instance may have (per-kmsID caps are
+    /// lower or equal).
+    pub max_memory_bytes: usize,
+    /// Most plugin instances alive at once (in calls and warm).
+    pub max_instances: u32,
+    /// Wasm stack limit per instance.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            cache_dir: None,
+            max_memory_bytes: 512 << 20,
+            max_instances: 128,
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+/// A compiled plugin component.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    /// Plugin name (from the registration or file name).
+    pub name: String,
+    /// sha256 of the component bytes.
+    pub sha256: [u8; 32],
+    /// Size in bytes.
+    pub size: usize,
+    /// Whether it came from the compile cache.
+    pub from_cache: bool,
+    pre: bindings::KmsPluginPre<HostState>,
+    component: Component,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("sha256", &hex::encode(self.sha256))
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// The compiled component.
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+}
+
+/// The engine, linker and loaded components.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<CompileCache>,
+    loaded: Mutex<HashMap<[u8; 32], LoadedPlugin>>,
+    config: SandboxConfig,
+    _ticker: Arc<EpochTicker>,
+}
+
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Why a sandbox could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Wasmtime refused the configuration.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// The compile cache directory is unusable.
+    #[error("compile cache: {0}")]
+    Cache(#[from] std::io::Error),
+}
+
+impl Sandbox {
+    /// Builds the engine and linker.
+    pub fn new(config: SandboxConfig) -> Result<Arc<Sandbox>, SandboxError> {
+        let mut c = Config::new();
+        c.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack);
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(16)
+            .max_memory_size(config.max_memory_bytes);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&c).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        use bindings::kmshost::plugin as p;
+        p::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .and_then(|_| p::secrets::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|_| p::cache::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|_| p::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let cache = match &config.cache_dir {
+            Some(d) => Some(CompileCache::open(d)?),
+            None => None,
+        };
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop2 = stop.clone();
+        std::thread::Builder::new()
+            .name("kmshost-epoch".into())
+            .spawn(move || {
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(SandboxError::Cache)?;
+
+        Ok(Arc::new(Sandbox {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+            config,
+            _ticker: Arc::new(EpochTicker { stop }),
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine-wide settings.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Compiles (or fetches from the caches) a plugin component and checks
+    /// it targets the `kms-plugin` world and imports nothing the host does
+    /// not provide. `expected_sha256` pins the exact bytes.
+    pub fn load(
+        &self,
+        kms_id: &KmsId,
+        name: &str,
+        wasm: &[u8],
+        expected_sha256: Option<[u8; 32]>,
+    ) -> Result<LoadedPlugin, KmsError> {
+        let load_err = |message: String| KmsError::PluginLoad {
+            kms_id: kms_id.clone(),
+            message,
+        };
+        let sha256: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(want) = expected_sha256
+            && want != sha256
+        {
+            return Err(load_err(format!(
+                "plugin {name}: sha256 {} does not match the pinned kmshostPluginSHA256 {}",
+                hex::encode(sha256),
+                hex::encode(want)
+            )));
+        }
+        if let Some(p) = self.loaded.lock().unwrap().get(&sha256) {
+            let mut p = p.clone();
+            p.name = name.to_string();
+            return Ok(p);
+        }
+        if !wasmparser_is_component(wasm) {
+            return Err(load_err(format!(
+                "plugin {name} is not a WebAssembly component"
+            )));
+        }
+        let (component, from_cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, wasm, &sha256),
+            None => Component::new(&self.engine, wasm).map(|c| (c, false)),
+        }
+        .map_err(|e| load_err(format!("plugin {name} does not compile: {e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            load_err(format!(
+                "plugin {name} imports something the host does not provide: {e:#}"
+            ))
+        })?;
+        let pre = bindings::KmsPluginPre::new(pre).map_err(|e| {
+            load_err(format!(
+                "plugin {name} does not export kmshost:plugin/provider@0.1: {e:#}"
+            ))
+        })?;
+        let loaded = LoadedPlugin {
+            name: name.to_string(),
+            sha256,
+            size: wasm.len(),
+            from_cache,
+            pre,
+            component,
+        };
+        self.loaded.lock().unwrap().insert(sha256, loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// Cheap check of the component-model binary header (version 0x0d, layer 1).
+fn wasmparser_is_component(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0]
+}

@@ -1,0 +1,352 @@
+//! A plugin bound to one kmsID: creates instances under that kmsID's limits
+//! and policy, keeps a few warm, runs each call under a deadline, and turns
+//! traps into root causes.
+
+use super::bindings::KmsPlugin;
+use super::bindings::kmshost::plugin::types::{KmsError as WitError, PluginInfo};
+use super::kv_cache::KvCache;
+use super::outbound::{Outbound, OutboundHooks};
+use super::state::{HostState, KmsShared};
+use super::{EPOCH_TICK, LoadedPlugin, Sandbox};
+use crate::config::Limits;
+use crate::kms::{KeyId, KmsError, KmsId, SandboxCause};
+use crate::secrets::{Grants, SecretSource};
+use std::sync::{Arc, Mutex};
+use wasmtime::{Store, Trap};
+
+/// Most warm instances kept per kmsID.
+pub const MAX_WARM: usize = 4;
+
+/// One operation of the provider interface.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// `get(key-id)`
+    Get(&'a KeyId),
+    /// `put(key-id, key)`
+    Put(&'a KeyId, &'a [u8]),
+    /// `delete(key-id)`
+    Delete(&'a KeyId),
+    /// `wrap(key-id, plaintext)`
+    Wrap(&'a KeyId, &'a [u8]),
+    /// `unwrap(key-id, ciphertext)`
+    Unwrap(&'a KeyId, &'a [u8]),
+}
+
+impl Op<'_> {
+    /// The operation's name (`get`, `put`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Get(_) => "get",
+            Op::Put(..) => "put",
+            Op::Delete(_) => "delete",
+            Op::Wrap(..) => "wrap",
+            Op::Unwrap(..) => "unwrap",
+        }
+    }
+    /// The key-id it concerns.
+    pub fn key_id(&self) -> &KeyId {
+        match self {
+            Op::Get(k) | Op::Put(k, _) | Op::Delete(k) | Op::Wrap(k, _) | Op::Unwrap(k, _) => k,
+        }
+    }
+}
+
+/// Everything needed to bind a plugin to a kmsID.
+pub struct RuntimeSpec {
+    /// The kmsID.
+    pub kms_id: KmsId,
+    /// The compiled plugin.
+    pub plugin: LoadedPlugin,
+    /// Options for `configure`.
+    pub options: Vec<(String, String)>,
+    /// Limits.
+    pub limits: Limits,
+    /// Granted Secrets.
+    pub grants: Grants,
+    /// Secret values.
+    pub secrets: Arc<dyn SecretSource>,
+    /// Network policy.
+    pub outbound: Outbound,
+}
+
+struct Warm {
+    store: Store<HostState>,
+    bindings: KmsPlugin,
+}
+
+/// A plugin bound to one kmsID's options, limits and capabilities.
+pub struct PluginRuntime {
+    sandbox: Arc<Sandbox>,
+    plugin: LoadedPlugin,
+    shared: Arc<KmsShared>,
+    policy: Arc<Outbound>,
+    options: Vec<(String, String)>,
+    limits: Limits,
+    warm: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("kms_id", &self.shared.kms_id)
+            .field("plugin", &self.plugin.name)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+type CallResult = wasmtime::Result<Result<Option<Vec<u8>>, WitError>>;
+
+impl PluginRuntime {
+    /// Binds `spec.plugin` to `spec.kms_id`.
+    pub fn new(sandbox: Arc<Sandbox>, spec: RuntimeSpec) -> Self {
+        let mut limits = spec.limits;
+        limits.memory_bytes = limits.memory_bytes.min(sandbox.config().max_memory_bytes);
+        PluginRuntime {
+            shared: Arc::new(KmsShared {
+                kms_id: spec.kms_id,
+                plugin: spec.plugin.name.clone(),
+                grants: spec.grants,
+                secrets: spec.secrets,
+                cache: Arc::new(KvCache::new()),
+            }),
+            plugin: spec.plugin,
+            policy: Arc::new(spec.outbound),
+            options: spec.options,
+            limits,
+            warm: Mutex::new(Vec::new()),
+            sandbox,
+        }
+    }
+
+    /// The kmsID.
+    pub fn kms_id(&self) -> &KmsId {
+        &self.shared.kms_id
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The kmsID's host cache (tokens, derived keys).
+    pub fn cache(&self) -> &KvCache {
+        &self.shared.cache
+    }
+
+    /// Number of warm instances.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.lock().unwrap().len()
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+    }
+
+    fn sandbox_error(&self, cause: SandboxCause) -> KmsError {
+        KmsError::Sandbox {
+            kms_id: self.shared.kms_id.clone(),
+            plugin: self.plugin.name.clone(),
+            cause,
+        }
+    }
+
+    fn classify(&self, e: &wasmtime::Error, state: &HostState) -> SandboxCause {
+        if state.limiter.exceeded {
+            return SandboxCause::Memory(state.limiter.max_bytes);
+        }
+        if let Some(trap) = e.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::Interrupt => SandboxCause::Deadline(self.limits.timeout.as_millis() as u64),
+                Trap::StackOverflow => SandboxCause::StackOverflow,
+                t => SandboxCause::Trap(t.to_string()),
+            };
+        }
+        let text = format!("{e:#}");
+        if text.contains("maximum concurrent") || text.contains("concurrent limit") {
+            return SandboxCause::Capacity;
+        }
+        let mut short: String = text.chars().take(400).collect();
+        if short.len() < text.len() {
+            short.push('…');
+        }
+        SandboxCause::Trap(short)
+    }
+
+    fn map_wit(&self, e: WitError, denials: &[String]) -> KmsError {
+        let kms_id = self.shared.kms_id.clone();
+        let with_host = |message: String| {
+            if denials.is_empty() {
+                message
+            } else {
+                format!("{message} (host: {})", denials.join("; "))
+            }
+        };
+        match e {
+            WitError::NotFound(m) => KmsError::NotFound { kms_id, message: m },
+            WitError::Denied(m) => KmsError::Denied {
+                kms_id,
+                message: with_host(m),
+            },
+            WitError::Unavailable(m) => KmsError::Unavailable { kms_id, message: m },
+            WitError::InvalidConfig(c) => KmsError::InvalidConfig {
+                kms_id,
+                option: c.option,
+                message: c.message,
+            },
+            WitError::Unsupported(m) => KmsError::Unsupported { kms_id, message: m },
+            WitError::Integrity(m) => KmsError::Integrity { kms_id, message: m },
+            WitError::Other(m) => KmsError::Plugin {
+                kms_id,
+                message: with_host(m),
+            },
+        }
+    }
+
+    fn flush_output(&self, store: &Store<HostState>) {
+        let (out, dropped) = store.data().stdout.take();
+        if !out.is_empty() || dropped > 0 {
+            tracing::debug!(
+                kms_id = %self.shared.kms_id,
+                plugin = %self.plugin.name,
+                dropped_bytes = dropped,
+                "plugin output: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+
+    async fn instantiate(&self) -> Result<Warm, KmsError> {
+        let hooks = OutboundHooks::new(self.policy.clone());
+        let state = HostState::new(self.shared.clone(), hooks, self.limits.memory_bytes);
+        let mut store = Store::new(self.sandbox.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let started = tokio::time::timeout(self.limits.timeout, async {
+            let bindings = self.plugin.pre.instantiate_async(&mut store).await?;
+            let configured = bindings
+                .kmshost_plugin_provider()
+                .call_configure(&mut store, &self.options)
+                .await?;
+            wasmtime::Result::Ok((bindings, configured))
+        })
+        .await;
+        let (bindings, configured) = match started {
+            Err(_) => {
+                return Err(self.sandbox_error(SandboxCause::Deadline(
+                    self.limits.timeout.as_millis() as u64,
+                )));
+            }
+            Ok(Err(e)) => {
+                let cause = self.classify(&e, store.data());
+                self.flush_output(&store);
+                return Err(self.sandbox_error(cause));
+            }
+            Ok(Ok(v)) => v,
+        };
+        if let Err(e) = configured {
+            self.flush_output(&store);
+            return Err(self.map_wit(e, &[]));
+        }
+        Ok(Warm { store, bindings })
+    }
+
+    /// The plugin's own description (from a fresh or warm instance).
+    pub async fn info(&self) -> Result<PluginInfo, KmsError> {
+        let mut w = self.take_or_instantiate().await?;
+        w.store.set_epoch_deadline(self.deadline_ticks());
+        let r = tokio::time::timeout(
+            self.limits.timeout,
+            w.bindings.kmshost_plugin_provider().call_info(&mut w.store),
+        )
+        .await;
+        match r {
+            Err(_) => Err(self.sandbox_error(SandboxCause::Deadline(
+                self.limits.timeout.as_millis() as u64,
+            ))),
+            Ok(Err(e)) => Err(self.sandbox_error(self.classify(&e, w.store.data()))),
+            Ok(Ok(info)) => {
+                self.give_back(w);
+                Ok(info)
+            }
+        }
+    }
+
+    /// Checks the kmsID's options by configuring a fresh instance.
+    pub async fn validate(&self) -> Result<(), KmsError> {
+        let w = self.instantiate().await?;
+        self.give_back(w);
+        Ok(())
+    }
+
+    async fn take_or_instantiate(&self) -> Result<Warm, KmsError> {
+        let warm = self.warm.lock().unwrap().pop();
+        match warm {
+            Some(w) => Ok(w),
+            None => self.instantiate().await,
+        }
+    }
+
+    fn give_back(&self, w: Warm) {
+        if !self.limits.instance_reuse {
+            return;
+        }
+        let mut warm = self.warm.lock().unwrap();
+        if warm.len() < MAX_WARM {
+            warm.push(w);
+        }
+    }
+
+    /// Runs `op` in an instance of the plugin. A plugin error leaves the
+    /// instance reusable; a trap, a deadline or a memory-limit hit discards
+    /// it, and the next call gets a fresh one.
+    pub async fn call(&self, op: Op<'_>) -> Result<Option<Vec<u8>>, KmsError> {
+        let mut w = self.take_or_instantiate().await?;
+        {
+            let data = w.store.data_mut();
+            data.log_records = 0;
+            data.denials.clear();
+            data.hooks.take_events();
+        }
+        w.store.set_epoch_deadline(self.deadline_ticks());
+        let result = tokio::time::timeout(self.limits.timeout, invoke(&mut w, op)).await;
+        self.flush_output(&w.store);
+        let mut denials = std::mem::take(&mut w.store.data_mut().denials);
+        denials.extend(w.store.data().hooks.take_events());
+        match result {
+            Err(_) => Err(self.sandbox_error(SandboxCause::Deadline(
+                self.limits.timeout.as_millis() as u64,
+            ))),
+            Ok(Err(e)) => {
+                let cause = self.classify(&e, w.store.data());
+                tracing::debug!(kms_id = %self.shared.kms_id, plugin = %self.plugin.name, %cause, "plugin instance discarded");
+                Err(self.sandbox_error(cause))
+            }
+            Ok(Ok(Ok(v))) => {
+                self.give_back(w);
+                Ok(v)
+            }
+            Ok(Ok(Err(e))) => {
+                self.give_back(w);
+                Err(self.map_wit(e, &denials))
+            }
+        }
+    }
+}
+
+async fn invoke(w: &mut Warm, op: Op<'_>) -> CallResult {
+    let p = w.bindings.kmshost_plugin_provider();
+    let s = &mut w.store;
+    Ok(match op {
+        Op::Get(k) => p.call_get(s, k.as_str()).await?.map(Some),
+        Op::Put(k, v) => p.call_put(s, k.as_str(), v).await?.map(|()| None),
+        Op::Delete(k) => p.call_delete(s, k.as_str()).await?.map(|()| None),
+        Op::Wrap(k, v) => p.call_wrap(s, k.as_str(), v).await?.map(Some),
+        Op::Unwrap(k, v) => p.call_unwrap(s, k.as_str(), v).await?.map(Some),
+    })
+}

@@ -1,0 +1,279 @@
+//! What lives in each plugin store: the WASI context (with no capabilities),
+//! the `wasi:http` context and its outbound hook, the memory limiter, and
+//! the host side of the contract's imports (`secrets`, `cache`, `log`).
+
+use super::bindings::kmshost::plugin::{cache, log, secrets, types};
+use super::kv_cache::KvCache;
+use super::outbound::OutboundHooks;
+use crate::kms::{KmsId, SecretBytes};
+use crate::secrets::{Grants, SecretError, SecretSource};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use types::KmsError as WitError;
+
+/// Bytes of stdout/stderr kept per instance (the rest is dropped).
+pub const CAPTURE_BYTES: usize = 16 << 10;
+/// Longest log message accepted from a plugin.
+pub const MAX_LOG_MESSAGE: usize = 2048;
+/// Log records a plugin may emit per call.
+pub const MAX_LOG_RECORDS_PER_CALL: u32 = 200;
+
+/// The per-kmsID pieces every store of that kmsID shares.
+#[derive(Debug)]
+pub struct KmsShared {
+    /// The kmsID.
+    pub kms_id: KmsId,
+    /// The plugin name.
+    pub plugin: String,
+    /// The Secrets it may read.
+    pub grants: Grants,
+    /// Where Secret values come from.
+    pub secrets: Arc<dyn SecretSource>,
+    /// The kmsID's cache.
+    pub cache: Arc<KvCache>,
+}
+
+/// Enforces the per-kmsID memory cap and records that it was hit.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    /// The cap in bytes.
+    pub max_bytes: usize,
+    /// Set once a growth past the cap was refused.
+    pub exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes exceeded",
+                self.max_bytes
+            )));
+        }
+        Ok(true)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 16)
+    }
+}
+
+/// stdout/stderr of a plugin: kept up to a cap, then discarded.
+#[derive(Clone, Debug, Default)]
+pub struct Capture {
+    buf: Arc<Mutex<(Vec<u8>, usize)>>,
+}
+
+impl Capture {
+    /// Takes what was captured and how many bytes were dropped.
+    pub fn take(&self) -> (Vec<u8>, usize) {
+        let mut g = self.buf.lock().unwrap();
+        let out = std::mem::take(&mut g.0);
+        let dropped = std::mem::take(&mut g.1);
+        (out, dropped)
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut g = self.buf.lock().unwrap();
+        let room = CAPTURE_BYTES.saturating_sub(g.0.len());
+        let keep = room.min(buf.len());
+        g.0.extend_from_slice(&buf[..keep]);
+        g.1 += buf.len() - keep;
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The data of one plugin store.
+pub struct HostState {
+    /// Shared per-kmsID pieces.
+    pub shared: Arc<KmsShared>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    /// The outbound hook.
+    pub hooks: OutboundHooks,
+    /// The memory limiter.
+    pub limiter: MemoryLimiter,
+    /// Captured stdout and stderr.
+    pub stdout: Capture,
+    /// Log records emitted in the current call.
+    pub log_records: u32,
+    /// Capability denials seen in the current call (for error messages).
+    pub denials: Vec<String>,
+}
+
+impl HostState {
+    /// A store state with no ambient capabilities: no preopened
+    /// directories, no environment, no arguments, sockets and name lookup
+    /// denied, stdin empty, stdout/stderr captured.
+    pub fn new(shared: Arc<KmsShared>, hooks: OutboundHooks, memory_bytes: usize) -> Self {
+        let stdout = Capture::default();
+        let mut b = WasiCtx::builder();
+        b.stdout(stdout.clone())
+            .stderr(stdout.clone())
+            .allow_blocking_current_thread(false)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        HostState {
+            shared,
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks,
+            limiter: MemoryLimiter {
+                max_bytes: memory_bytes,
+                exceeded: false,
+            },
+            stdout,
+            log_records: 0,
+            denials: Vec::new(),
+        }
+    }
+
+    fn deny(&mut self, what: String) -> WitError {
+        tracing::debug!(kms_id = %self.shared.kms_id, plugin = %self.shared.plugin, "denied: {what}");
+        self.denials.push(what.clone());
+        WitError::Denied(what)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl secrets::Host for HostState {
+    async fn get(
+        &mut self,
+        name: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
+        let Some(secret) = self.shared.grants.lookup(&name).cloned() else {
+            let kms_id = self.shared.kms_id.clone();
+            return Ok(Err(self.deny(format!(
+                "Secret {name:?} is not granted to kmsID {kms_id}"
+            ))));
+        };
+        match self.shared.secrets.read(&secret).await {
+            Ok(Some(data)) => match data.get(&key) {
+                Some(v) => Ok(Ok(v.expose().to_vec())),
+                None => Ok(Err(WitError::NotFound(format!(
+                    "Secret {secret} has no key {key:?}"
+                )))),
+            },
+            Ok(None) => Ok(Err(WitError::NotFound(format!(
+                "Secret {secret} not found"
+            )))),
+            Err(SecretError::Denied { secret, message }) => {
+                Ok(Err(WitError::Denied(format!("Secret {secret}: {message}"))))
+            }
+            Err(e) => Ok(Err(WitError::Unavailable(e.to_string()))),
+        }
+    }
+}
+
+impl cache::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.shared.cache.get(&key).map(|v| v.expose().to_vec()))
+    }
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32) -> wasmtime::Result<()> {
+        self.shared.cache.set(
+            &key,
+            SecretBytes::new(value),
+            Duration::from_secs(ttl_seconds.into()),
+        );
+        Ok(())
+    }
+    async fn remove(&mut self, key: String) -> wasmtime::Result<()> {
+        self.shared.cache.remove(&key);
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.log_records += 1;
+        if self.log_records > MAX_LOG_RECORDS_PER_CALL {
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let kms_id = &self.shared.kms_id;
+        let plugin = &self.shared.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(%kms_id, %plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(%kms_id, %plugin, "{message}"),
+            log::Level::Info => tracing::info!(%kms_id, %plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(%kms_id, %plugin, "{message}"),
+            log::Level::Error => tracing::error!(%kms_id, %plugin, "{message}"),
+        }
+        Ok(())
+    }
+}

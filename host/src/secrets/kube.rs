@@ -1,0 +1,214 @@
+//! Secrets read from the Kubernetes API (`GET /api/v1/namespaces/{ns}/secrets/{name}`).
+
+use super::{SecretData, SecretError, SecretRef, SecretSource};
+use crate::capability::allow_list::Target;
+use crate::capability::tls::TlsSettings;
+use crate::kms::SecretBytes;
+use crate::net::{self, Connect};
+use async_trait::async_trait;
+use base64::Engine as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How to reach the Kubernetes API server.
+#[derive(Clone)]
+pub struct KubeApi {
+    /// Base URL, e.g. `https://10.96.0.1:443`.
+    pub base_url: String,
+    target: Target,
+    token_file: PathBuf,
+    connect: Connect,
+    /// The driver's own namespace (default for unqualified Secrets).
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for KubeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeApi")
+            .field("base_url", &self.base_url)
+            .field("token_file", &self.token_file)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// Why the API client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSetupError {
+    /// Not running in a cluster.
+    #[error("not in a cluster: KUBERNETES_SERVICE_HOST is not set")]
+    NotInCluster,
+    /// Bad URL.
+    #[error("Kubernetes API address {0:?} is not a valid http(s) URL")]
+    Url(String),
+    /// CA problem.
+    #[error("Kubernetes API CA: {0}")]
+    Tls(String),
+}
+
+impl KubeApi {
+    /// The in-cluster API: address from `KUBERNETES_SERVICE_HOST`/`_PORT`,
+    /// token and CA from the service-account mount.
+    pub fn in_cluster(namespace: &str) -> Result<KubeApi, KubeSetupError> {
+        let host =
+            std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| KubeSetupError::NotInCluster)?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let ca = std::fs::read(PathBuf::from(SA_DIR).join("ca.crt")).ok();
+        Self::new(
+            &format!("https://{host}:{port}"),
+            PathBuf::from(SA_DIR).join("token"),
+            ca,
+            namespace,
+        )
+    }
+
+    /// An API server at `base_url`, authenticating with the token in
+    /// `token_file` (re-read on every request: projected tokens rotate) and
+    /// trusting `ca_pem` (or the system roots).
+    pub fn new(
+        base_url: &str,
+        token_file: PathBuf,
+        ca_pem: Option<Vec<u8>>,
+        namespace: &str,
+    ) -> Result<KubeApi, KubeSetupError> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let target =
+            Target::parse_url(&base_url).map_err(|_| KubeSetupError::Url(base_url.clone()))?;
+        let tls = TlsSettings {
+            ca_pem,
+            ..Default::default()
+        }
+        .client_config()
+        .map_err(|e| KubeSetupError::Tls(e.to_string()))?;
+        Ok(KubeApi {
+            base_url,
+            target,
+            token_file,
+            connect: Connect {
+                tls: Some(tls),
+                server_name: None,
+                connect_timeout: Duration::from_secs(10),
+                first_byte_timeout: Duration::from_secs(30),
+            },
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// The service-account token (re-read from its file).
+    pub fn token(&self) -> std::io::Result<SecretBytes> {
+        let mut t = std::fs::read(&self.token_file)?;
+        while t.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            t.pop();
+        }
+        Ok(SecretBytes::new(t))
+    }
+
+    /// The TLS settings the host uses towards the API server.
+    pub fn connect(&self) -> &Connect {
+        &self.connect
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let token = self
+            .token()
+            .map_err(|e| format!("reading the service-account token: {e}"))?;
+        let mut auth = b"Bearer ".to_vec();
+        auth.extend_from_slice(token.expose());
+        let mut auth = http::HeaderValue::from_bytes(&auth)
+            .map_err(|_| "token is not a valid header".to_string())?;
+        auth.set_sensitive(true);
+        let req = http::Request::get(path)
+            .header(
+                http::header::HOST,
+                self.base_url.split("://").nth(1).unwrap_or(""),
+            )
+            .header(http::header::AUTHORIZATION, auth)
+            .header(http::header::ACCEPT, "application/json")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = net::send(&self.target, &self.connect, req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = net::read_body_limited(resp.into_body(), 4 << 20)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "response larger than 4 MiB".to_string())?;
+        Ok((status, body))
+    }
+}
+
+/// Reads Secrets through the API server.
+#[derive(Debug, Clone)]
+pub struct KubeSecrets {
+    api: Arc<KubeApi>,
+}
+
+impl KubeSecrets {
+    /// Secrets from `api`.
+    pub fn new(api: Arc<KubeApi>) -> Self {
+        KubeSecrets { api }
+    }
+}
+
+#[async_trait]
+impl SecretSource for KubeSecrets {
+    async fn read(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError> {
+        let ns = secret.namespace.as_deref().unwrap_or(&self.api.namespace);
+        let path = format!("/api/v1/namespaces/{ns}/secrets/{}", secret.name);
+        let (status, body) =
+            self.api
+                .get(&path)
+                .await
+                .map_err(|message| SecretError::Unavailable {
+                    secret: secret.to_string(),
+                    message,
+                })?;
+        match status {
+            200 => {}
+            404 => return Ok(None),
+            401 | 403 => {
+                return Err(SecretError::Denied {
+                    secret: secret.to_string(),
+                    message: format!(
+                        "the API server refused (HTTP {status}): check the driver's RBAC"
+                    ),
+                });
+            }
+            _ => {
+                return Err(SecretError::Unavailable {
+                    secret: secret.to_string(),
+                    message: format!("the API server answered HTTP {status}"),
+                });
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Secret {
+            #[serde(default)]
+            data: std::collections::BTreeMap<String, String>,
+        }
+        let s: Secret = serde_json::from_slice(&body).map_err(|e| SecretError::Unavailable {
+            secret: secret.to_string(),
+            message: format!("unexpected API response: {e}"),
+        })?;
+        let mut data = SecretData::new();
+        for (k, v) in s.data {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .map_err(|_| SecretError::Unavailable {
+                    secret: secret.to_string(),
+                    message: format!("key {k} is not base64"),
+                })?;
+            data.insert(k, SecretBytes::new(bytes));
+        }
+        Ok(Some(data))
+    }
+}

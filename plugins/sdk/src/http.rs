@@ -1,0 +1,310 @@
+//! A small blocking HTTP client over `wasi:http/outgoing-handler`.
+//!
+//! The host decides where a request may go (the kmsID's allow-list) and does
+//! TLS itself, so a plugin simply names an `https://` URL. Statuses map to
+//! [`KmsError`] cases with [`Response::error_for_status`].
+
+use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types::{
+    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+use crate::{KmsError, Result};
+
+/// How long to wait for a connection and for the first byte (nanoseconds).
+const DEFAULT_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// HTTP methods the SDK speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+    /// PATCH
+    Patch,
+    /// LIST (Vault's extension method)
+    List,
+}
+
+/// An outbound request under construction.
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    url: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    timeout_ns: u64,
+}
+
+/// A received response with its whole body.
+#[derive(Clone)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Response {
+    // The body may carry key material: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl Request {
+    /// A request with `method` to `url` (`http://` or `https://`).
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        Request {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout_ns: DEFAULT_TIMEOUT_NS,
+        }
+    }
+    /// A GET request.
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new(Method::Get, url)
+    }
+    /// A POST request.
+    pub fn post(url: impl Into<String>) -> Self {
+        Self::new(Method::Post, url)
+    }
+    /// A PUT request.
+    pub fn put(url: impl Into<String>) -> Self {
+        Self::new(Method::Put, url)
+    }
+    /// A DELETE request.
+    pub fn delete(url: impl Into<String>) -> Self {
+        Self::new(Method::Delete, url)
+    }
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        self
+    }
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+    /// Sets a JSON body and the content-type header.
+    pub fn json<T: serde::Serialize>(self, value: &T) -> Result<Self> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| KmsError::Other(format!("cannot encode request: {e}")))?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+    /// Sets the connect and first-byte timeout.
+    pub fn timeout_secs(mut self, secs: u64) -> Self {
+        self.timeout_ns = secs.saturating_mul(1_000_000_000);
+        self
+    }
+
+    /// Sends the request and reads the whole response.
+    pub fn send(self) -> Result<Response> {
+        let (scheme, authority, path) = split_url(&self.url)?;
+        let headers = Fields::new();
+        for (name, value) in &self.headers {
+            headers
+                .append(name, value)
+                .map_err(|e| KmsError::Other(format!("bad header {name}: {e:?}")))?;
+        }
+        let req = OutgoingRequest::new(headers);
+        let method = match self.method {
+            Method::Get => WasiMethod::Get,
+            Method::Post => WasiMethod::Post,
+            Method::Put => WasiMethod::Put,
+            Method::Delete => WasiMethod::Delete,
+            Method::Patch => WasiMethod::Patch,
+            Method::List => WasiMethod::Other("LIST".into()),
+        };
+        let bad = |what: &str| KmsError::Other(format!("invalid request {what}"));
+        req.set_method(&method).map_err(|_| bad("method"))?;
+        req.set_scheme(Some(&scheme)).map_err(|_| bad("scheme"))?;
+        req.set_authority(Some(authority))
+            .map_err(|_| bad("authority"))?;
+        req.set_path_with_query(Some(path))
+            .map_err(|_| bad("path"))?;
+
+        let body = req.body().map_err(|_| bad("body"))?;
+        {
+            let stream = body.write().map_err(|_| bad("body stream"))?;
+            for chunk in self.body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| stream_error("sending the request body", e))?;
+            }
+        }
+        OutgoingBody::finish(body, None).map_err(|e| map_error_code(&self.url, e))?;
+
+        let options = RequestOptions::new();
+        let _ = options.set_connect_timeout(Some(self.timeout_ns));
+        let _ = options.set_first_byte_timeout(Some(self.timeout_ns));
+        let _ = options.set_between_bytes_timeout(Some(self.timeout_ns));
+
+        let future = outgoing_handler::handle(req, Some(options))
+            .map_err(|e| map_error_code(&self.url, e))?;
+        let incoming = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let resp = incoming
+            .map_err(|_| KmsError::Other("response already taken".into()))?
+            .map_err(|e| map_error_code(&self.url, e))?;
+
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let incoming_body = resp
+            .consume()
+            .map_err(|_| KmsError::Other("response body already taken".into()))?;
+        let mut body = Vec::new();
+        {
+            let stream = incoming_body
+                .stream()
+                .map_err(|_| KmsError::Other("response body stream already taken".into()))?;
+            loop {
+                match stream.blocking_read(64 * 1024) {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(e) => return Err(stream_error("reading the response body", e)),
+                }
+            }
+        }
+        let _trailers = IncomingBody::finish(incoming_body);
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive) as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Passes a 2xx response through and turns any other status into the
+    /// matching error: 401/403 → `denied`, 404 → `not-found`, 408/429/5xx →
+    /// `unavailable`, the rest → `other`. `what` names the operation.
+    pub fn error_for_status(self, what: &str) -> Result<Response> {
+        if self.is_success() {
+            return Ok(self);
+        }
+        let detail = self.error_detail();
+        let msg = format!("{what}: HTTP {}{detail}", self.status);
+        Err(match self.status {
+            401 | 403 => KmsError::Denied(msg),
+            404 | 410 => KmsError::NotFound(msg),
+            408 | 429 | 500..=599 => KmsError::Unavailable(msg),
+            _ => KmsError::Other(msg),
+        })
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            KmsError::Other(format!("unexpected response (HTTP {}): {e}", self.status))
+        })
+    }
+
+    /// A short, printable excerpt of an error body (error bodies carry
+    /// diagnostics, not keys).
+    fn error_detail(&self) -> String {
+        let text: String = String::from_utf8_lossy(&self.body)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        if text.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", text.trim())
+        }
+    }
+}
+
+/// Splits `scheme://authority/path?query`.
+fn split_url(url: &str) -> Result<(Scheme, &str, &str)> {
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else {
+        return Err(KmsError::Other(format!(
+            "URL must start with http:// or https://: {url}"
+        )));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(KmsError::Other(format!("URL has no host: {url}")));
+    }
+    Ok((scheme, authority, path))
+}
+
+fn stream_error(what: &str, e: StreamError) -> KmsError {
+    match e {
+        StreamError::Closed => KmsError::Unavailable(format!("{what}: connection closed")),
+        StreamError::LastOperationFailed(err) => {
+            KmsError::Unavailable(format!("{what}: {}", err.to_debug_string()))
+        }
+    }
+}
+
+/// Maps a `wasi:http` error code to the contract's error cases.
+pub fn map_error_code(url: &str, e: ErrorCode) -> KmsError {
+    use ErrorCode as E;
+    match e {
+        E::HttpRequestDenied => KmsError::Denied(format!(
+            "request to {} denied by the host: not on this kmsID's allow-list",
+            redact_url(url)
+        )),
+        E::TlsCertificateError | E::TlsAlertReceived(_) | E::TlsProtocolError => {
+            KmsError::Denied(format!("TLS with {} failed: {e:?}", redact_url(url)))
+        }
+        E::HttpResponseBodySize(_) | E::HttpResponseHeaderSize(_) => KmsError::Other(format!(
+            "response from {} exceeds the host's size limit",
+            redact_url(url)
+        )),
+        E::InternalError(Some(msg)) => KmsError::Unavailable(format!("{}: {msg}", redact_url(url))),
+        other => KmsError::Unavailable(format!("{}: {other:?}", redact_url(url))),
+    }
+}
+
+/// The URL without its query string (queries may carry tokens).
+fn redact_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}

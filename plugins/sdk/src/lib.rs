@@ -1,0 +1,217 @@
+//! Guest-side SDK for kmshost KMS plugins.
+//!
+//! A plugin implements [`Provider`] and exports it with [`export_provider!`]:
+//!
+//! ```ignore
+//! use kmshost_plugin_sdk::{Provider, Options, PluginInfo, Capabilities, KmsError, Result};
+//!
+//! struct MyKms { endpoint: String }
+//!
+//! impl Provider for MyKms {
+//!     fn info() -> PluginInfo { /* ... */ }
+//!     fn configure(options: &mut Options) -> Result<Self> {
+//!         Ok(MyKms { endpoint: options.required("MY_ENDPOINT")? })
+//!     }
+//!     fn get(&self, key_id: &str) -> Result<Vec<u8>> { /* http::Request::get(...).send() */ }
+//! }
+//! kmshost_plugin_sdk::export_provider!(MyKms);
+//! ```
+//!
+//! The SDK hides the generated WIT bindings (still reachable as [`bindings`]),
+//! validates options (unknown options are an error naming the option), maps
+//! HTTP statuses to [`KmsError`] cases, and gives plain access to the host's
+//! secrets, cache and log.
+
+pub mod http;
+mod options;
+
+pub use options::Options;
+
+/// The bindings generated from `wit/` (the `kms-plugin` world).
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "kms-plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+        default_bindings_module: "kmshost_plugin_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::kmshost::plugin::types::{Capabilities, ConfigError, KmsError, PluginInfo};
+
+/// Result of a plugin operation.
+pub type Result<T> = core::result::Result<T, KmsError>;
+
+/// A KMS provider. `configure` builds the provider from the kmsID's options;
+/// the SDK keeps it for the life of the instance and routes every other call
+/// to it. Operations a provider does not support keep their default, which
+/// fails with `unsupported`.
+pub trait Provider: Sized + 'static {
+    /// Describes the plugin.
+    fn info() -> PluginInfo;
+    /// Builds the provider from the kmsID's options. Take every option you
+    /// understand from `options`; any left over is reported as unknown.
+    fn configure(options: &mut Options) -> Result<Self>;
+    /// Key store: the key stored for `key_id`.
+    fn get(&self, key_id: &str) -> Result<Vec<u8>> {
+        let _ = key_id;
+        Err(KmsError::Unsupported("get".into()))
+    }
+    /// Key store: store `key` for `key_id`.
+    fn put(&self, key_id: &str, key: &[u8]) -> Result<()> {
+        let _ = (key_id, key);
+        Err(KmsError::Unsupported("put".into()))
+    }
+    /// Key store: remove the key for `key_id` (idempotent).
+    fn delete(&self, key_id: &str) -> Result<()> {
+        let _ = key_id;
+        Err(KmsError::Unsupported("delete".into()))
+    }
+    /// Envelope: wrap `plaintext` for `key_id`, binding `key_id`.
+    fn wrap(&self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let _ = (key_id, plaintext);
+        Err(KmsError::Unsupported("wrap".into()))
+    }
+    /// Envelope: unwrap a blob produced by `wrap` for the same `key_id`.
+    fn unwrap(&self, key_id: &str, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let _ = (key_id, ciphertext);
+        Err(KmsError::Unsupported("unwrap".into()))
+    }
+}
+
+/// Builds an `invalid-config` error naming `option`.
+pub fn invalid_config(option: &str, message: impl Into<String>) -> KmsError {
+    KmsError::InvalidConfig(ConfigError {
+        option: option.to_string(),
+        message: message.into(),
+    })
+}
+
+/// Reads `key` of the Secret `name` granted to this kmsID.
+pub fn secret(name: &str, key: &str) -> Result<Vec<u8>> {
+    bindings::kmshost::plugin::secrets::get(name, key)
+}
+
+/// Reads `key` of the granted Secret `name` as UTF-8 text, trimming one
+/// trailing newline (kubectl-created Secrets often carry one).
+pub fn secret_string(name: &str, key: &str) -> Result<String> {
+    let bytes = secret(name, key)?;
+    let mut s = String::from_utf8(bytes)
+        .map_err(|_| KmsError::Other(format!("secret {name}/{key} is not UTF-8")))?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
+}
+
+/// The host's per-kmsID cache (see the `cache` interface).
+pub mod cache {
+    use crate::bindings::kmshost::plugin::cache as host;
+
+    /// The entry for `key`, if present and not expired.
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        host::get(key)
+    }
+    /// Store `value` under `key` for `ttl_seconds`.
+    pub fn set(key: &str, value: &[u8], ttl_seconds: u32) {
+        host::set(key, value, ttl_seconds)
+    }
+    /// Remove the entry for `key`.
+    pub fn remove(key: &str) {
+        host::remove(key)
+    }
+}
+
+/// Logging into the host's log (never log secrets).
+pub mod log {
+    use crate::bindings::kmshost::plugin::log::{Level, log};
+
+    /// Logs at debug level.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    /// Logs at info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    /// Logs at warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    /// Logs at error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    thread_local! {
+        static STATE: RefCell<Option<Rc<dyn std::any::Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn configure<P: Provider>(options: Vec<(String, String)>) -> Result<()> {
+        let mut opts = Options::new(options);
+        let provider = P::configure(&mut opts)?;
+        opts.finish()?;
+        STATE.with(|s| *s.borrow_mut() = Some(Rc::new(provider)));
+        Ok(())
+    }
+
+    pub fn with<P: Provider, T>(f: impl FnOnce(&P) -> Result<T>) -> Result<T> {
+        let state = STATE.with(|s| s.borrow().clone());
+        let state = state.ok_or_else(|| KmsError::Other("plugin used before configure".into()))?;
+        let p = state
+            .downcast_ref::<P>()
+            .ok_or_else(|| KmsError::Other("plugin state has the wrong type".into()))?;
+        f(p)
+    }
+}
+
+/// Exports a [`Provider`] implementation as the plugin's `provider` interface.
+#[macro_export]
+macro_rules! export_provider {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        pub struct __KmshostExport;
+
+        impl $crate::bindings::exports::kmshost::plugin::provider::Guest for __KmshostExport {
+            fn info() -> $crate::PluginInfo {
+                <$ty as $crate::Provider>::info()
+            }
+            fn configure(options: Vec<(String, String)>) -> $crate::Result<()> {
+                $crate::__private::configure::<$ty>(options)
+            }
+            fn get(key_id: String) -> $crate::Result<Vec<u8>> {
+                $crate::__private::with::<$ty, _>(|p| $crate::Provider::get(p, &key_id))
+            }
+            fn put(key_id: String, key: Vec<u8>) -> $crate::Result<()> {
+                $crate::__private::with::<$ty, _>(|p| $crate::Provider::put(p, &key_id, &key))
+            }
+            fn delete(key_id: String) -> $crate::Result<()> {
+                $crate::__private::with::<$ty, _>(|p| $crate::Provider::delete(p, &key_id))
+            }
+            fn wrap(key_id: String, plaintext: Vec<u8>) -> $crate::Result<Vec<u8>> {
+                $crate::__private::with::<$ty, _>(|p| {
+                    $crate::Provider::wrap(p, &key_id, &plaintext)
+                })
+            }
+            fn unwrap(key_id: String, ciphertext: Vec<u8>) -> $crate::Result<Vec<u8>> {
+                $crate::__private::with::<$ty, _>(|p| {
+                    $crate::Provider::unwrap(p, &key_id, &ciphertext)
+                })
+            }
+        }
+
+        $crate::bindings::export_bindings!(__KmshostExport);
+    };
+}

@@ -1,0 +1,94 @@
+//! The kmsID's options as handed to `configure`.
+
+use crate::{KmsError, Result, invalid_config};
+use std::collections::BTreeMap;
+
+/// The options of a kmsID. Take what you understand; [`Options::finish`]
+/// (called by the SDK after `configure`) rejects whatever is left, naming it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    remaining: BTreeMap<String, String>,
+}
+
+impl Options {
+    /// Wraps the (name, value) pairs the host passed.
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        Options {
+            remaining: pairs.into_iter().collect(),
+        }
+    }
+
+    /// Takes an optional option; an empty value counts as absent.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.remaining.remove(name).filter(|v| !v.is_empty())
+    }
+
+    /// Takes the first present option of several spellings (for example a
+    /// ceph-csi name and its legacy alias). Every spelling is consumed.
+    pub fn take_any(&mut self, names: &[&str]) -> Option<String> {
+        let mut found = None;
+        for n in names {
+            let v = self.take(n);
+            if found.is_none() {
+                found = v;
+            }
+        }
+        found
+    }
+
+    /// Takes a required option.
+    pub fn required(&mut self, name: &str) -> Result<String> {
+        self.take(name)
+            .ok_or_else(|| invalid_config(name, "is required"))
+    }
+
+    /// Takes an optional option, with a default.
+    pub fn or(&mut self, name: &str, default: &str) -> String {
+        self.take(name).unwrap_or_else(|| default.to_string())
+    }
+
+    /// Takes a boolean option (`true`/`false`, any case), with a default.
+    pub fn bool(&mut self, name: &str, default: bool) -> Result<bool> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(v) => parse_bool(&v)
+                .ok_or_else(|| invalid_config(name, format!("must be true or false, not {v:?}"))),
+        }
+    }
+
+    /// Takes an unsigned integer option, with a default.
+    pub fn u64(&mut self, name: &str, default: u64) -> Result<u64> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| invalid_config(name, format!("must be a whole number, not {v:?}"))),
+        }
+    }
+
+    /// Fails with `invalid-config` naming the first option nobody took.
+    pub fn finish(self) -> Result<()> {
+        match self.remaining.into_keys().next() {
+            None => Ok(()),
+            Some(name) => Err(invalid_config(
+                &name,
+                "is not a known option of this provider",
+            )),
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+impl From<std::string::FromUtf8Error> for KmsError {
+    fn from(_: std::string::FromUtf8Error) -> Self {
+        KmsError::Other("response is not UTF-8".into())
+    }
+}
