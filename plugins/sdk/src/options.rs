@@ -8,18 +8,33 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone)]
 pub struct Options {
     remaining: BTreeMap<String, String>,
+    kms_type: Option<String>,
 }
+
+/// The option that names the kmsID's type; always passed by the host.
+pub const KMS_TYPE_OPTION: &str = "encryptionKMSType";
 
 impl Options {
     /// Wraps the (name, value) pairs the host passed.
     pub fn new(pairs: Vec<(String, String)>) -> Self {
+        let mut remaining: BTreeMap<String, String> = pairs.into_iter().collect();
+        let kms_type = remaining.remove(KMS_TYPE_OPTION);
         Options {
-            remaining: pairs.into_iter().collect(),
+            remaining,
+            kms_type,
         }
+    }
+
+    /// The kmsID's `encryptionKMSType` (one plugin may serve several).
+    pub fn kms_type(&self) -> Option<&str> {
+        self.kms_type.as_deref()
     }
 
     /// Takes an optional option; an empty value counts as absent.
     pub fn take(&mut self, name: &str) -> Option<String> {
+        if name == KMS_TYPE_OPTION {
+            return self.kms_type.clone();
+        }
         self.remaining.remove(name).filter(|v| !v.is_empty())
     }
 

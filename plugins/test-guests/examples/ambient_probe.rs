@@ -1,4 +1,4 @@
-//! Ambient-authority case: `get(key_id)` tries what a plugin must not have —
+//! Ambient-authority case: `wrap(_, probe)` tries what a plugin must not have —
 //! `env` (environment variables), `fs:<path>` (read a file), `tcp:<addr>`
 //! (open a socket) — and returns what it found, or the error text.
 use kmshost_plugin_sdk::{Options, PluginInfo, Provider, Result, export_provider};
@@ -11,7 +11,9 @@ impl Provider for AmbientProbe {
     fn configure(_: &mut Options) -> Result<Self> {
         Ok(AmbientProbe)
     }
-    fn get(&self, key_id: &str) -> Result<Vec<u8>> {
+    fn wrap(&self, _key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let probe = String::from_utf8_lossy(plaintext).into_owned();
+        let key_id = probe.as_str();
         let out = if key_id == "env" {
             let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
             format!("env:{}", vars.join(","))

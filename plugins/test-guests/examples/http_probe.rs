@@ -1,7 +1,7 @@
-//! Network case: `wrap(key_id)` performs the request described by `key_id`
-//! (JSON `{"method","url","headers":[[name,value]]}`) and returns
-//! `"<status>\n<body>"`; `get(key_id)` does the same but returns only the
-//! body length.
+//! Network case: `wrap(_, plaintext)` performs the request described by the
+//! plaintext (JSON `{"method","url","headers":[[name,value]],"follow":bool}`)
+//! and returns `"<status>\n<body>"`. With `follow`, a 3xx answer's
+//! `location` is requested next (a plugin following a redirect itself).
 use kmshost_plugin_sdk::http::{Method, Request};
 use kmshost_plugin_sdk::{KmsError, Options, PluginInfo, Provider, Result, export_provider};
 
@@ -12,11 +12,13 @@ struct Probe {
     url: String,
     #[serde(default)]
     headers: Vec<(String, String)>,
+    #[serde(default)]
+    follow: bool,
 }
 
-fn send(key_id: &str) -> Result<kmshost_plugin_sdk::http::Response> {
+fn send(spec: &[u8]) -> Result<kmshost_plugin_sdk::http::Response> {
     let probe: Probe =
-        serde_json::from_str(key_id).map_err(|e| KmsError::Other(format!("bad probe: {e}")))?;
+        serde_json::from_slice(spec).map_err(|e| KmsError::Other(format!("bad probe: {e}")))?;
     let method = match probe.method.as_deref() {
         Some("POST") => Method::Post,
         _ => Method::Get,
@@ -25,7 +27,13 @@ fn send(key_id: &str) -> Result<kmshost_plugin_sdk::http::Response> {
     for (k, v) in probe.headers {
         req = req.header(&k, v);
     }
-    req.send()
+    let resp = req.send()?;
+    if probe.follow && (300..400).contains(&resp.status) {
+        if let Some(location) = resp.header("location") {
+            return Request::get(location).send();
+        }
+    }
+    Ok(resp)
 }
 
 struct HttpProbe;
@@ -37,15 +45,11 @@ impl Provider for HttpProbe {
         let _ = options.take("endpoint");
         Ok(HttpProbe)
     }
-    fn wrap(&self, key_id: &str, _plaintext: &[u8]) -> Result<Vec<u8>> {
-        let resp = send(key_id)?;
+    fn wrap(&self, _key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let resp = send(plaintext)?;
         let mut out = format!("{}\n", resp.status).into_bytes();
         out.extend_from_slice(&resp.body);
         Ok(out)
-    }
-    fn get(&self, key_id: &str) -> Result<Vec<u8>> {
-        let resp = send(key_id)?;
-        Ok(resp.body.len().to_string().into_bytes())
     }
 }
 export_provider!(HttpProbe);

@@ -1,5 +1,5 @@
-//! Secret-grant case: `get(key_id)` reads the Secret named `name/key` in
-//! `key_id` and returns its value.
+//! Secret-grant case: `wrap(_, "name/key")` reads key `key` of the Secret
+//! `name` and returns its value.
 use kmshost_plugin_sdk::{
     KmsError, Options, PluginInfo, Provider, Result, export_provider, secret,
 };
@@ -13,8 +13,9 @@ impl Provider for SecretReader {
         let _ = options.take("tokenSecretName");
         Ok(SecretReader)
     }
-    fn get(&self, key_id: &str) -> Result<Vec<u8>> {
-        let (name, key) = key_id
+    fn wrap(&self, _key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let spec = String::from_utf8_lossy(plaintext);
+        let (name, key) = spec
             .split_once('/')
             .ok_or_else(|| KmsError::Other("key-id must be name/key".into()))?;
         secret(name, key)

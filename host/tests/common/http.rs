@@ -1,0 +1,233 @@
+//! A small HTTP(S) server for tests: records every request and answers
+//! through a handler.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the handler answers.
+pub enum Reply {
+    /// A body with a content-length.
+    Full(u16, Vec<(String, String)>, Vec<u8>),
+    /// A chunked body (no content-length).
+    Chunked(u16, Vec<Vec<u8>>),
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Vec<u8>>) -> Reply {
+        Reply::Full(200, vec![], body.into())
+    }
+    pub fn json(status: u16, v: serde_json::Value) -> Reply {
+        Reply::Full(
+            status,
+            vec![("content-type".into(), "application/json".into())],
+            v.to_string().into_bytes(),
+        )
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    /// Plain HTTP on `bind` (e.g. `127.0.0.1:0`).
+    pub async fn start(bind: &str, handler: Handler) -> TestServer {
+        Self::start_inner(bind, handler, None).await
+    }
+
+    /// HTTPS with `tls`.
+    pub async fn start_tls(
+        bind: &str,
+        handler: Handler,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> TestServer {
+        Self::start_inner(bind, handler, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_inner(
+        bind: &str,
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestServer {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let reqs = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let handler = handler.clone();
+                let reqs = reqs.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let handler = handler.clone();
+                            let reqs = reqs.clone();
+                            async move {
+                                let method = req.method().to_string();
+                                let path = req
+                                    .uri()
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default();
+                                let headers: Vec<(String, String)> = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect();
+                                let host = req
+                                    .headers()
+                                    .get("host")
+                                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                let rec = Recorded {
+                                    method,
+                                    path,
+                                    host,
+                                    headers,
+                                    body,
+                                };
+                                let reply = handler(&rec);
+                                reqs.lock().unwrap().push(rec);
+                                let resp = match reply {
+                                    Reply::Full(status, headers, body) => {
+                                        let mut b = hyper::Response::builder().status(status);
+                                        for (k, v) in headers {
+                                            b = b.header(k, v);
+                                        }
+                                        b.body(
+                                            Full::new(Bytes::from(body))
+                                                .map_err(|never| match never {})
+                                                .boxed(),
+                                        )
+                                        .unwrap()
+                                    }
+                                    Reply::Chunked(status, chunks) => {
+                                        let stream =
+                                            futures::stream::iter(chunks.into_iter().map(|c| {
+                                                Ok::<_, Infallible>(Frame::data(Bytes::from(c)))
+                                            }));
+                                        hyper::Response::builder()
+                                            .status(status)
+                                            .body(StreamBody::new(stream).boxed())
+                                            .unwrap()
+                                    }
+                                };
+                                Ok::<_, Infallible>(resp)
+                            }
+                        },
+                    );
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(s), svc)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        TestServer {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+/// A CA and a server certificate for `127.0.0.1`/`localhost`, as PEM.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+pub fn test_pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let chain = vec![cert.der().clone()];
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        server: Arc::new(server),
+    }
+}

@@ -1,0 +1,485 @@
+//! Sandbox abuse cases, each an obeyed/violated pair asserting the root
+//! cause, and each followed by a healthy call on the same host. One test
+//! guest component per case (plugins/test-guests/examples); a guest without
+//! a module here is a compile error.
+
+mod common;
+
+use common::http::{Reply, TestServer, test_pki};
+use kmshost::kms::{KeyId, Kms, KmsError, SandboxCause, SecretBytes};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+
+include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+foreach_test_guest!(assert_test_exists);
+
+fn key(s: &str) -> KeyId {
+    KeyId::new(s).unwrap()
+}
+
+fn bytes(s: &str) -> SecretBytes {
+    SecretBytes::new(s.as_bytes().to_vec())
+}
+
+/// A kmsID `t` running `guest` with extra options.
+fn guest_kms(guest: &str, extra: serde_json::Value, secrets: &Path) -> Kms {
+    let mut entry = json!({"encryptionKMSType": "test-guest", "kmshostPlugin": guest});
+    for (k, v) in extra.as_object().unwrap() {
+        entry[k] = v.clone();
+    }
+    common::kms(&json!({ "t": entry }), secrets, None)
+}
+
+async fn wrap(kms: &Kms, key_id: &str, plaintext: &str) -> Result<Vec<u8>, KmsError> {
+    kms.wrap("t", &key(key_id), &bytes(plaintext))
+        .await
+        .map(|w| w.into_bytes())
+}
+
+fn cause(e: &KmsError) -> &SandboxCause {
+    match e {
+        KmsError::Sandbox { cause, .. } => cause,
+        other => panic!("expected a sandbox error, got {other}"),
+    }
+}
+
+mod spin {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn deadline_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(SPIN, json!({"kmshostTimeoutMs": "5000"}), dir.path());
+        assert_eq!(wrap(&kms, "100000", "echo").await.unwrap(), b"echo");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn deadline_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(SPIN, json!({"kmshostTimeoutMs": "300"}), dir.path());
+        let t = std::time::Instant::now();
+        let err = wrap(&kms, "forever", "x").await.unwrap_err();
+        assert_eq!(cause(&err), &SandboxCause::Deadline(300), "{err}");
+        assert!(err.is_retryable());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        // The same host keeps serving.
+        assert_eq!(wrap(&kms, "10", "again").await.unwrap(), b"again");
+    }
+}
+
+mod memory_hog {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_limit_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(
+            MEMORY_HOG,
+            json!({"kmshostMemoryLimitMiB": "64"}),
+            dir.path(),
+        );
+        assert!(wrap(&kms, "16", "").await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_limit_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(
+            MEMORY_HOG,
+            json!({"kmshostMemoryLimitMiB": "64"}),
+            dir.path(),
+        );
+        let err = wrap(&kms, "200", "").await.unwrap_err();
+        assert_eq!(cause(&err), &SandboxCause::Memory(64 << 20), "{err}");
+        assert!(!err.is_retryable());
+        assert!(wrap(&kms, "1", "").await.is_ok(), "host keeps serving");
+    }
+}
+
+mod recursion {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stack_limit_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(RECURSION, json!({}), dir.path());
+        let out = wrap(&kms, "1000", "").await.unwrap();
+        assert_eq!(u64::from_le_bytes(out.try_into().unwrap()), 1000);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stack_limit_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(RECURSION, json!({}), dir.path());
+        let err = wrap(&kms, "100000000", "").await.unwrap_err();
+        assert_eq!(cause(&err), &SandboxCause::StackOverflow, "{err}");
+        assert!(wrap(&kms, "10", "").await.is_ok(), "host keeps serving");
+    }
+}
+
+mod trapper {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn panic_is_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(TRAPPER, json!({}), dir.path());
+        assert_eq!(wrap(&kms, "fine", "ok").await.unwrap(), b"ok");
+        let err = wrap(&kms, "panic", "x").await.unwrap_err();
+        assert!(matches!(cause(&err), SandboxCause::Trap(_)), "{err}");
+        let err = wrap(&kms, "unreachable", "x").await.unwrap_err();
+        assert!(matches!(cause(&err), SandboxCause::Trap(_)), "{err}");
+        assert_eq!(wrap(&kms, "fine", "after").await.unwrap(), b"after");
+        let rt = kms.runtime("t").await.unwrap();
+        assert!(rt.warm_instances() <= kmshost::sandbox::runtime_max_warm());
+    }
+}
+
+mod chatty {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn output_is_captured_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(CHATTY, json!({}), dir.path());
+        // 256 KiB to stdout, far beyond the capture cap: the plugin is
+        // neither blocked nor trapped, and the host keeps serving.
+        assert_eq!(wrap(&kms, "256", "quiet").await.unwrap(), b"quiet");
+        assert_eq!(wrap(&kms, "1", "again").await.unwrap(), b"again");
+    }
+}
+
+mod ambient_probe {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_environment_files_or_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = TestServer::start("127.0.0.1:0", Arc::new(|_| Reply::ok("x"))).await;
+        let kms = guest_kms(AMBIENT_PROBE, json!({}), dir.path());
+        // SAFETY-free check that the host *has* an environment to leak.
+        assert!(std::env::vars().count() > 0);
+        let env = wrap(&kms, "k", "env").await.unwrap();
+        assert_eq!(
+            env,
+            b"env:",
+            "environment leaked: {}",
+            String::from_utf8_lossy(&env)
+        );
+        for path in ["/etc/passwd", "/", "."] {
+            let out =
+                String::from_utf8(wrap(&kms, "k", &format!("fs:{path}")).await.unwrap()).unwrap();
+            assert!(out.starts_with("error:"), "{path}: {out}");
+        }
+        let out = String::from_utf8(wrap(&kms, "k", &format!("tcp:{}", srv.addr)).await.unwrap())
+            .unwrap();
+        assert!(out.starts_with("error:"), "socket opened: {out}");
+        assert_eq!(srv.count(), 0, "a raw socket reached the server");
+    }
+}
+
+mod secret_reader {
+    use super::*;
+
+    fn two_kms_ids(dir: &Path) -> Kms {
+        common::write_secret(dir, "alpha-creds", &[("token", b"alpha-token")]);
+        common::write_secret(dir, "beta-creds", &[("token", b"beta-token")]);
+        common::kms(
+            &json!({
+                "alpha": {"encryptionKMSType": "test-guest", "kmshostPlugin": SECRET_READER, "kmshostSecrets": "alpha-creds"},
+                "beta": {"encryptionKMSType": "test-guest", "kmshostPlugin": SECRET_READER, "kmshostSecrets": "beta-creds"},
+            }),
+            dir,
+            None,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn secret_grant_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = two_kms_ids(dir.path());
+        let v = kms
+            .wrap("alpha", &key("v"), &bytes("alpha-creds/token"))
+            .await
+            .unwrap();
+        assert_eq!(v.as_bytes(), b"alpha-token");
+        let err = kms
+            .wrap("alpha", &key("v"), &bytes("alpha-creds/nokey"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KmsError::NotFound { .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn secret_grant_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = two_kms_ids(dir.path());
+        // alpha asks for beta's Secret: denied, naming the root cause.
+        let err = kms
+            .wrap("alpha", &key("v"), &bytes("beta-creds/token"))
+            .await
+            .unwrap_err();
+        match &err {
+            KmsError::Denied { kms_id, message } => {
+                assert_eq!(kms_id.as_str(), "alpha");
+                assert!(message.contains("not granted"), "{message}");
+                assert!(!message.contains("beta-token"));
+            }
+            other => panic!("expected denied, got {other}"),
+        }
+        // An existing Secret that no kmsID was granted is just as invisible.
+        common::write_secret(dir.path(), "other", &[("token", b"other-token")]);
+        assert!(matches!(
+            kms.wrap("beta", &key("v"), &bytes("other/token")).await,
+            Err(KmsError::Denied { .. })
+        ));
+        // The host keeps serving the granted one.
+        let v = kms
+            .wrap("beta", &key("v"), &bytes("beta-creds/token"))
+            .await
+            .unwrap();
+        assert_eq!(v.as_bytes(), b"beta-token");
+    }
+}
+
+mod http_probe {
+    use super::*;
+
+    fn probe(url: &str) -> String {
+        json!({"url": url}).to_string()
+    }
+
+    fn status_body(out: &[u8]) -> (u16, Vec<u8>) {
+        let s = String::from_utf8_lossy(out);
+        let (status, body) = s.split_once('\n').unwrap();
+        (status.parse().unwrap(), body.as_bytes().to_vec())
+    }
+
+    async fn server() -> TestServer {
+        TestServer::start(
+            "127.0.0.1:0",
+            Arc::new(|r| match r.path.as_str() {
+                "/big" => Reply::ok(vec![b'x'; 300_000]),
+                "/big-chunked" => Reply::Chunked(200, vec![vec![b'y'; 100_000]; 3]),
+                p if p.starts_with("/redirect/") => Reply::Full(
+                    302,
+                    vec![(
+                        "location".into(),
+                        format!("http://{}/stolen", &p["/redirect/".len()..]),
+                    )],
+                    vec![],
+                ),
+                _ => Reply::ok("hello"),
+            }),
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn allow_list_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server().await;
+        let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
+        let out = wrap(&kms, "k", &probe(&format!("{}/ok", srv.url())))
+            .await
+            .unwrap();
+        assert_eq!(status_body(&out), (200, b"hello".to_vec()));
+        let seen = srv.requests.lock().unwrap()[0].clone();
+        assert_eq!(seen.host.as_deref(), Some(srv.addr.to_string().as_str()));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn allow_list_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = server().await;
+        let other = server().await;
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": allowed.url()}),
+            dir.path(),
+        );
+        let err = wrap(&kms, "k", &probe(&format!("{}/ok", other.url())))
+            .await
+            .unwrap_err();
+        match &err {
+            KmsError::Denied { message, .. } => {
+                assert!(message.contains("not on the allow-list"), "{message}")
+            }
+            e => panic!("expected denied, got {e}"),
+        }
+        assert_eq!(other.count(), 0);
+        // Empty allow-list: nothing at all.
+        let none = guest_kms(HTTP_PROBE, json!({}), dir.path());
+        let err = wrap(&none, "k", &probe(&format!("{}/ok", allowed.url())))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no outbound hosts are allowed"),
+            "{err}"
+        );
+        assert_eq!(allowed.count(), 0);
+        // The host keeps serving allowed requests.
+        assert!(
+            wrap(&kms, "k", &probe(&format!("{}/ok", allowed.url())))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ip_literal_bypass_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server().await;
+        let port = srv.addr.port();
+        // Allowed by name; the plugin tries the same server by IP, and by
+        // the numeric spellings resolvers accept for 127.0.0.1.
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": format!("http://localhost:{port}")}),
+            dir.path(),
+        );
+        for host in ["127.0.0.1", "2130706433", "127.1", "0x7f.0.0.1"] {
+            let err = wrap(&kms, "k", &probe(&format!("http://{host}:{port}/ok")))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, KmsError::Denied { .. }), "{host}: {err}");
+        }
+        assert_eq!(srv.count(), 0, "an IP-literal request got through");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn host_header_bypass_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server().await;
+        let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
+        let spec =
+            json!({"url": format!("{}/ok", srv.url()), "headers": [["host", "evil.example.com"]]});
+        let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
+        assert!(err.to_string().contains("Forbidden"), "{err}");
+        assert!(
+            srv.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|r| r.host.as_deref() != Some("evil.example.com")),
+            "a request carried the forged Host"
+        );
+        // Without the forged header the same request works.
+        assert!(
+            wrap(&kms, "k", &probe(&format!("{}/ok", srv.url())))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn redirect_to_other_host_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = server().await;
+        let other = server().await;
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": allowed.url()}),
+            dir.path(),
+        );
+        let url = format!("{}/redirect/{}", allowed.url(), other.addr);
+        // The host hands the 302 to the plugin instead of following it.
+        let out = wrap(&kms, "k", &probe(&url)).await.unwrap();
+        assert_eq!(status_body(&out).0, 302);
+        // A plugin that follows it itself meets the allow-list again.
+        let spec = json!({"url": url, "follow": true});
+        let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
+        assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+        assert_eq!(other.count(), 0, "the redirect target was contacted");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn response_cap_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server().await;
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": srv.url(), "kmshostMaxResponseBytes": "400000"}),
+            dir.path(),
+        );
+        let out = wrap(&kms, "k", &probe(&format!("{}/big", srv.url())))
+            .await
+            .unwrap();
+        assert_eq!(status_body(&out).1.len(), 300_000);
+        let out = wrap(&kms, "k", &probe(&format!("{}/big-chunked", srv.url())))
+            .await
+            .unwrap();
+        assert_eq!(status_body(&out).1.len(), 300_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn response_cap_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server().await;
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": srv.url(), "kmshostMaxResponseBytes": "200000"}),
+            dir.path(),
+        );
+        for path in ["/big", "/big-chunked"] {
+            let err = wrap(&kms, "k", &probe(&format!("{}{path}", srv.url())))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("limit"), "{path}: {err}");
+        }
+        assert!(
+            wrap(&kms, "k", &probe(&format!("{}/ok", srv.url())))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tls_uses_the_kms_id_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = test_pki();
+        let srv = TestServer::start_tls(
+            "127.0.0.1:0",
+            Arc::new(|_| Reply::ok("secure")),
+            pki.server.clone(),
+        )
+        .await;
+        let url = format!("https://127.0.0.1:{}/ok", srv.addr.port());
+        let allowed = format!("https://127.0.0.1:{}", srv.addr.port());
+        common::write_secret(dir.path(), "kms-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
+        // With the kmsID's CA: verified and served.
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca"}),
+            dir.path(),
+        );
+        let out = wrap(&kms, "k", &probe(&url)).await.unwrap();
+        assert_eq!(status_body(&out), (200, b"secure".to_vec()));
+        // Without it (system roots): the certificate is refused.
+        let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": allowed}), dir.path());
+        let err = wrap(&kms, "k", &probe(&url)).await.unwrap_err();
+        assert!(
+            matches!(err, KmsError::Denied { .. }) && err.to_string().contains("TLS"),
+            "{err}"
+        );
+        // Skip-verify only when the admin says so.
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": allowed, "kmshostInsecureSkipVerify": "true"}),
+            dir.path(),
+        );
+        assert!(wrap(&kms, "k", &probe(&url)).await.is_ok());
+    }
+}
