@@ -1,0 +1,408 @@
+//! Configuration: ceph-csi `config.json`, the connection-details ConfigMap
+//! forms, Rook `KMS_PROVIDER`, per-kmsID errors, hot reload, third-party
+//! plugins and sha256 pins.
+
+mod common;
+
+use kmshost::config::{ConfigSource, HostDefaults, KmsTable, PluginSource};
+use kmshost::kms::{KeyId, Kms, KmsError, generate_passphrase};
+use kmshost::secrets::MountedSecrets;
+use serde_json::json;
+use std::sync::Arc;
+
+include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
+
+const CEPH_CSI_SAMPLE: &str = r#"{
+    "vault-test": {
+        "encryptionKMSType": "vault",
+        "vaultAddress": "https://vault.example.com:8200",
+        "vaultAuthPath": "/v1/auth/kubernetes/login",
+        "vaultRole": "csi-kubernetes",
+        "vaultPassphraseRoot": "/v1/secret",
+        "vaultPassphrasePath": "ceph-csi/",
+        "vaultCAVerify": "false"
+    },
+    "vault-tokens-test": {
+        "encryptionKMSType": "vaulttokens",
+        "vaultAddress": "http://vault.default.svc.cluster.local:8200",
+        "vaultBackendPath": "secret/",
+        "vaultTLSServerName": "vault.default.svc.cluster.local",
+        "vaultCAFromSecret": "vault-ca",
+        "vaultCAVerify": "true",
+        "tenantConfigName": "ceph-csi-kms-config",
+        "tenantTokenName": "ceph-csi-kms-token",
+        "tenants": {"my-app": {"vaultAddress": "https://vault.example.com", "vaultCAVerify": "true"}}
+    },
+    "secrets-metadata-test": {
+        "encryptionKMSType": "metadata",
+        "secretName": "storage-encryption-secret",
+        "secretNamespace": "ceph-csi"
+    },
+    "user-ns-secrets-metadata-test": {
+        "encryptionKMSType": "metadata",
+        "secretName": "storage-encryption-secret"
+    },
+    "kp-metadata-test": {
+        "encryptionKMSType": "ibmkeyprotect",
+        "IBM_KP_SERVICE_INSTANCE_ID": "7abef064-01dd-4237-9ea5-8b3890970be3",
+        "IBM_KP_BASE_URL": "https://us-south.kms.cloud.ibm.com",
+        "IBM_KP_TOKEN_URL": "https://iam.cloud.ibm.com/oidc/token",
+        "IBM_KP_REGION": "us-south-2"
+    },
+    "azure-test": {
+        "encryptionKMSType": "azure-kv",
+        "AZURE_VAULT_URL": "https://vault-name.vault.azure.net",
+        "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000000",
+        "AZURE_TENANT_ID": "11111111-1111-1111-1111-111111111111"
+    },
+    "kmip-test": {
+        "encryptionKMSType": "kmip",
+        "KMIP_ENDPOINT": "kmip.example.com:5696",
+        "TLS_SERVER_NAME": "kmip.example.com",
+        "READ_TIMEOUT": "10",
+        "WRITE_TIMEOUT": "10"
+    }
+}"#;
+
+#[test]
+fn ceph_csi_sample_maps_types_endpoints_and_grants() {
+    let t = KmsTable::parse(CEPH_CSI_SAMPLE, &HostDefaults::default()).unwrap();
+    // The embedded default serves metadata.
+    let m = t.get("secrets-metadata-test").unwrap();
+    assert_eq!(m.plugin, PluginSource::Embedded("secret"));
+    assert!(m.allow.is_empty(), "metadata needs no network");
+    let g: Vec<String> = m.grants.iter().map(|s| s.to_string()).collect();
+    assert_eq!(g, ["ceph-csi/storage-encryption-secret"]);
+    let m = t.get("user-ns-secrets-metadata-test").unwrap();
+    assert_eq!(
+        m.grants.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["storage-encryption-secret"]
+    );
+
+    // Providers whose plugins are not built in yet fail alone, naming the
+    // kmsID and the option, and nothing else breaks.
+    for id in [
+        "vault-test",
+        "vault-tokens-test",
+        "kp-metadata-test",
+        "azure-test",
+        "kmip-test",
+    ] {
+        match t.get(id).unwrap_err() {
+            KmsError::InvalidConfig {
+                kms_id,
+                option,
+                message,
+            } => {
+                assert_eq!(kms_id.as_str(), id);
+                assert_eq!(option, "encryptionKMSType");
+                assert!(message.contains("not built into this kmshost"), "{message}");
+            }
+            e => panic!("{id}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
+    // With a plugin directory holding vault.wasm etc., the same sample
+    // yields the allow-lists and grants of the registration table.
+    let dir = tempfile::tempdir().unwrap();
+    for p in ["vault", "keyprotect", "azure", "kmip"] {
+        std::fs::write(dir.path().join(format!("{p}.wasm")), b"placeholder").unwrap();
+    }
+    let defaults = HostDefaults {
+        plugin_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let t = KmsTable::parse(CEPH_CSI_SAMPLE, &defaults).unwrap();
+    let hosts = |id: &str| -> Vec<String> {
+        t.get(id)
+            .unwrap()
+            .allow
+            .entries()
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    };
+    assert_eq!(hosts("vault-test"), ["https://vault.example.com:8200"]);
+    assert_eq!(
+        hosts("vault-tokens-test"),
+        ["http://vault.default.svc.cluster.local:8200"]
+    );
+    assert_eq!(
+        hosts("kp-metadata-test"),
+        [
+            "https://us-south.kms.cloud.ibm.com:443",
+            "https://iam.cloud.ibm.com:443"
+        ]
+    );
+    assert_eq!(
+        hosts("azure-test"),
+        [
+            "https://vault-name.vault.azure.net:443",
+            "https://login.microsoftonline.com:443"
+        ]
+    );
+    let kp = t.get("kp-metadata-test").unwrap();
+    assert_eq!(
+        kp.grants.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["ceph-csi-kp-credentials"]
+    );
+    // The default Secret name is filled in for the plugin too.
+    assert!(kp.plugin_options.contains(&(
+        "IBM_KP_SECRET_NAME".into(),
+        "ceph-csi-kp-credentials".into()
+    )));
+    let v = t.get("vault-test").unwrap();
+    assert!(v.tls.insecure_skip_verify, "vaultCAVerify=false");
+    let vt = t.get("vault-tokens-test").unwrap();
+    assert_eq!(
+        vt.tls.server_name.as_deref(),
+        Some("vault.default.svc.cluster.local")
+    );
+    assert_eq!(vt.tls.ca.as_ref().unwrap().secret.name, "vault-ca");
+    assert_eq!(vt.tls.ca.as_ref().unwrap().key, "cert");
+    // Nested objects (tenants) reach the plugin as JSON text.
+    let tenants = vt
+        .plugin_options
+        .iter()
+        .find(|(k, _)| k == "tenants")
+        .unwrap();
+    assert!(tenants.1.starts_with('{') && tenants.1.contains("my-app"));
+}
+
+#[test]
+fn rook_connection_details_use_kms_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vault.wasm"), b"x").unwrap();
+    let defaults = HostDefaults {
+        plugin_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let rook = json!({"rook-vault": {
+        "KMS_PROVIDER": "vault",
+        "VAULT_ADDR": "https://vault.rook.svc:8200",
+        "VAULT_BACKEND_PATH": "rook",
+        "VAULT_SECRET_ENGINE": "kv",
+        "VAULT_AUTH_METHOD": "kubernetes",
+        "VAULT_CACERT": "vault-ca-secret",
+        "VAULT_SKIP_VERIFY": "false",
+        "tokenSecretName": "rook-vault-token"
+    }});
+    let t = KmsTable::parse(&rook.to_string(), &defaults).unwrap();
+    let e = t.get("rook-vault").unwrap();
+    assert_eq!(e.kms_type, "vault");
+    assert_eq!(
+        e.allow.entries()[0].to_string(),
+        "https://vault.rook.svc:8200"
+    );
+    let grants: Vec<String> = e.grants.iter().map(|s| s.to_string()).collect();
+    assert!(
+        grants.contains(&"rook-vault-token".to_string()),
+        "{grants:?}"
+    );
+    assert!(!e.tls.insecure_skip_verify);
+    assert_eq!(e.tls.ca.as_ref().unwrap().secret.name, "vault-ca-secret");
+    // The plugin sees the type under the ceph-csi key and not KMS_PROVIDER.
+    assert!(
+        e.plugin_options
+            .contains(&("encryptionKMSType".into(), "vault".into()))
+    );
+    assert!(!e.plugin_options.iter().any(|(k, _)| k == "KMS_PROVIDER"));
+}
+
+#[test]
+fn connection_details_configmap_forms() {
+    // Data values are JSON strings (the csi-kms-connection-details form).
+    let cm = json!({
+        "meta": "{\"encryptionKMSType\": \"metadata\", \"secretName\": \"s\"}",
+        "broken": "{not json",
+    });
+    let t = KmsTable::parse(&cm.to_string(), &HostDefaults::default()).unwrap();
+    assert_eq!(t.get("meta").unwrap().kms_type, "metadata");
+    let err = t.get("broken").unwrap_err().to_string();
+    assert!(
+        err.contains("broken") && err.contains("not a JSON object"),
+        "{err}"
+    );
+
+    // The ConfigMap mounted as a directory: one file per kmsID.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("meta"),
+        r#"{"encryptionKMSType":"metadata","secretName":"s"}"#,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("..data")).unwrap();
+    let src = ConfigSource::new(dir.path(), HostDefaults::default());
+    let t = src.load().unwrap();
+    assert_eq!(t.get("meta").unwrap().kms_type, "metadata");
+    assert!(t.get("..data").is_err());
+}
+
+#[test]
+fn bad_config_names_kms_id_and_option() {
+    let cases = [
+        (json!({"encryptionKMSType": "metadata"}), "secretName"),
+        (json!({"secretName": "x"}), "encryptionKMSType"),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "Bad_Name"}),
+            "secretName",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "kmshostMemoryLimitMiB": "lots"}),
+            "kmshostMemoryLimitMiB",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "kmshostTimeoutMs": "0"}),
+            "kmshostTimeoutMs",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "allowedHosts": "ftp://x"}),
+            "allowedHosts",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "kmshostPluginSHA256": "abc"}),
+            "kmshostPluginSHA256",
+        ),
+        (
+            json!({"encryptionKMSType": "acme-hsm"}),
+            "encryptionKMSType",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "kmshostPlugin": "/nonexistent.wasm"}),
+            "kmshostPlugin",
+        ),
+    ];
+    for (entry, option) in cases {
+        let cfg = json!({"bad": entry.clone(), "good": {"encryptionKMSType": "metadata", "secretName": "s"}});
+        let t = KmsTable::parse(&cfg.to_string(), &HostDefaults::default()).unwrap();
+        match t.get("bad").unwrap_err() {
+            KmsError::InvalidConfig {
+                kms_id,
+                option: o,
+                message,
+            } => {
+                assert_eq!(kms_id.as_str(), "bad");
+                assert_eq!(o, option, "{entry}: {message}");
+            }
+            e => panic!("{entry}: {e}"),
+        }
+        assert!(t.get("good").is_ok(), "a bad kmsID broke a good one");
+    }
+    // A file that is not JSON at all is one clear error.
+    let err = KmsTable::parse("{", &HostDefaults::default()).unwrap_err();
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+    // Unknown kmsID.
+    let t = KmsTable::parse("{}", &HostDefaults::default()).unwrap();
+    assert!(matches!(t.get("nope"), Err(KmsError::UnknownKmsId(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_changes_apply_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(dir.path(), "kek-a", &[("encryptionPassphrase", b"aaaa")]);
+    common::write_secret(dir.path(), "kek-b", &[("encryptionPassphrase", b"bbbb")]);
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        json!({"m": {"encryptionKMSType": "metadata", "secretName": "kek-a"}}).to_string(),
+    )
+    .unwrap();
+    let kms = Kms::new(
+        ConfigSource::new(&cfg, HostDefaults::default()),
+        common::sandbox(),
+        Arc::new(MountedSecrets::new(dir.path())),
+    );
+    let v = KeyId::new("pvc-1").unwrap();
+    let dek = generate_passphrase();
+    let w = kms.wrap("m", &v, &dek).await.unwrap();
+    let rt1 = kms.runtime("m").await.unwrap();
+    // Same content: same runtime.
+    assert!(Arc::ptr_eq(&rt1, &kms.runtime("m").await.unwrap()));
+
+    // The admin points the kmsID at another passphrase Secret.
+    std::fs::write(
+        &cfg,
+        json!({"m": {"encryptionKMSType": "metadata", "secretName": "kek-b"}}).to_string(),
+    )
+    .unwrap();
+    let err = kms.unwrap("m", &v, &w).await.unwrap_err();
+    assert!(
+        matches!(err, KmsError::Integrity { .. }),
+        "new config not applied: {err}"
+    );
+    let rt2 = kms.runtime("m").await.unwrap();
+    assert!(!Arc::ptr_eq(&rt1, &rt2), "runtime not rebuilt");
+    let w2 = kms.wrap("m", &v, &dek).await.unwrap();
+    assert_eq!(kms.unwrap("m", &v, &w2).await.unwrap(), dek);
+
+    // A kmsID added later works at once; a broken edit is reported.
+    std::fs::write(
+        &cfg,
+        json!({"m": {"encryptionKMSType": "metadata", "secretName": "kek-b"},
+               "n": {"encryptionKMSType": "metadata", "secretName": "kek-a"}})
+        .to_string(),
+    )
+    .unwrap();
+    assert!(kms.wrap("n", &v, &dek).await.is_ok());
+    std::fs::write(&cfg, "{ oops").unwrap();
+    assert!(matches!(
+        kms.wrap("n", &v, &dek).await,
+        Err(KmsError::Config(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn third_party_plugin_from_plugin_dir_and_sha256_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    // A vendor ships acme-hsm.wasm; the admin adds one entry.
+    std::fs::copy(TRAPPER, plugins.join("acme-hsm.wasm")).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(TRAPPER).unwrap()))
+    };
+    let defaults = HostDefaults {
+        plugin_dir: Some(plugins.clone()),
+        ..Default::default()
+    };
+    let cfg = json!({
+        "acme": {"encryptionKMSType": "acme-hsm"},
+        "pinned": {"encryptionKMSType": "acme-hsm", "kmshostPluginSHA256": sha},
+        "wrong-pin": {"encryptionKMSType": "acme-hsm", "kmshostPluginSHA256": "00".repeat(32)},
+    });
+    let kms = common::kms_with_defaults(&cfg, dir.path(), None, defaults.clone());
+    let v = KeyId::new("v").unwrap();
+    let p = kmshost::kms::SecretBytes::new(b"x".to_vec());
+    assert_eq!(kms.wrap("acme", &v, &p).await.unwrap().as_bytes(), b"x");
+    assert!(kms.wrap("pinned", &v, &p).await.is_ok());
+    match kms.wrap("wrong-pin", &v, &p).await.unwrap_err() {
+        KmsError::PluginLoad { kms_id, message } => {
+            assert_eq!(kms_id.as_str(), "wrong-pin");
+            assert!(
+                message.contains("does not match the pinned kmshostPluginSHA256"),
+                "{message}"
+            );
+        }
+        e => panic!("{e}"),
+    }
+
+    // A file that is not a component.
+    std::fs::write(plugins.join("junk.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let kms = common::kms_with_defaults(
+        &json!({"j": {"encryptionKMSType": "junk"}}),
+        dir.path(),
+        None,
+        defaults,
+    );
+    match kms.wrap("j", &v, &p).await.unwrap_err() {
+        KmsError::PluginLoad { kms_id, message } => {
+            assert_eq!(kms_id.as_str(), "j");
+            assert!(message.contains("not a WebAssembly component"), "{message}");
+        }
+        e => panic!("{e}"),
+    }
+}
