@@ -500,11 +500,11 @@ fn resolve_tls(
     let mut skip = false;
     for o in t.verify {
         if let Some(v) = opts.get(*o) {
-            skip |= parse_bool(v).ok_or_else(|| KmsError::InvalidConfig {
+            skip |= !parse_bool(v).ok_or_else(|| KmsError::InvalidConfig {
                 kms_id: kms_id.clone(),
                 option: o.to_string(),
                 message: format!("must be true or false, not {v:?}"),
-            })? == false;
+            })?;
         }
     }
     for o in t.skip_verify {

@@ -215,7 +215,7 @@ pub struct KmsToken {
 fn crypt_err(path: &Path, e: LibcryptErr) -> LuksError {
     if let LibcryptErr::IOError(io) = &e {
         match io.raw_os_error() {
-            Some(libc_eperm) if libc_eperm == 1 => {
+            Some(1) => {
                 return LuksError::WrongPassphrase(path.to_path_buf());
             }
             Some(95) | Some(19) => return LuksError::NoDeviceMapper(io.to_string()),
@@ -244,7 +244,7 @@ pub fn format(
     params: &FormatParams,
 ) -> Result<u32, LuksError> {
     params.pbkdf.validate()?;
-    if params.key_size_bits % 8 != 0 || !(128..=1024).contains(&params.key_size_bits) {
+    if !params.key_size_bits.is_multiple_of(8) || !(128..=1024).contains(&params.key_size_bits) {
         return Err(LuksError::Params(format!(
             "key size {} bits",
             params.key_size_bits

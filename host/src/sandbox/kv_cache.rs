@@ -49,14 +49,14 @@ impl KvCache {
         let now = Instant::now();
         let mut m = self.inner.lock().unwrap();
         m.retain(|_, (exp, _)| *exp > now);
-        if m.len() >= MAX_ENTRIES && !m.contains_key(key) {
-            if let Some(k) = m
+        if m.len() >= MAX_ENTRIES
+            && !m.contains_key(key)
+            && let Some(k) = m
                 .iter()
                 .min_by_key(|(_, (e, _))| *e)
                 .map(|(k, _)| k.clone())
-            {
-                m.remove(&k);
-            }
+        {
+            m.remove(&k);
         }
         m.insert(key.to_string(), (now + ttl.min(MAX_TTL), value));
         true

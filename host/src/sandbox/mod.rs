@@ -130,7 +130,13 @@ impl Sandbox {
             .max_memories_per_component(4)
             .max_tables_per_component(16)
             .max_core_instances_per_component(16)
-            .max_memory_size(config.max_memory_bytes);
+            .max_memory_size(config.max_memory_bytes)
+            // Reset a slot's memory with memset (only its resident pages,
+            // where the kernel can say which) instead of madvise, so a fresh
+            // instance does not page-fault its way back in.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&c).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 

@@ -17,6 +17,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use kmshost_plugin_sdk::{KmsError, Options, Result, cache, secret};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use zeroize::{Zeroize, Zeroizing};
 
 const MAGIC: &[u8; 4] = b"KMSH";
@@ -58,11 +59,10 @@ impl Metadata {
     /// Wraps `plaintext` for `key_id` in the kmshost v1 format.
     pub fn wrap(&self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         let passphrase = self.passphrase()?;
-        let (salt, kek) = current_kek(&passphrase)?;
+        let (salt, cipher) = wrap_cipher(&passphrase)?;
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let aad = aad(key_id);
-        let cipher = Aes256Gcm::new_from_slice(&kek[..]).map_err(|_| internal("bad KEK length"))?;
         let ct = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
@@ -100,8 +100,7 @@ impl Metadata {
         let salt: [u8; SALT_LEN] = blob[5..5 + SALT_LEN].try_into().expect("length checked");
         let nonce = &blob[5 + SALT_LEN..HEADER_LEN];
         let passphrase = self.passphrase()?;
-        let kek = kek_for_salt(&passphrase, &salt)?;
-        let cipher = Aes256Gcm::new_from_slice(&kek[..]).map_err(|_| internal("bad KEK length"))?;
+        let cipher = unwrap_cipher(&passphrase, &salt)?;
         cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -166,22 +165,65 @@ fn derive(passphrase: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
     Ok(kek)
 }
 
-/// Cache key naming a value derived from this passphrase (and salt); a hash,
-/// so the passphrase itself never becomes a cache key.
-fn cache_key(kind: &str, passphrase: &[u8], salt: &[u8]) -> String {
+/// A hash naming a value derived from this passphrase (and salt), so the
+/// passphrase itself never becomes a cache key.
+fn fingerprint(passphrase: &[u8], salt: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"kmshost-secret-cache\0");
     h.update((salt.len() as u32).to_be_bytes());
     h.update(salt);
     h.update(passphrase);
-    let digest = h.finalize();
+    h.finalize().into()
+}
+
+fn cache_key(kind: &str, passphrase: &[u8], salt: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(kind.len() + 65);
     s.push_str(kind);
     s.push('/');
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
+    for b in fingerprint(passphrase, salt) {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
+}
+
+/// Ciphers kept for the life of this (warm) instance, keyed by the
+/// fingerprint of the passphrase they were derived from: the passphrase is
+/// still read on every call, so a changed Secret takes effect at once.
+struct Memo {
+    wrap: Option<([u8; 32], [u8; SALT_LEN], Aes256Gcm)>,
+    unwrap: Option<([u8; 32], Aes256Gcm)>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = const { RefCell::new(Memo { wrap: None, unwrap: None }) };
+}
+
+fn wrap_cipher(passphrase: &[u8]) -> Result<([u8; SALT_LEN], Aes256Gcm)> {
+    let fp = fingerprint(passphrase, &[]);
+    if let Some((f, salt, c)) = MEMO.with(|m| m.borrow().wrap.clone())
+        && f == fp
+    {
+        return Ok((salt, c));
+    }
+    let (salt, kek) = current_kek(passphrase)?;
+    let cipher = Aes256Gcm::new_from_slice(&kek[..]).map_err(|_| internal("bad KEK length"))?;
+    MEMO.with(|m| m.borrow_mut().wrap = Some((fp, salt, cipher.clone())));
+    Ok((salt, cipher))
+}
+
+fn unwrap_cipher(passphrase: &[u8], salt: &[u8; SALT_LEN]) -> Result<Aes256Gcm> {
+    let fp = fingerprint(passphrase, salt);
+    if let Some((f, c)) = MEMO.with(|m| m.borrow().unwrap.clone())
+        && f == fp
+    {
+        return Ok(c);
+    }
+    let kek = kek_for_salt(passphrase, salt)?;
+    let cipher = Aes256Gcm::new_from_slice(&kek[..]).map_err(|_| internal("bad KEK length"))?;
+    MEMO.with(|m| m.borrow_mut().unwrap = Some((fp, cipher.clone())));
+    Ok(cipher)
 }
 
 /// The (salt, KEK) used for new wraps under this passphrase: cached, or a new

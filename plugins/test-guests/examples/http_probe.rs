@@ -28,10 +28,11 @@ fn send(spec: &[u8]) -> Result<kmshost_plugin_sdk::http::Response> {
         req = req.header(&k, v);
     }
     let resp = req.send()?;
-    if probe.follow && (300..400).contains(&resp.status) {
-        if let Some(location) = resp.header("location") {
-            return Request::get(location).send();
-        }
+    if probe.follow
+        && (300..400).contains(&resp.status)
+        && let Some(location) = resp.header("location")
+    {
+        return Request::get(location).send();
     }
     Ok(resp)
 }

@@ -1,0 +1,260 @@
+//! The `kmshost` binary end to end.
+
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kmshost");
+const SECRET_WASM: &str = concat!(env!("OUT_DIR"), "/secret.wasm");
+
+fn cache() -> String {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("compile-cache")
+        .display()
+        .to_string()
+}
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("KMSHOST_CACHE_DIR", cache())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_everywhere() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["kms", "--help"],
+        vec!["kms", "wrap", "--help"],
+        vec!["kms", "unwrap", "--help"],
+        vec!["kms", "get", "--help"],
+        vec!["kms", "put", "--help"],
+        vec!["kms", "delete", "--help"],
+        vec!["plugin", "inspect", "--help"],
+        vec!["plugins", "--help"],
+    ] {
+        let out = run(&args, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn demo_runs_every_step() {
+    let out = run(&["demo"], None);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("demo finished: every step passed"),
+        "{stdout}"
+    );
+    for step in [
+        "wrap it with the plugin",
+        "LUKS2-format",
+        "rotate the passphrase",
+        "must be refused",
+        "clean up",
+    ] {
+        assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
+    }
+}
+
+fn setup(dir: &Path) -> (String, String) {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(secrets.join("kek")).unwrap();
+    std::fs::write(
+        secrets.join("kek").join("encryptionPassphrase"),
+        "cli-test-passphrase",
+    )
+    .unwrap();
+    let cfg = dir.join("config.json");
+    std::fs::write(
+        &cfg,
+        json!({
+            "meta": {"encryptionKMSType": "metadata", "secretName": "kek"},
+            "bad": {"encryptionKMSType": "metadata", "secretName": "kek", "bogusOption": "1"},
+            "typo": {"encryptionKMSType": "no-such-type"},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    (cfg.display().to_string(), secrets.display().to_string())
+}
+
+#[test]
+fn kms_wrap_unwrap_never_echo_keys_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let base = [
+        "--config",
+        &cfg,
+        "--secrets-dir",
+        &secrets,
+        "--kms-id",
+        "meta",
+    ];
+    let key = b"my-volume-passphrase-0123456789";
+
+    let mut args = vec!["kms", "wrap"];
+    args.extend(base);
+    args.push("pvc-1");
+    let out = run(&args, Some(key));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let blob = text(&out.stdout);
+    assert!(!blob.contains("my-volume-passphrase"));
+    assert!(!text(&out.stderr).contains("my-volume-passphrase"));
+
+    // unwrap without --reveal: only a length.
+    let mut args = vec!["kms", "unwrap"];
+    args.extend(base);
+    args.push("pvc-1");
+    let out = run(&args, Some(blob.as_bytes()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("my-volume-passphrase"));
+    assert!(!text(&out.stderr).contains("my-volume-passphrase"));
+    assert!(
+        text(&out.stderr).contains("31 bytes"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --reveal prints it; --out writes a 0600 file.
+    let mut reveal = args.clone();
+    reveal.push("--reveal");
+    let out = run(&reveal, Some(blob.as_bytes()));
+    assert_eq!(
+        text(&out.stdout).trim_end(),
+        "my-volume-passphrase-0123456789"
+    );
+    let keyfile = dir.path().join("key.out");
+    let kf = keyfile.display().to_string();
+    let mut to_file = args.clone();
+    to_file.extend(["--out", &kf]);
+    let out = run(&to_file, Some(blob.as_bytes()));
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&keyfile).unwrap(), key);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keyfile).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Replayed for another volume: fails, exit code non-zero, clear message.
+    let mut other = vec!["kms", "unwrap"];
+    other.extend(base);
+    other.push("pvc-2");
+    let out = run(&other, Some(blob.as_bytes()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("integrity"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // No value on stdin: a clear error, not an empty key.
+    let mut args = vec!["kms", "wrap"];
+    args.extend(base);
+    args.push("pvc-1");
+    let out = run(&args, Some(b""));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no input"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn plugins_lists_kms_ids_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let out = run(
+        &["plugins", "--config", &cfg, "--secrets-dir", &secrets],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("meta\n  type:            metadata"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("secret (embedded)"), "{stdout}");
+    assert!(stdout.contains("granted secrets: kek"), "{stdout}");
+    assert!(stdout.contains("allowed hosts:   (none)"), "{stdout}");
+    assert!(
+        stdout.contains("kmsID typo: option encryptionKMSType"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("cli-test-passphrase"),
+        "secret value printed"
+    );
+    assert!(
+        !out.status.success(),
+        "a broken kmsID must fail the listing"
+    );
+
+    let out = run(
+        &[
+            "plugins",
+            "--config",
+            &cfg,
+            "--secrets-dir",
+            &secrets,
+            "--validate",
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("options:         valid"), "{stdout}");
+    assert!(
+        stdout.contains("option bogusOption: is not a known option"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plugin_inspect_shows_what_a_reviewer_needs() {
+    let out = run(&["plugin", "inspect", SECRET_WASM], None);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(SECRET_WASM).unwrap()));
+    assert!(stdout.contains(&format!("sha256:  {sha}")), "{stdout}");
+    assert!(
+        stdout.contains("world:   kmshost:plugin/kms-plugin@0.1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kmshost:plugin/secrets@0.1.0"), "{stdout}");
+    assert!(stdout.contains("wasi:http/outgoing-handler"), "{stdout}");
+    assert!(stdout.contains("kmshost:plugin/provider@0.1.0"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let out = run(&["plugin", "inspect", &junk.display().to_string()], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a loadable component"),
+        "{}",
+        text(&out.stderr)
+    );
+}
