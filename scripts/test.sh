@@ -10,8 +10,15 @@ cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 
 echo "== cargo test" >&2
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins && cargo clippy --target wasm32-wasip2 --workspace --lib --examples -- -D warnings)
+
+# One closing line for the whole run.
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo "tests: ${passed} passed, ${failed} failed"

@@ -482,4 +482,52 @@ mod http_probe {
         );
         assert!(wrap(&kms, "k", &probe(&url)).await.is_ok());
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tls_client_certificate_is_presented_by_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = test_pki();
+        let srv = TestServer::start_tls(
+            "127.0.0.1:0",
+            Arc::new(|_| Reply::ok("mutual")),
+            pki.server_mtls.clone(),
+        )
+        .await;
+        let url = format!("https://127.0.0.1:{}/ok", srv.addr.port());
+        let allowed = format!("https://127.0.0.1:{}", srv.addr.port());
+        common::write_secret(dir.path(), "kms-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
+        common::write_secret(
+            dir.path(),
+            "kms-client",
+            &[
+                ("tls.crt", pki.client_cert_pem.as_bytes()),
+                ("tls.key", pki.client_key_pem.as_bytes()),
+            ],
+        );
+        // Without a client certificate the server refuses the handshake.
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca"}),
+            dir.path(),
+        );
+        assert!(wrap(&kms, "k", &probe(&url)).await.is_err());
+        assert_eq!(srv.count(), 0);
+        // With the kmsID's client certificate (held by the host) it serves.
+        let kms = guest_kms(
+            HTTP_PROBE,
+            json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca", "kmshostClientCertFromSecret": "kms-client"}),
+            dir.path(),
+        );
+        let out = wrap(&kms, "k", &probe(&url)).await.unwrap();
+        assert_eq!(status_body(&out), (200, b"mutual".to_vec()));
+        // The plugin itself cannot read the key Secret: it is not granted.
+        let reader = common::kms(
+            &json!({"t": {"encryptionKMSType": "test-guest", "kmshostPlugin": SECRET_READER,
+                          "kmshostClientCertFromSecret": "kms-client"}}),
+            dir.path(),
+            None,
+        );
+        let err = wrap(&reader, "k", "kms-client/tls.key").await.unwrap_err();
+        assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+    }
 }

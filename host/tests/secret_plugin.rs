@@ -376,3 +376,114 @@ async fn kubernetes_secret_store_server_down_is_unavailable() {
     assert!(matches!(err, KmsError::Unavailable { .. }), "{err}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_read_through_the_kubernetes_api() {
+    // The passphrase Secret exists only in the (fake) API server.
+    let passphrase = base64::engine::general_purpose::STANDARD.encode("api-passphrase");
+    let srv = TestServer::start(
+        "127.0.0.1:0",
+        Arc::new(move |r: &Recorded| {
+            if r.header("authorization") != Some("Bearer driver-token") {
+                return Reply::json(401, json!({"kind": "Status", "code": 401}));
+            }
+            match r.path.as_str() {
+                "/api/v1/namespaces/ceph-csi/secrets/kek" => Reply::json(
+                    200,
+                    json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "kek", "namespace": "ceph-csi"},
+                           "data": {"encryptionPassphrase": passphrase}}),
+                ),
+                _ => Reply::json(404, json!({"kind": "Status", "code": 404})),
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "driver-token\n").unwrap();
+    let api = Arc::new(kmshost::secrets::KubeApi::new(&srv.url(), token, None, "default").unwrap());
+    let kms = Kms::new(
+        kmshost::config::ConfigSource::from_text(
+            &json!({"meta": {"encryptionKMSType": "metadata", "secretName": "kek", "secretNamespace": "ceph-csi"},
+                    "missing": {"encryptionKMSType": "metadata", "secretName": "nope"}})
+            .to_string(),
+            HostDefaults::default(),
+        )
+        .unwrap(),
+        common::sandbox(),
+        Arc::new(kmshost::secrets::KubeSecrets::new(api)),
+    );
+    let dek = generate_passphrase();
+    let w = kms.wrap("meta", &key("pvc-1"), &dek).await.unwrap();
+    assert_eq!(kms.unwrap("meta", &key("pvc-1"), &w).await.unwrap(), dek);
+    assert!(
+        srv.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path == "/api/v1/namespaces/ceph-csi/secrets/kek")
+    );
+    // A granted Secret that does not exist: not-found, naming it.
+    let err = kms.wrap("missing", &key("pvc-1"), &dek).await.unwrap_err();
+    assert!(
+        matches!(err, KmsError::NotFound { .. }) && err.to_string().contains("nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_carry_spans_and_never_key_material() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let dir = tempfile::tempdir().unwrap();
+    let kek = b"log-test-kek-passphrase";
+    let dek = SecretBytes::new(b"log-test-volume-key-0123456789".to_vec());
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let kms = metadata_kms(dir.path(), kek);
+            let w = kms.wrap("meta", &key("pvc-log"), &dek).await.unwrap();
+            kms.unwrap("meta", &key("pvc-log"), &w).await.unwrap();
+            let _ = kms.unwrap("meta", &key("pvc-other"), &w).await.unwrap_err();
+            tracing::debug!(dek = ?dek, "a careless debug print of a key");
+        });
+    });
+    let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("kms.wrap"), "{logs}");
+    assert!(logs.contains("kms.unwrap"), "{logs}");
+    assert!(
+        logs.contains("kms_id=\"meta\"") || logs.contains("kms_id=meta"),
+        "{logs}"
+    );
+    assert!(logs.contains("volume=pvc-log"), "{logs}");
+    assert!(logs.contains("plugin=secret"), "{logs}");
+    assert!(logs.contains("REDACTED"), "{logs}");
+    assert!(
+        !logs.contains("log-test-volume-key"),
+        "key material in logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("log-test-kek-passphrase"),
+        "passphrase in logs:\n{logs}"
+    );
+}

@@ -199,10 +199,15 @@ impl TestServer {
     }
 }
 
-/// A CA and a server certificate for `127.0.0.1`/`localhost`, as PEM.
+/// A CA, a server certificate for `127.0.0.1`/`localhost`, and a client
+/// certificate, all PEM; `server_mtls` requires a client certificate from
+/// the CA.
 pub struct TestPki {
     pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
+    pub server_mtls: Arc<rustls::ServerConfig>,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 pub fn test_pki() -> TestPki {
@@ -218,16 +223,37 @@ pub fn test_pki() -> TestPki {
     let cert = params.signed_by(&key, &issuer).unwrap();
     let chain = vec![cert.der().clone()];
     let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key_der)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key_der.clone_key())
+        .unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(vec!["kmshost-client".to_string()]).unwrap();
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &issuer).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
     .unwrap();
+    let server_mtls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_der)
+        .unwrap();
     TestPki {
         ca_pem: ca.pem(),
         server: Arc::new(server),
+        server_mtls: Arc::new(server_mtls),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
     }
 }
