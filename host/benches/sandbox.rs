@@ -107,6 +107,17 @@ fn main() {
         .unwrap(),
         Arc::new(MemorySecrets),
     );
+    // Profiling aid: `KMSHOST_BENCH_PROFILE=<kmsID>` runs only that kmsID's
+    // steady state for a while (e.g. under `perf record`).
+    if let Ok(id) = std::env::var("KMSHOST_BENCH_PROFILE") {
+        rt.block_on(async {
+            bench_calls(&kms, &id, 50).await;
+            let t = Instant::now();
+            let m = bench_calls(&kms, &id, 100_000).await;
+            println!("{id}: median {:.1} µs over {:?}", micros(m), t.elapsed());
+        });
+        return;
+    }
     // Interleave the two so both see the same machine conditions.
     let mut fresh = Vec::new();
     let mut warm = Vec::new();
