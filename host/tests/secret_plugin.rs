@@ -256,24 +256,29 @@ fn fake_apiserver(
     (store, handler)
 }
 
+/// A `kubernetes-secret` kmsID talking to `api` with the token `token`.
+fn k8s_store(dir: &Path, api: String, token: &str) -> Kms {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let defaults = HostDefaults {
+        kube_api_address: Some(api),
+        namespace: "csi".into(),
+        ..Default::default()
+    };
+    common::kms_with_defaults(
+        &json!({"k8s": {"encryptionKMSType": "kubernetes-secret"}}),
+        dir,
+        Some(&token_file),
+        defaults,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kubernetes_secret_store_against_fake_apiserver() {
     let (store, handler) = fake_apiserver("sa-token-123");
     let srv = TestServer::start("127.0.0.1:0", handler).await;
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "sa-token-123\n").unwrap();
-    let defaults = HostDefaults {
-        kube_api_address: Some(srv.url()),
-        namespace: "csi".into(),
-        ..Default::default()
-    };
-    let kms = common::kms_with_defaults(
-        &json!({"k8s": {"encryptionKMSType": "kubernetes-secret"}}),
-        dir.path(),
-        Some(&token),
-        defaults,
-    );
+    let kms = k8s_store(dir.path(), srv.url(), "sa-token-123");
     let entry = kms.entry("k8s").unwrap();
     assert_eq!(
         entry.allow.entries().len(),
@@ -330,18 +335,7 @@ async fn kubernetes_secret_store_wrong_token_is_denied() {
     let (_store, handler) = fake_apiserver("right-token");
     let srv = TestServer::start("127.0.0.1:0", handler).await;
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "wrong-token").unwrap();
-    let defaults = HostDefaults {
-        kube_api_address: Some(srv.url()),
-        ..Default::default()
-    };
-    let kms = common::kms_with_defaults(
-        &json!({"k8s": {"encryptionKMSType": "kubernetes-secret"}}),
-        dir.path(),
-        Some(&token),
-        defaults,
-    );
+    let kms = k8s_store(dir.path(), srv.url(), "wrong-token");
     let err = kms.get("k8s", &key("v")).await.unwrap_err();
     assert!(matches!(err, KmsError::Denied { .. }), "{err}");
     assert!(
@@ -354,24 +348,13 @@ async fn kubernetes_secret_store_wrong_token_is_denied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kubernetes_secret_store_server_down_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t").unwrap();
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let defaults = HostDefaults {
-        kube_api_address: Some(format!("http://127.0.0.1:{port}")),
-        ..Default::default()
-    };
-    let kms = common::kms_with_defaults(
-        &json!({"k8s": {"encryptionKMSType": "kubernetes-secret"}}),
-        dir.path(),
-        Some(&token),
-        defaults,
-    );
+    let kms = k8s_store(dir.path(), format!("http://127.0.0.1:{port}"), "t");
     let err = kms.get("k8s", &key("v")).await.unwrap_err();
     assert!(matches!(err, KmsError::Unavailable { .. }), "{err}");
     assert!(err.is_retryable());

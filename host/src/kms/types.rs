@@ -137,64 +137,55 @@ fn validate(what: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(
     Ok(())
 }
 
-/// The name of one KMS configuration (a key of ceph-csi's `config.json`).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KmsId(String);
+/// Defines a validated identifier newtype: 1–253 bytes of letters, digits,
+/// `-`, `_`, `.` (so never a path or URL separator), printed as itself.
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl KmsId {
-    /// Validates a kmsID: 1–253 bytes of letters, digits, `-`, `_`, `.`.
-    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-        let s = s.into();
-        validate("kmsID", &s, 253, &[])?;
-        Ok(KmsId(s))
-    }
-    /// The kmsID.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+        impl $name {
+            #[doc = concat!("Validates a ", $what, ": 1–253 bytes of letters, digits, `-`, `_`, `.`.")]
+            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                validate($what, &s, 253, &[])?;
+                Ok($name(s))
+            }
+            #[doc = concat!("The ", $what, ".")]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
 
-impl fmt::Display for KmsId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl fmt::Debug for KmsId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KmsId({})", self.0)
-    }
-}
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
 
-/// The identifier a key is stored under: the volume handle.
-///
-/// Path characters (`/`, `\`, NUL) and `..` are rejected, so a key-id can
-/// never escape a directory or a URL path segment.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(String);
-
-impl KeyId {
-    /// Validates a key-id: 1–253 bytes of letters, digits, `-`, `_`, `.`.
-    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-        let s = s.into();
-        validate("key-id", &s, 253, &[])?;
-        Ok(KeyId(s))
-    }
-    /// The key-id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.0)
-    }
-}
+identifier!(
+    /// The name of one KMS configuration (a key of ceph-csi's `config.json`).
+    KmsId,
+    "kmsID"
+);
+
+identifier!(
+    /// The identifier a key is stored under: the volume handle.
+    ///
+    /// Path characters (`/`, `\`, NUL) and `..` are rejected, so a key-id can
+    /// never escape a directory or a URL path segment.
+    KeyId,
+    "key-id"
+);
 
 #[cfg(test)]
 mod tests {
