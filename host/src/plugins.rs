@@ -3,8 +3,11 @@
 /// The `secret` plugin: the embedded default.
 pub static SECRET_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/secret.wasm"));
 
+/// The `vault` plugin: HashiCorp Vault / OpenBao.
+pub static VAULT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vault.wasm"));
+
 /// The embedded plugins, by name.
-pub static EMBEDDED: &[(&str, &[u8])] = &[("secret", SECRET_WASM)];
+pub static EMBEDDED: &[(&str, &[u8])] = &[("secret", SECRET_WASM), ("vault", VAULT_WASM)];
 
 /// The embedded plugin called `name`, if any.
 pub fn embedded(name: &str) -> Option<(&'static str, &'static [u8])> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod openbao;
 
 use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::kms::Kms;

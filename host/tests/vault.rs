@@ -1,0 +1,353 @@
+//! The `vault` plugin against a real OpenBao dev server: KV v1 and v2 with
+//! ceph-csi's layout, destroy vs soft delete, token and Kubernetes auth
+//! (through a fake TokenReview endpoint in test code), permissions, outages.
+
+mod common;
+
+use base64::Engine as _;
+use common::http::{Recorded, Reply, TestServer};
+use common::openbao::{OpenBao, require_bao};
+use kmshost::config::HostDefaults;
+use kmshost::kms::{KeyId, Kms, KmsError, generate_passphrase};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+
+fn key(s: &str) -> KeyId {
+    KeyId::new(s).unwrap()
+}
+
+/// A kmsID `v` of `entry` against `bao`, with a token Secret `vault-token`.
+fn vault_kms(dir: &Path, entry: serde_json::Value, token: &str) -> Kms {
+    common::write_secret(dir, "vault-token", &[("token", token.as_bytes())]);
+    common::kms(&json!({ "v": entry }), dir, None)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_v2_round_trip_in_ceph_csi_layout_and_destroy() {
+    let Some(bin) = require_bao("kv_v2_round_trip") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "vaultBackendPath": "secret/",
+               "vaultPassphrasePath": "ceph-csi/", "tokenSecretName": "vault-token"}),
+        "root",
+    );
+    let v = key("0001-0009-rook-ceph-0000000000000002-abcd");
+    let dek = generate_passphrase();
+    kms.put("v", &v, &dek).await.unwrap();
+    // Stored where and how ceph-csi stores it.
+    let stored = bao
+        .ok("GET", &format!("/v1/secret/data/ceph-csi/{v}"), None)
+        .await;
+    assert_eq!(
+        stored["data"]["data"]["data"]["passphrase"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        dek.expose(),
+        "{stored}"
+    );
+    assert_eq!(kms.get("v", &v).await.unwrap(), dek);
+    // Overwrite keeps one key, new value.
+    let dek2 = generate_passphrase();
+    kms.put("v", &v, &dek2).await.unwrap();
+    assert_eq!(kms.get("v", &v).await.unwrap(), dek2);
+    // Delete destroys every version (vaultDestroyKeys defaults to true).
+    kms.delete("v", &v).await.unwrap();
+    let (s, _) = bao
+        .api(
+            "GET",
+            &format!("/v1/secret/metadata/ceph-csi/{v}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 404, "metadata survived a destroying delete");
+    assert!(matches!(
+        kms.get("v", &v).await,
+        Err(KmsError::NotFound { .. })
+    ));
+    kms.delete("v", &v).await.unwrap(); // idempotent
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_v2_soft_delete_when_destroy_is_off() {
+    let Some(bin) = require_bao("kv_v2_soft_delete") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vaulttokens", "vaultAddress": bao.addr, "vaultBackendPath": "secret/",
+               "vaultDestroyKeys": "false", "tokenSecretName": "vault-token"}),
+        "root",
+    );
+    let v = key("pvc-soft");
+    kms.put("v", &v, &generate_passphrase()).await.unwrap();
+    kms.delete("v", &v).await.unwrap();
+    assert!(matches!(
+        kms.get("v", &v).await,
+        Err(KmsError::NotFound { .. })
+    ));
+    let meta = bao
+        .ok("GET", &format!("/v1/secret/metadata/{v}"), None)
+        .await;
+    assert!(
+        meta["data"]["versions"]["1"]["deletion_time"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{meta}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_v1_round_trip_with_rook_names() {
+    let Some(bin) = require_bao("kv_v1_round_trip") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    bao.ok(
+        "POST",
+        "/v1/sys/mounts/rook",
+        Some(json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"KMS_PROVIDER": "vault", "VAULT_ADDR": bao.addr, "VAULT_BACKEND_PATH": "rook",
+               "VAULT_BACKEND": "v1", "VAULT_SECRET_ENGINE": "kv", "VAULT_AUTH_METHOD": "token",
+               "tokenSecretName": "vault-token"}),
+        "root",
+    );
+    let v = key("pvc-v1");
+    let dek = generate_passphrase();
+    kms.put("v", &v, &dek).await.unwrap();
+    let stored = bao.ok("GET", &format!("/v1/rook/{v}"), None).await;
+    assert_eq!(
+        stored["data"]["data"]["passphrase"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        dek.expose()
+    );
+    assert_eq!(kms.get("v", &v).await.unwrap(), dek);
+    kms.delete("v", &v).await.unwrap();
+    assert!(matches!(
+        kms.get("v", &v).await,
+        Err(KmsError::NotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_without_permission_is_denied_and_never_printed() {
+    let Some(bin) = require_bao("token_without_permission") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    bao.ok(
+        "PUT",
+        "/v1/sys/policies/acl/read-only",
+        Some(json!({"policy": "path \"secret/data/*\" { capabilities = [\"read\"] }"})),
+    )
+    .await;
+    let t = bao
+        .ok(
+            "POST",
+            "/v1/auth/token/create",
+            Some(json!({"policies": ["read-only"]})),
+        )
+        .await;
+    let token = t["auth"]["client_token"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token"}),
+        &token,
+    );
+    let err = kms
+        .put("v", &key("pvc-1"), &generate_passphrase())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+    assert!(!err.is_retryable());
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(&token), "token leaked: {text}");
+    // A bad token altogether: denied too.
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token"}),
+        "s.not-a-token",
+    );
+    assert!(matches!(
+        kms.get("v", &key("pvc-1")).await,
+        Err(KmsError::Denied { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outage_is_unavailable_then_recovers() {
+    let Some(bin) = require_bao("outage") else {
+        return;
+    };
+    let mut bao = OpenBao::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token",
+               "kmshostTimeoutMs": "5000"}),
+        "root",
+    );
+    let v = key("pvc-outage");
+    kms.put("v", &v, &generate_passphrase()).await.unwrap();
+    bao.stop();
+    let err = kms.get("v", &v).await.unwrap_err();
+    assert!(matches!(err, KmsError::Unavailable { .. }), "{err}");
+    assert!(err.is_retryable());
+    bao.restart().await; // dev storage is in memory: the key is gone
+    assert!(matches!(
+        kms.get("v", &v).await,
+        Err(KmsError::NotFound { .. })
+    ));
+    let dek = generate_passphrase();
+    kms.put("v", &v, &dek).await.unwrap();
+    assert_eq!(kms.get("v", &v).await.unwrap(), dek);
+}
+
+/// A fake kube-apiserver TokenReview endpoint (test code only), following
+/// `authentication.k8s.io/v1`: it authenticates `sa_jwt` as
+/// system:serviceaccount:kmshost:kmshost.
+fn token_review(reviewer: &'static str, sa_jwt: String) -> common::http::Handler {
+    Arc::new(move |r: &Recorded| {
+        if r.method != "POST" || r.path != "/apis/authentication.k8s.io/v1/tokenreviews" {
+            return Reply::json(404, json!({"kind": "Status", "code": 404}));
+        }
+        if r.header("authorization") != Some(&format!("Bearer {reviewer}")) {
+            return Reply::json(401, json!({"kind": "Status", "code": 401}));
+        }
+        let review: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let ok = review["spec"]["token"].as_str() == Some(sa_jwt.as_str());
+        Reply::json(
+            201,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                   "status": {"authenticated": ok,
+                              "user": {"username": "system:serviceaccount:kmshost:kmshost", "uid": "uid-1",
+                                       "groups": ["system:serviceaccounts", "system:serviceaccounts:kmshost"]}}}),
+        )
+    })
+}
+
+fn service_account_jwt() -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
+    let claims = b64.encode(
+        json!({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:kmshost:kmshost",
+               "iat": now, "nbf": now, "exp": now + 3600,
+               "kubernetes.io/serviceaccount/namespace": "kmshost",
+               "kubernetes.io/serviceaccount/service-account.name": "kmshost",
+               "kubernetes.io/serviceaccount/service-account.uid": "uid-1",
+               "kubernetes.io/serviceaccount/secret.name": "kmshost-token"})
+        .to_string(),
+    );
+    format!(
+        "{header}.{claims}.{}",
+        b64.encode(b"not-checked-by-openbao")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_auth_logs_in_once_for_many_operations() {
+    let Some(bin) = require_bao("kubernetes_auth") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    let jwt = service_account_jwt();
+    let apiserver =
+        TestServer::start("127.0.0.1:0", token_review("reviewer-jwt", jwt.clone())).await;
+    let pki = common::http::test_pki();
+    bao.ok(
+        "POST",
+        "/v1/sys/auth/kubernetes",
+        Some(json!({"type": "kubernetes"})),
+    )
+    .await;
+    bao.ok(
+        "POST",
+        "/v1/auth/kubernetes/config",
+        Some(
+            json!({"kubernetes_host": apiserver.url(), "kubernetes_ca_cert": pki.ca_pem,
+                    "token_reviewer_jwt": "reviewer-jwt", "disable_local_ca_jwt": true}),
+        ),
+    )
+    .await;
+    bao.ok(
+        "PUT",
+        "/v1/sys/policies/acl/kmshost",
+        Some(json!({"policy": "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\"] }"})),
+    )
+    .await;
+    bao.ok(
+        "POST",
+        "/v1/auth/kubernetes/role/csi-kubernetes",
+        Some(json!({"bound_service_account_names": ["kmshost"], "bound_service_account_namespaces": ["kmshost"],
+                    "token_policies": ["kmshost"], "ttl": "1h"})),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sa_token = dir.path().join("sa-token");
+    std::fs::write(&sa_token, &jwt).unwrap();
+    // ceph-csi's `vault` type: Kubernetes auth with the default path and role.
+    let kms = common::kms_with_defaults(
+        &json!({"v": {"encryptionKMSType": "vault", "vaultAddress": bao.addr, "vaultBackendPath": "secret/"}}),
+        dir.path(),
+        Some(&sa_token),
+        HostDefaults::default(),
+    );
+    let dek = generate_passphrase();
+    for i in 0..100 {
+        let v = key(&format!("pvc-{i}"));
+        match i % 3 {
+            0 => kms.put("v", &v, &dek).await.unwrap(),
+            1 => assert!(kms.get("v", &key(&format!("pvc-{}", i - 1))).await.is_ok()),
+            _ => kms
+                .delete("v", &key(&format!("pvc-{}", i - 2)))
+                .await
+                .unwrap(),
+        }
+    }
+    let reviews = apiserver.count();
+    assert_eq!(reviews, 1, "100 operations caused {reviews} logins");
+
+    // A revoked token is replaced by one new login, transparently.
+    let rt = kms.runtime("v").await.unwrap();
+    let cached = rt
+        .cache()
+        .get("vault-token")
+        .expect("token cached by the host");
+    let token = String::from_utf8(cached.expose().to_vec()).unwrap();
+    bao.ok(
+        "POST",
+        "/v1/auth/token/revoke",
+        Some(json!({"token": token})),
+    )
+    .await;
+    kms.put("v", &key("pvc-after-revoke"), &dek).await.unwrap();
+    assert_eq!(apiserver.count(), 2);
+
+    // A service-account token the API server does not accept: denied.
+    std::fs::write(&sa_token, service_account_jwt().replace('.', ".x")).unwrap();
+    rt.cache().remove("vault-token");
+    let err = kms.get("v", &key("pvc-after-revoke")).await.unwrap_err();
+    assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+}

@@ -1,0 +1,200 @@
+//! Options, with ceph-csi's names and Rook's/legacy aliases.
+
+use kmshost_plugin_sdk::{Options, Result, invalid_config};
+
+/// KV secrets-engine version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvVersion {
+    /// KV v1: `<mount>/<path>`.
+    V1,
+    /// KV v2: `<mount>/data/<path>`, `<mount>/metadata/<path>`.
+    V2,
+}
+
+/// How the plugin logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A token from a Secret (`tokenSecretName`, key `token`).
+    Token {
+        /// The Secret name.
+        secret: String,
+    },
+    /// Kubernetes auth with the driver's service-account token.
+    Kubernetes {
+        /// Login path, e.g. `/v1/auth/kubernetes/login`.
+        login_path: String,
+        /// Vault role.
+        role: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// `https://vault:8200`, no trailing slash.
+    pub address: String,
+    /// The KV mount, e.g. `secret` (no slashes at either end).
+    pub mount: String,
+    /// `vaultPassphrasePath`: a prefix under the mount (no slashes at the ends).
+    pub prefix: String,
+    /// KV version.
+    pub kv: KvVersion,
+    /// `X-Vault-Namespace` for KV operations.
+    pub namespace: Option<String>,
+    /// `X-Vault-Namespace` for login.
+    pub auth_namespace: Option<String>,
+    /// Destroy all versions on delete (KV v2).
+    pub destroy_keys: bool,
+    /// Authentication.
+    pub auth: Auth,
+    /// Request timeout in seconds.
+    pub timeout_secs: u64,
+}
+
+fn trim_slashes(s: &str) -> String {
+    s.trim_matches('/').to_string()
+}
+
+impl VaultConfig {
+    /// Reads the options.
+    pub fn from_options(o: &mut Options) -> Result<Self> {
+        let kms_type = o.kms_type().unwrap_or("vault").to_string();
+        let address = o
+            .take_any(&["vaultAddress", "VAULT_ADDR"])
+            .ok_or_else(|| invalid_config("vaultAddress", "is required (or Rook's VAULT_ADDR)"))?;
+        if !(address.starts_with("https://") || address.starts_with("http://")) {
+            return Err(invalid_config(
+                "vaultAddress",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let address = address.trim_end_matches('/').to_string();
+
+        let kv = match o.take_any(&["vaultBackend", "VAULT_BACKEND"]).as_deref() {
+            None | Some("kv-v2") | Some("v2") => KvVersion::V2,
+            Some("kv") | Some("v1") => KvVersion::V1,
+            Some(other) => {
+                return Err(invalid_config(
+                    "vaultBackend",
+                    format!("must be kv or kv-v2, not {other:?}"),
+                ));
+            }
+        };
+        // Rook: VAULT_SECRET_ENGINE=kv is the only engine this release serves.
+        if let Some(engine) = o.take("VAULT_SECRET_ENGINE")
+            && engine != "kv"
+        {
+            return Err(invalid_config(
+                "VAULT_SECRET_ENGINE",
+                format!("{engine:?} is not supported by this release (kv only)"),
+            ));
+        }
+        // vaultBackendPath (vaulttokens), or vaultPassphraseRoot (vault,
+        // whose old examples wrote "/v1/secret").
+        let backend_path = o.take_any(&["vaultBackendPath", "VAULT_BACKEND_PATH"]);
+        let root = o.take("vaultPassphraseRoot");
+        let mount = match (backend_path, root) {
+            (Some(p), _) => trim_slashes(&p),
+            (None, Some(r)) => trim_slashes(r.strip_prefix("/v1/").unwrap_or(&r)),
+            (None, None) => "secret".to_string(),
+        };
+        if mount.is_empty() || mount.contains("..") {
+            return Err(invalid_config("vaultBackendPath", "must name a KV mount"));
+        }
+        let prefix = trim_slashes(&o.or("vaultPassphrasePath", ""));
+        if prefix.contains("..") {
+            return Err(invalid_config(
+                "vaultPassphrasePath",
+                "must not contain '..'",
+            ));
+        }
+
+        let namespace = o.take_any(&["vaultNamespace", "VAULT_NAMESPACE"]);
+        let auth_namespace = o
+            .take_any(&["vaultAuthNamespace", "VAULT_AUTH_NAMESPACE"])
+            .or_else(|| namespace.clone());
+        let destroy_keys = match o.take_any(&["vaultDestroyKeys", "VAULT_DESTROY_KEYS"]) {
+            None => true,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(invalid_config(
+                        "vaultDestroyKeys",
+                        format!("must be true or false, not {v:?}"),
+                    ));
+                }
+            },
+        };
+
+        let method = o.take("VAULT_AUTH_METHOD");
+        let token_secret = o.take("tokenSecretName");
+        let login_path = o.take("vaultAuthPath");
+        let role = o.take_any(&["vaultRole", "VAULT_AUTH_KUBERNETES_ROLE"]);
+        let mount_path = o.take("VAULT_AUTH_KUBERNETES_MOUNT_PATH");
+        let auth = match (method.as_deref(), token_secret) {
+            (Some("token") | None, Some(secret)) => Auth::Token { secret },
+            (Some("token"), None) => {
+                return Err(invalid_config(
+                    "tokenSecretName",
+                    "is required with VAULT_AUTH_METHOD=token",
+                ));
+            }
+            (Some("kubernetes") | None, None) | (Some("kubernetes"), Some(_)) => Auth::Kubernetes {
+                login_path: match (login_path, mount_path) {
+                    (Some(p), _) => format!("/{}", trim_slashes(&p)),
+                    (None, Some(m)) => format!("/v1/auth/{}/login", trim_slashes(&m)),
+                    (None, None) => "/v1/auth/kubernetes/login".to_string(),
+                },
+                role: role.unwrap_or_else(|| "csi-kubernetes".to_string()),
+            },
+            (Some(other), _) => {
+                return Err(invalid_config(
+                    "VAULT_AUTH_METHOD",
+                    format!("must be token or kubernetes, not {other:?}"),
+                ));
+            }
+        };
+
+        // TLS is the host's: these options were read by it already.
+        for tls in [
+            "vaultCAFromSecret",
+            "vaultCAVerify",
+            "vaultTLSServerName",
+            "vaultClientCertFromSecret",
+            "vaultClientCertKeyFromSecret",
+            "VAULT_CACERT",
+            "VAULT_CLIENT_CERT",
+            "VAULT_CLIENT_KEY",
+            "VAULT_SKIP_VERIFY",
+            "VAULT_TLS_SERVER_NAME",
+        ] {
+            let _ = o.take(tls);
+        }
+        // Per-tenant settings (vaulttokens/vaulttenantsa) need the PVC's
+        // namespace, which the host does not pass yet: accepted, not used.
+        if kms_type == "vaulttokens" || kms_type == "vaulttenantsa" {
+            for t in [
+                "tenantConfigName",
+                "tenantTokenName",
+                "tenants",
+                "tenantSAName",
+            ] {
+                let _ = o.take(t);
+            }
+        }
+        let timeout_secs = o.u64("vaultTimeoutSeconds", 10)?;
+
+        Ok(VaultConfig {
+            address,
+            mount,
+            prefix,
+            kv,
+            namespace,
+            auth_namespace,
+            destroy_keys,
+            auth,
+            timeout_secs,
+        })
+    }
+}

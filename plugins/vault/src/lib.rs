@@ -1,0 +1,51 @@
+//! The `vault` plugin: HashiCorp Vault and OpenBao for ceph-csi's `vault`,
+//! `vaulttokens` and `vaulttenantsa` types and Rook's `KMS_PROVIDER: vault`.
+//!
+//! This release implements the key store (KV v1 and v2) with token and
+//! Kubernetes authentication. Keys are stored exactly where and how
+//! ceph-csi stores them, so existing volumes keep working:
+//! `<backend path>[data/]<vaultPassphrasePath>/<volume ID>` holding
+//! `{"data": {"passphrase": "<key>"}}`.
+
+mod auth;
+mod config;
+mod kv;
+
+use config::VaultConfig;
+use kmshost_plugin_sdk::{Capabilities, Options, PluginInfo, Provider, Result, export_provider};
+
+/// The configured plugin.
+pub struct Vault {
+    config: VaultConfig,
+}
+
+impl Provider for Vault {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "vault".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: Capabilities::STORE,
+            description: "HashiCorp Vault / OpenBao KV v1 and v2 key store".into(),
+        }
+    }
+
+    fn configure(options: &mut Options) -> Result<Self> {
+        Ok(Vault {
+            config: VaultConfig::from_options(options)?,
+        })
+    }
+
+    fn get(&self, key_id: &str) -> Result<Vec<u8>> {
+        kv::get(&self.config, key_id)
+    }
+
+    fn put(&self, key_id: &str, key: &[u8]) -> Result<()> {
+        kv::put(&self.config, key_id, key)
+    }
+
+    fn delete(&self, key_id: &str) -> Result<()> {
+        kv::delete(&self.config, key_id)
+    }
+}
+
+export_provider!(Vault);
