@@ -137,6 +137,15 @@ enum KmsOp {
         #[arg(long = "in")]
         input: Option<PathBuf>,
     },
+    /// Re-wrap a base64 blob (stdin or --in) under the provider's newest key
+    /// version; prints the new blob in base64.
+    Rewrap {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Read the blob from this file instead of stdin.
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+    },
     /// Unwrap a base64 blob read from stdin (or --in).
     Unwrap {
         #[command(flatten)]
@@ -179,6 +188,15 @@ fn read_input(input: &Option<PathBuf>) -> Result<SecretBytes> {
         bail!("no input: pipe the value on stdin or pass --in FILE");
     }
     Ok(SecretBytes::new(buf))
+}
+
+fn read_blob(input: &Option<PathBuf>) -> Result<WrappedKey> {
+    let blob = read_input(input)?;
+    let text = std::str::from_utf8(blob.expose()).context("blob is not base64 text")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .context("blob is not base64")?;
+    Ok(WrappedKey::new(raw))
 }
 
 fn emit_secret(value: &SecretBytes, out: &Option<PathBuf>, reveal: bool) -> Result<()> {
@@ -299,6 +317,7 @@ async fn main() -> Result<()> {
                 | KmsOp::Get { key, .. }
                 | KmsOp::Delete { key }
                 | KmsOp::Wrap { key, .. }
+                | KmsOp::Rewrap { key, .. }
                 | KmsOp::Unwrap { key, .. } => key.clone(),
             };
             let kms = build_kms(&key.host.settings())?;
@@ -329,14 +348,17 @@ async fn main() -> Result<()> {
                 KmsOp::Unwrap {
                     input, out, reveal, ..
                 } => {
-                    let blob = read_input(&input)?;
-                    let text =
-                        std::str::from_utf8(blob.expose()).context("blob is not base64 text")?;
-                    let raw = base64::engine::general_purpose::STANDARD
-                        .decode(text.trim())
-                        .context("blob is not base64")?;
-                    let v = kms.unwrap(id, &key_id, &WrappedKey::new(raw)).await?;
+                    let blob = read_blob(&input)?;
+                    let v = kms.unwrap(id, &key_id, &blob).await?;
                     emit_secret(&v, &out, reveal)?;
+                }
+                KmsOp::Rewrap { input, .. } => {
+                    let blob = read_blob(&input)?;
+                    let w = kms.rewrap(id, &key_id, &blob).await?;
+                    println!(
+                        "{}",
+                        base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+                    );
                 }
             }
         }

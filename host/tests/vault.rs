@@ -351,3 +351,151 @@ async fn kubernetes_auth_logs_in_once_for_many_operations() {
     let err = kms.get("v", &key("pvc-after-revoke")).await.unwrap_err();
     assert!(matches!(err, KmsError::Denied { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_the_kms_id_ca_wrong_ca_and_skip_verify() {
+    let Some(bin) = require_bao("tls") else {
+        return;
+    };
+    let bao = OpenBao::start_tls(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(dir.path(), "vault-ca", &[("cert", &bao.ca_pem().unwrap())]);
+    let other_ca = common::http::test_pki().ca_pem;
+    common::write_secret(dir.path(), "other-ca", &[("cert", other_ca.as_bytes())]);
+    let entry = |extra: serde_json::Value| {
+        let mut e = json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token"});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e
+    };
+    let v = key("pvc-tls");
+    let dek = generate_passphrase();
+
+    // The kmsID's CA (vaultCAFromSecret, key `cert`): verified, works.
+    let kms = vault_kms(
+        dir.path(),
+        entry(json!({"vaultCAFromSecret": "vault-ca"})),
+        "root",
+    );
+    kms.put("v", &v, &dek).await.unwrap();
+    assert_eq!(kms.get("v", &v).await.unwrap(), dek);
+
+    // Another CA (Rook's VAULT_CACERT spelling), or none: refused.
+    for extra in [json!({"VAULT_CACERT": "other-ca"}), json!({})] {
+        let kms = vault_kms(dir.path(), entry(extra.clone()), "root");
+        let err = kms.get("v", &v).await.unwrap_err();
+        assert!(
+            matches!(err, KmsError::Denied { .. }) && err.to_string().contains("TLS"),
+            "{extra}: {err}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    // Verification off, only because the admin said so.
+    let kms = vault_kms(dir.path(), entry(json!({"vaultCAVerify": "false"})), "root");
+    assert_eq!(kms.get("v", &v).await.unwrap(), dek);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transit_wrap_unwrap_rotate_rewrap() {
+    let Some(bin) = require_bao("transit") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    bao.ok(
+        "POST",
+        "/v1/sys/mounts/transit",
+        Some(json!({"type": "transit"})),
+    )
+    .await;
+    bao.ok(
+        "POST",
+        "/v1/transit/keys/volumes",
+        Some(json!({"derived": true})),
+    )
+    .await;
+    bao.ok("POST", "/v1/transit/keys/not-derived", Some(json!({})))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token",
+               "vaultTransitKey": "volumes"}),
+        "root",
+    );
+    let v = key("pvc-transit");
+    let dek = generate_passphrase();
+    let w1 = kms.wrap("v", &v, &dek).await.unwrap();
+    assert!(w1.as_bytes().starts_with(b"vault:v1:"), "{w1:?}");
+    assert_eq!(kms.unwrap("v", &v, &w1).await.unwrap(), dek);
+    // Bound to the volume.
+    let err = kms.unwrap("v", &key("pvc-other"), &w1).await.unwrap_err();
+    assert!(matches!(err, KmsError::Integrity { .. }), "{err}");
+    assert!(!err.is_retryable());
+
+    // A key rotation keeps old blobs working; rewrap moves them forward.
+    bao.ok("POST", "/v1/transit/keys/volumes/rotate", None)
+        .await;
+    assert_eq!(kms.unwrap("v", &v, &w1).await.unwrap(), dek);
+    let w2 = kms.rewrap("v", &v, &w1).await.unwrap();
+    assert!(w2.as_bytes().starts_with(b"vault:v2:"), "{w2:?}");
+    assert_eq!(kms.unwrap("v", &v, &w2).await.unwrap(), dek);
+    // Once the old version is retired, only the rewrapped blob opens.
+    bao.ok(
+        "POST",
+        "/v1/transit/keys/volumes/config",
+        Some(json!({"min_decryption_version": 2})),
+    )
+    .await;
+    assert!(kms.unwrap("v", &v, &w1).await.is_err());
+    assert_eq!(kms.unwrap("v", &v, &w2).await.unwrap(), dek);
+
+    // A key that cannot bind the volume is a configuration error.
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token",
+               "vaultTransitKey": "not-derived"}),
+        "root",
+    );
+    match kms.wrap("v", &v, &dek).await.unwrap_err() {
+        KmsError::InvalidConfig {
+            option, message, ..
+        } => {
+            assert_eq!(option, "vaultTransitKey");
+            assert!(message.contains("derived=true"), "{message}");
+        }
+        e => panic!("{e}"),
+    }
+    // Without a Transit key, wrap is unsupported (the KV store still works).
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token"}),
+        "root",
+    );
+    assert!(matches!(
+        kms.wrap("v", &v, &dek).await,
+        Err(KmsError::Unsupported { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_vault_is_unavailable_and_says_so() {
+    let Some(bin) = require_bao("sealed") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kms = vault_kms(
+        dir.path(),
+        json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token"}),
+        "root",
+    );
+    let v = key("pvc-sealed");
+    kms.put("v", &v, &generate_passphrase()).await.unwrap();
+    bao.ok("PUT", "/v1/sys/seal", None).await;
+    let err = kms.get("v", &v).await.unwrap_err();
+    assert!(matches!(err, KmsError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("Vault is sealed"), "{err}");
+    assert!(err.is_retryable());
+}

@@ -304,6 +304,31 @@ impl Kms {
     }
 }
 
+impl Kms {
+    /// Envelope: re-wraps `wrapped` for `key_id` under the provider's
+    /// current key version (after a KMS-side key rotation): unwrap, then
+    /// wrap, checking the result unwraps to the same key before returning
+    /// it. The caller stores the new blob; the old one keeps working until
+    /// the provider retires the old key version.
+    pub async fn rewrap(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        wrapped: &WrappedKey,
+    ) -> Result<WrappedKey, KmsError> {
+        let key = self.unwrap(kms_id, key_id, wrapped).await?;
+        let fresh = self.wrap(kms_id, key_id, &key).await?;
+        let check = self.unwrap(kms_id, key_id, &fresh).await?;
+        if check != key {
+            return Err(KmsError::Integrity {
+                kms_id: KmsId::new(kms_id)?,
+                message: "the re-wrapped key does not unwrap to the same key".into(),
+            });
+        }
+        Ok(fresh)
+    }
+}
+
 /// A new random volume passphrase: 32 random bytes (256 bits), base64url
 /// encoded without padding (ceph-csi uses 20 bytes; kmshost uses more so a
 /// cheap keyslot KDF costs no security).

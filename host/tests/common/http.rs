@@ -265,14 +265,58 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let rest = url.strip_prefix("http://").ok_or("http only")?;
+    request_tls(method, url, headers, body, None).await
+}
+
+/// As [`request`], trusting `ca_pem` for `https://` URLs.
+pub async fn request_tls(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+    ca_pem: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), String> {
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => return Err(format!("not an http(s) URL: {url}")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let stream = tokio::net::TcpStream::connect(authority)
+    let tcp = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| e.to_string())?;
+    let stream: Box<dyn Io> = if tls {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut pem = ca_pem.ok_or("https needs a CA")?;
+        for c in rustls_pemfile::certs(&mut pem) {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let host = authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+            .to_string();
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+        let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Box::new(s)
+    } else {
+        Box::new(tcp)
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -300,3 +344,6 @@ pub async fn request(
         .to_vec();
     Ok((status, bytes))
 }
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}

@@ -48,29 +48,53 @@ pub struct OpenBao {
     child: Option<Child>,
     pub port: u16,
     pub addr: String,
+    /// With `-dev-tls`: the directory holding `vault-ca.pem`.
+    tls_dir: Option<tempfile::TempDir>,
 }
 
 impl OpenBao {
+    /// Plain HTTP.
     pub async fn start(bin: PathBuf) -> OpenBao {
+        Self::start_inner(bin, false).await
+    }
+
+    /// HTTPS (`-dev-tls`): the CA is [`OpenBao::ca_pem`].
+    pub async fn start_tls(bin: PathBuf) -> OpenBao {
+        Self::start_inner(bin, true).await
+    }
+
+    async fn start_inner(bin: PathBuf, tls: bool) -> OpenBao {
         let port = free_port_pair();
         let mut b = OpenBao {
             bin,
             child: None,
             port,
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+            tls_dir: tls.then(|| tempfile::tempdir().unwrap()),
         };
         b.spawn().await;
         b
     }
 
+    /// The dev server's CA (TLS mode).
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        let d = self.tls_dir.as_ref()?;
+        std::fs::read(d.path().join("vault-ca.pem")).ok()
+    }
+
     async fn spawn(&mut self) {
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            "-dev-root-token-id=root".to_string(),
+            format!("-dev-listen-address=127.0.0.1:{}", self.port),
+        ];
+        if let Some(d) = &self.tls_dir {
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", d.path().display()));
+        }
         let child = Command::new(&self.bin)
-            .args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -108,11 +132,16 @@ impl OpenBao {
         body: Option<serde_json::Value>,
         token: Option<&str>,
     ) -> Result<(u16, serde_json::Value), String> {
-        let (status, bytes) = super::http::request(
+        let ca = self.ca_pem();
+        if self.tls_dir.is_some() && ca.is_none() {
+            return Err("CA not written yet".into());
+        }
+        let (status, bytes) = super::http::request_tls(
             method,
             &format!("{}{path}", self.addr),
             &[("x-vault-token", token.unwrap_or("root"))],
             body.map(|b| b.to_string().into_bytes()),
+            ca.as_deref(),
         )
         .await?;
         let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);

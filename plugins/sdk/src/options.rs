@@ -107,3 +107,58 @@ impl From<std::string::FromUtf8Error> for KmsError {
         KmsError::Other("response is not UTF-8".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Options {
+        Options::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn leftovers_are_reported_by_name() {
+        let mut o = opts(&[
+            ("encryptionKMSType", "vault"),
+            ("vaultAddress", "https://v"),
+            ("vaultAdress", "typo"),
+        ]);
+        assert_eq!(o.kms_type(), Some("vault"));
+        assert_eq!(o.required("vaultAddress").unwrap(), "https://v");
+        match o.finish() {
+            Err(KmsError::InvalidConfig(c)) => assert_eq!(c.option, "vaultAdress"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn aliases_defaults_and_types() {
+        let mut o = opts(&[
+            ("VAULT_ADDR", "https://rook"),
+            ("flag", "TRUE"),
+            ("n", "42"),
+            ("empty", ""),
+        ]);
+        assert_eq!(
+            o.take_any(&["vaultAddress", "VAULT_ADDR"]).as_deref(),
+            Some("https://rook")
+        );
+        assert!(o.bool("flag", false).unwrap());
+        assert_eq!(o.u64("n", 1).unwrap(), 42);
+        assert_eq!(o.or("empty", "dflt"), "dflt");
+        assert!(
+            matches!(o.required("missing"), Err(KmsError::InvalidConfig(c)) if c.option == "missing")
+        );
+        assert!(o.finish().is_ok());
+        let mut bad = opts(&[("flag", "maybe"), ("n", "-1")]);
+        assert!(
+            matches!(bad.bool("flag", false), Err(KmsError::InvalidConfig(c)) if c.option == "flag")
+        );
+        assert!(matches!(bad.u64("n", 0), Err(KmsError::InvalidConfig(c)) if c.option == "n"));
+    }
+}

@@ -49,6 +49,10 @@ pub struct VaultConfig {
     pub auth: Auth,
     /// Request timeout in seconds.
     pub timeout_secs: u64,
+    /// The Transit mount (`vaultTransitPath`, default `transit`).
+    pub transit_mount: String,
+    /// The Transit key for wrap/unwrap (`vaultTransitKey`).
+    pub transit_key: Option<String>,
 }
 
 fn trim_slashes(s: &str) -> String {
@@ -80,13 +84,38 @@ impl VaultConfig {
                 ));
             }
         };
-        // Rook: VAULT_SECRET_ENGINE=kv is the only engine this release serves.
-        if let Some(engine) = o.take("VAULT_SECRET_ENGINE")
-            && engine != "kv"
+        // Rook's VAULT_SECRET_ENGINE: kv (the key store) or transit.
+        let engine = o.take("VAULT_SECRET_ENGINE");
+        let transit_key = o.take_any(&["vaultTransitKey", "VAULT_TRANSIT_KEY"]);
+        match engine.as_deref() {
+            None | Some("kv") => {}
+            Some("transit") if transit_key.is_some() => {}
+            Some("transit") => {
+                return Err(invalid_config(
+                    "vaultTransitKey",
+                    "is required with VAULT_SECRET_ENGINE=transit",
+                ));
+            }
+            Some(other) => {
+                return Err(invalid_config(
+                    "VAULT_SECRET_ENGINE",
+                    format!("must be kv or transit, not {other:?}"),
+                ));
+            }
+        }
+        let transit_mount = trim_slashes(&o.or("vaultTransitPath", "transit"));
+        if transit_mount.is_empty() || transit_mount.contains("..") {
+            return Err(invalid_config(
+                "vaultTransitPath",
+                "must name a Transit mount",
+            ));
+        }
+        if let Some(k) = &transit_key
+            && (k.is_empty() || k.contains('/') || k.contains(".."))
         {
             return Err(invalid_config(
-                "VAULT_SECRET_ENGINE",
-                format!("{engine:?} is not supported by this release (kv only)"),
+                "vaultTransitKey",
+                "must be a Transit key name",
             ));
         }
         // vaultBackendPath (vaulttokens), or vaultPassphraseRoot (vault,
@@ -195,6 +224,8 @@ impl VaultConfig {
             destroy_keys,
             auth,
             timeout_secs,
+            transit_mount,
+            transit_key,
         })
     }
 }

@@ -31,7 +31,7 @@ pub fn check(resp: Response, what: &str) -> Result<Response> {
 
 /// Sends a request built by `build` with a token, logging in again once if
 /// a cached token was refused.
-fn send(cfg: &VaultConfig, build: impl Fn() -> Request) -> Result<Response> {
+pub fn send(cfg: &VaultConfig, build: impl Fn() -> Request) -> Result<Response> {
     for attempt in 0..2 {
         let token = auth::token(cfg)?;
         let mut req = build()
