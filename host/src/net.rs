@@ -82,14 +82,94 @@ pub struct Connect {
     pub first_byte_timeout: Duration,
 }
 
-/// Sends `req` (origin-form URI) to `target` and returns the response, whose
-/// body streams while the returned connection future is driven (it is spawned
-/// on the current runtime).
+/// Sends `req` (origin-form URI) to `target` on a new connection and
+/// returns the response, whose body streams while the connection task
+/// (spawned on the current runtime) runs.
 pub async fn send<B>(
     target: &Target,
     conn: &Connect,
     req: http::Request<B>,
 ) -> Result<http::Response<hyper::body::Incoming>, NetError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let t = target.to_string();
+    let mut sender = connect::<B>(target, conn).await?;
+    tokio::time::timeout(conn.first_byte_timeout, sender.send_request(req))
+        .await
+        .map_err(|_| NetError::Timeout(t.clone()))?
+        .map_err(|source| NetError::Http { target: t, source })
+}
+
+/// The request body type of pooled connections.
+pub type PoolBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Most idle connections kept per target.
+pub const MAX_IDLE_PER_TARGET: usize = 8;
+
+/// Keep-alive connections of one kmsID, per target. Never shared between
+/// kmsIDs (each has its own TLS identity and allow-list).
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<
+        std::collections::HashMap<String, Vec<hyper::client::conn::http1::SendRequest<PoolBody>>>,
+    >,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n: usize = self.idle.lock().unwrap().values().map(Vec::len).sum();
+        f.debug_struct("Pool").field("idle", &n).finish()
+    }
+}
+
+impl Pool {
+    /// Sends `req` to `target`, reusing an idle connection if one is ready.
+    pub async fn send(
+        &self,
+        target: &Target,
+        conn: &Connect,
+        req: http::Request<PoolBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, NetError> {
+        let key = target.to_string();
+        let reused = {
+            let mut idle = self.idle.lock().unwrap();
+            let list = idle.entry(key.clone()).or_default();
+            list.retain(|s| !s.is_closed());
+            list.iter()
+                .position(|s| s.is_ready())
+                .map(|i| list.swap_remove(i))
+        };
+        let mut sender = match reused {
+            Some(s) => s,
+            None => connect::<PoolBody>(target, conn).await?,
+        };
+        let resp = tokio::time::timeout(conn.first_byte_timeout, sender.send_request(req))
+            .await
+            .map_err(|_| NetError::Timeout(key.clone()))?
+            .map_err(|source| NetError::Http {
+                target: key.clone(),
+                source,
+            })?;
+        // Back to the pool: it becomes ready again once this response's
+        // body has been read; until then `send` skips it.
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push(sender);
+        }
+        Ok(resp)
+    }
+}
+
+/// Opens a connection (TCP, TLS for https) and performs the HTTP/1.1
+/// handshake; the connection task is spawned.
+async fn connect<B>(
+    target: &Target,
+    conn: &Connect,
+) -> Result<hyper::client::conn::http1::SendRequest<B>, NetError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -137,7 +217,7 @@ where
             Box::new(s)
         }
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|source| NetError::Http {
             target: t.clone(),
@@ -146,10 +226,7 @@ where
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    tokio::time::timeout(conn.first_byte_timeout, sender.send_request(req))
-        .await
-        .map_err(|_| NetError::Timeout(t.clone()))?
-        .map_err(|source| NetError::Http { target: t, source })
+    Ok(sender)
 }
 
 /// Reads a whole body up to `limit` bytes; `None` if it is larger.

@@ -530,4 +530,28 @@ mod http_probe {
         let err = wrap(&reader, "k", "kms-client/tls.key").await.unwrap_err();
         assert!(matches!(err, KmsError::Denied { .. }), "{err}");
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn connections_are_kept_alive_per_kms_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = server().await;
+        let cfg = json!({
+            "a": {"encryptionKMSType": "test-guest", "kmshostPlugin": HTTP_PROBE, "allowedHosts": srv.url()},
+            "b": {"encryptionKMSType": "test-guest", "kmshostPlugin": HTTP_PROBE, "allowedHosts": srv.url()},
+        });
+        let kms = common::kms(&cfg, dir.path(), None);
+        let spec = probe(&format!("{}/ok", srv.url()));
+        for _ in 0..5 {
+            kms.wrap("a", &key("k"), &bytes(&spec)).await.unwrap();
+        }
+        assert_eq!(srv.count(), 5);
+        assert_eq!(
+            srv.connections.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no keep-alive"
+        );
+        // Another kmsID never shares the first one's connections.
+        kms.wrap("b", &key("k"), &bytes(&spec)).await.unwrap();
+        assert_eq!(srv.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }

@@ -164,6 +164,7 @@ impl Kms {
                 first_byte_timeout: entry.limits.timeout,
             },
             max_response_bytes: entry.limits.max_response_bytes,
+            pool: Default::default(),
         };
         Ok(PluginRuntime::new(
             self.sandbox.clone(),

@@ -29,6 +29,8 @@ pub struct Outbound {
     pub connect: Connect,
     /// Largest response body.
     pub max_response_bytes: usize,
+    /// Keep-alive connections of this kmsID.
+    pub pool: net::Pool,
 }
 
 impl std::fmt::Debug for Connect {
@@ -138,8 +140,12 @@ impl WasiHttpHooks for OutboundHooks {
                         .min(t.max(Duration::from_millis(1)));
                 }
             }
-            let body = body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
-            let resp = net::send(&target, &connect, http::Request::from_parts(parts, body))
+            let body = body
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                .boxed_unsync();
+            let resp = policy
+                .pool
+                .send(&target, &connect, http::Request::from_parts(parts, body))
                 .await
                 .map_err(|e| {
                     tracing::debug!(kms_id = %policy.kms_id, plugin = %policy.plugin, "outbound request failed: {e}");

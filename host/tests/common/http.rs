@@ -56,6 +56,8 @@ pub type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// TCP connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,11 +91,14 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let reqs = requests.clone();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
+                conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = handler.clone();
                 let reqs = reqs.clone();
                 let tls = tls.clone();
@@ -186,6 +191,7 @@ impl TestServer {
         TestServer {
             addr,
             requests,
+            connections,
             task,
         }
     }

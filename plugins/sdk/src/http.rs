@@ -122,6 +122,13 @@ impl Request {
                 .append(name, value)
                 .map_err(|e| KmsError::Other(format!("bad header {name}: {e:?}")))?;
         }
+        // A declared length lets the host send a plain body instead of a
+        // chunked one (and no body at all when it is empty).
+        if !self.body.is_empty() && !self.headers.iter().any(|(n, _)| n == "content-length") {
+            headers
+                .append("content-length", self.body.len().to_string().as_bytes())
+                .map_err(|e| KmsError::Other(format!("bad header content-length: {e:?}")))?;
+        }
         let req = OutgoingRequest::new(headers);
         let method = match self.method {
             Method::Get => WasiMethod::Get,
@@ -139,16 +146,18 @@ impl Request {
         req.set_path_with_query(Some(path))
             .map_err(|_| bad("path"))?;
 
-        let body = req.body().map_err(|_| bad("body"))?;
-        {
-            let stream = body.write().map_err(|_| bad("body stream"))?;
-            for chunk in self.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| stream_error("sending the request body", e))?;
+        if !self.body.is_empty() {
+            let body = req.body().map_err(|_| bad("body"))?;
+            {
+                let stream = body.write().map_err(|_| bad("body stream"))?;
+                for chunk in self.body.chunks(4096) {
+                    stream
+                        .blocking_write_and_flush(chunk)
+                        .map_err(|e| stream_error("sending the request body", e))?;
+                }
             }
+            OutgoingBody::finish(body, None).map_err(|e| map_error_code(&self.url, e))?;
         }
-        OutgoingBody::finish(body, None).map_err(|e| map_error_code(&self.url, e))?;
 
         let options = RequestOptions::new();
         let _ = options.set_connect_timeout(Some(self.timeout_ns));
