@@ -46,6 +46,7 @@ fn help_everywhere() {
         vec!["kms", "--help"],
         vec!["kms", "wrap", "--help"],
         vec!["kms", "unwrap", "--help"],
+        vec!["kms", "rewrap", "--help"],
         vec!["kms", "get", "--help"],
         vec!["kms", "put", "--help"],
         vec!["kms", "delete", "--help"],
@@ -156,6 +157,21 @@ fn kms_wrap_unwrap_never_echo_keys_unless_asked() {
     assert_eq!(
         std::fs::metadata(&keyfile).unwrap().permissions().mode() & 0o777,
         0o600
+    );
+
+    // rewrap: a new blob for the same key.
+    let mut rewrap = vec!["kms", "rewrap"];
+    rewrap.extend(base);
+    rewrap.push("pvc-1");
+    let out = run(&rewrap, Some(blob.as_bytes()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let blob2 = text(&out.stdout);
+    assert_ne!(blob2.trim(), blob.trim());
+    assert!(!blob2.contains("my-volume-passphrase"));
+    let out = run(&reveal, Some(blob2.as_bytes()));
+    assert_eq!(
+        text(&out.stdout).trim_end(),
+        "my-volume-passphrase-0123456789"
     );
 
     // Replayed for another volume: fails, exit code non-zero, clear message.
