@@ -64,16 +64,30 @@ impl OpenBao {
     }
 
     async fn start_inner(bin: PathBuf, tls: bool) -> OpenBao {
-        let port = free_port_pair();
         let mut b = OpenBao {
             bin,
             child: None,
-            port,
-            addr: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+            port: 0,
+            addr: String::new(),
             tls_dir: tls.then(|| tempfile::tempdir().unwrap()),
         };
-        b.spawn().await;
-        b
+        // The free port pair is only probed, so another process (a parallel
+        // test's server) can take it before `bao` binds it: then `bao`
+        // exits, and we try fresh ports.
+        let mut last = String::new();
+        for _ in 0..5 {
+            b.port = free_port_pair();
+            b.addr = format!(
+                "{}://127.0.0.1:{}",
+                if tls { "https" } else { "http" },
+                b.port
+            );
+            match b.spawn().await {
+                Ok(()) => return b,
+                Err(e) => last = e,
+            }
+        }
+        panic!("OpenBao did not start: {last}");
     }
 
     /// The dev server's CA (TLS mode).
@@ -82,7 +96,8 @@ impl OpenBao {
         std::fs::read(d.path().join("vault-ca.pem")).ok()
     }
 
-    async fn spawn(&mut self) {
+    /// Starts `bao` on `self.port` and waits until *this* process answers.
+    async fn spawn(&mut self) -> Result<(), String> {
         let mut args = vec![
             "server".to_string(),
             "-dev".to_string(),
@@ -100,12 +115,25 @@ impl OpenBao {
             .spawn()
             .expect("starting bao");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = self.api("GET", "/v1/sys/health", None, None).await {
-                return;
+            // A server that exited (port taken) must not be mistaken for
+            // whatever else now answers on that port.
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("bao exited with {status} on port {}", self.port));
             }
-            assert!(Instant::now() < deadline, "OpenBao did not become ready");
+            if let Ok((200, _)) = self.api("GET", "/v1/sys/health", None, None).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(format!("not ready within 30 s on port {}", self.port));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -121,7 +149,9 @@ impl OpenBao {
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
         self.stop();
-        self.spawn().await;
+        if let Err(e) = self.spawn().await {
+            panic!("OpenBao did not restart: {e}");
+        }
     }
 
     /// One API call; `token` defaults to the root token.
