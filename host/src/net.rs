@@ -82,24 +82,13 @@ pub struct Connect {
     pub first_byte_timeout: Duration,
 }
 
-/// Sends `req` (origin-form URI) to `target` on a new connection and
-/// returns the response, whose body streams while the connection task
-/// (spawned on the current runtime) runs.
-pub async fn send<B>(
-    target: &Target,
-    conn: &Connect,
-    req: http::Request<B>,
-) -> Result<http::Response<hyper::body::Incoming>, NetError>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let t = target.to_string();
-    let mut sender = connect::<B>(target, conn).await?;
-    tokio::time::timeout(conn.first_byte_timeout, sender.send_request(req))
-        .await
-        .map_err(|_| NetError::Timeout(t.clone()))?
-        .map_err(|source| NetError::Http { target: t, source })
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("tls", &self.tls.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
 }
 
 /// The request body type of pooled connections.
@@ -126,7 +115,9 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Sends `req` to `target`, reusing an idle connection if one is ready.
+    /// Sends `req` (origin-form URI) to `target`, reusing an idle connection
+    /// if one is ready; the response body streams while the connection task
+    /// (spawned on the current runtime) runs.
     pub async fn send(
         &self,
         target: &Target,

@@ -303,9 +303,7 @@ impl Kms {
             .await?;
         Ok(SecretBytes::new(Self::expect_bytes(kms_id, v)?))
     }
-}
 
-impl Kms {
     /// Envelope: re-wraps `wrapped` for `key_id` under the provider's
     /// current key version (after a KMS-side key rotation): unwrap, then
     /// wrap, checking the result unwraps to the same key before returning

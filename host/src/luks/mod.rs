@@ -11,7 +11,9 @@ pub use signature::{Signature, probe_signature};
 
 use crate::kms::{KmsId, Passphrase, WrappedKey};
 use base64::Engine as _;
-use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf};
+use libcryptsetup_rs::consts::flags::{
+    CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey as CryptVolumeKeyFlags,
+};
 use libcryptsetup_rs::consts::vals::{CryptKdf, CryptStatusInfo, EncryptionFormat, KeyslotInfo};
 use libcryptsetup_rs::{
     CryptDevice, CryptInit, CryptParamsLuks2, CryptPbkdfType, Either, LibcryptErr, TokenInput,
@@ -297,8 +299,6 @@ pub fn format(
         )
         .map_err(|e| crypt_err(path, e))
 }
-
-use libcryptsetup_rs::consts::flags::CryptVolumeKey as CryptVolumeKeyFlags;
 
 /// Whether `path` is a LUKS2 device.
 pub fn is_luks2(path: &Path) -> bool {

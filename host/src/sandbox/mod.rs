@@ -222,7 +222,7 @@ impl Sandbox {
             p.name = name.to_string();
             return Ok(p);
         }
-        if !wasmparser_is_component(wasm) {
+        if !is_component_binary(wasm) {
             return Err(load_err(format!(
                 "plugin {name} is not a WebAssembly component"
             )));
@@ -256,7 +256,7 @@ impl Sandbox {
 }
 
 /// Cheap check of the component-model binary header (version 0x0d, layer 1).
-fn wasmparser_is_component(wasm: &[u8]) -> bool {
+fn is_component_binary(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0]
 }
 

@@ -33,15 +33,6 @@ pub struct Outbound {
     pub pool: net::Pool,
 }
 
-impl std::fmt::Debug for Connect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connect")
-            .field("tls", &self.tls.is_some())
-            .field("server_name", &self.server_name)
-            .finish()
-    }
-}
-
 /// The hook object living in each store; records what it denied during the
 /// current call so the host can name the root cause.
 #[derive(Debug)]

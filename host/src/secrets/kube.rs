@@ -7,6 +7,7 @@ use crate::kms::SecretBytes;
 use crate::net::{self, Connect};
 use async_trait::async_trait;
 use base64::Engine as _;
+use http_body_util::BodyExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub struct KubeApi {
     target: Target,
     token_file: PathBuf,
     connect: Connect,
+    pool: Arc<net::Pool>,
     /// The driver's own namespace (default for unqualified Secrets).
     pub namespace: String,
 }
@@ -98,6 +100,7 @@ impl KubeApi {
                 connect_timeout: Duration::from_secs(10),
                 first_byte_timeout: Duration::from_secs(30),
             },
+            pool: Arc::default(),
             namespace: namespace.to_string(),
         })
     }
@@ -132,9 +135,15 @@ impl KubeApi {
             )
             .header(http::header::AUTHORIZATION, auth)
             .header(http::header::ACCEPT, "application/json")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(
+                http_body_util::Empty::<bytes::Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
             .map_err(|e| e.to_string())?;
-        let resp = net::send(&self.target, &self.connect, req)
+        let resp = self
+            .pool
+            .send(&self.target, &self.connect, req)
             .await
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();

@@ -89,6 +89,11 @@ pub fn invalid_config(option: &str, message: impl Into<String>) -> KmsError {
     })
 }
 
+/// The pseudo-Secret through which the host grants the driver's
+/// service-account token (key `token`) to types that talk to, or log in
+/// with, the Kubernetes API.
+pub const SERVICE_ACCOUNT_SECRET: &str = "kubernetes-service-account";
+
 /// Reads `key` of the Secret `name` granted to this kmsID.
 pub fn secret(name: &str, key: &str) -> Result<Vec<u8>> {
     bindings::kmshost::plugin::secrets::get(name, key)

@@ -9,12 +9,12 @@
 
 use base64::Engine as _;
 use kmshost_plugin_sdk::http::Request;
-use kmshost_plugin_sdk::{KmsError, Options, Result, invalid_config, secret_string};
+use kmshost_plugin_sdk::{
+    KmsError, Options, Result, SERVICE_ACCOUNT_SECRET, invalid_config, secret_string,
+};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// The pseudo-Secret through which the host grants the service-account token.
-pub const SERVICE_ACCOUNT_SECRET: &str = "kubernetes-service-account";
 /// The data key of the stored volume key.
 pub const DATA_KEY: &str = "passphrase";
 

@@ -3,11 +3,9 @@
 
 use crate::config::{Auth, VaultConfig};
 use kmshost_plugin_sdk::http::Request;
-use kmshost_plugin_sdk::{KmsError, Result, cache, secret_string};
+use kmshost_plugin_sdk::{KmsError, Result, SERVICE_ACCOUNT_SECRET, cache, secret_string};
 use zeroize::Zeroizing;
 
-/// The pseudo-Secret through which the host grants the service-account token.
-const SERVICE_ACCOUNT_SECRET: &str = "kubernetes-service-account";
 const TOKEN_CACHE_KEY: &str = "vault-token";
 
 /// A token for the next request.
