@@ -16,7 +16,89 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The gRPC services kmshost serves, generated without protoc from the
+/// hand-written messages in `src/csi/proto.rs`: (package, service, methods).
+const SERVICES: &[(&str, &str, &[&str])] = &[
+    ("csi.v1", "Identity", &["GetPluginInfo", "GetPluginCapabilities", "Probe"]),
+    (
+        "csi.v1",
+        "Controller",
+        &[
+            "CreateVolume",
+            "DeleteVolume",
+            "ValidateVolumeCapabilities",
+            "ListVolumes",
+            "GetCapacity",
+            "ControllerGetCapabilities",
+            "CreateSnapshot",
+            "DeleteSnapshot",
+            "ControllerExpandVolume",
+        ],
+    ),
+    (
+        "csi.v1",
+        "Node",
+        &[
+            "NodeStageVolume",
+            "NodeUnstageVolume",
+            "NodePublishVolume",
+            "NodeUnpublishVolume",
+            "NodeGetVolumeStats",
+            "NodeExpandVolume",
+            "NodeGetCapabilities",
+            "NodeGetInfo",
+        ],
+    ),
+    (
+        "encryptionkeyrotation",
+        "EncryptionKeyRotationController",
+        &["EncryptionKeyRotate"],
+    ),
+];
+
+fn snake(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn grpc_services() {
+    let services: Vec<_> = SERVICES
+        .iter()
+        .map(|(package, name, methods)| {
+            let mut b = tonic_build::manual::Service::builder()
+                .name(*name)
+                .package(*package);
+            for m in *methods {
+                b = b.method(
+                    tonic_build::manual::Method::builder()
+                        .name(snake(m))
+                        .route_name(*m)
+                        .input_type(format!("crate::csi::proto::{m}Request"))
+                        .output_type(format!("crate::csi::proto::{m}Response"))
+                        .codec_path("tonic_prost::ProstCodec")
+                        .build(),
+                );
+            }
+            b.build()
+        })
+        .collect();
+    tonic_build::manual::Builder::new()
+        .build_transport(false)
+        .compile(&services);
+}
+
 fn main() {
+    grpc_services();
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let plugins = root.join("plugins");

@@ -8,6 +8,7 @@
 
 pub mod capability;
 pub mod config;
+pub mod csi;
 pub mod demo;
 pub mod host_setup;
 pub mod inspect;
@@ -17,3 +18,4 @@ pub mod net;
 pub mod plugins;
 pub mod sandbox;
 pub mod secrets;
+pub mod volume;

@@ -47,6 +47,23 @@ enum Command {
         #[command(subcommand)]
         op: PluginOp,
     },
+    /// Run the CSI driver (Identity, Controller, Node, key rotation) on a
+    /// unix socket.
+    Csi {
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        driver: DriverArgs,
+    },
+    /// Talk to a running driver as a CO would: create, stage, publish,
+    /// rotate keys, delete.
+    Volume {
+        /// The driver's endpoint.
+        #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/kmshost/csi.sock")]
+        endpoint: String,
+        #[command(subcommand)]
+        op: VolumeOp,
+    },
     /// List each kmsID: plugin, allowed hosts, granted Secret names.
     Plugins {
         #[command(flatten)]
@@ -90,6 +107,125 @@ impl HostArgs {
             service_account_token: self.service_account_token.clone(),
         }
     }
+}
+
+#[derive(Args, Debug, Clone)]
+struct DriverArgs {
+    /// gRPC endpoint (`unix:///path/to/csi.sock`).
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/kmshost/csi.sock")]
+    endpoint: String,
+    /// Where volume images and records live.
+    #[arg(long, env = "KMSHOST_DATA_DIR", default_value = "/var/lib/kmshost")]
+    data_dir: PathBuf,
+    /// This node's ID (default: the hostname).
+    #[arg(long, env = "NODE_ID")]
+    node_id: Option<String>,
+    /// Default filesystem for mount access.
+    #[arg(long, default_value = "ext4")]
+    default_fs_type: String,
+    /// Key fetches + keyslot unlocks at once (bounds memory with argon2id).
+    #[arg(long)]
+    max_concurrent_unlocks: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeOp {
+    /// Probe the driver.
+    Probe,
+    /// CreateVolume; prints the volume ID.
+    Create {
+        /// Name (idempotency key).
+        name: String,
+        /// Capacity (e.g. 1Gi, 64Mi).
+        #[arg(long, default_value = "1Gi")]
+        size: String,
+        /// StorageClass parameter `key=value` (repeatable), e.g.
+        /// `encrypted=true`, `encryptionKMSID=secret-metadata`.
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        /// Clone this volume.
+        #[arg(long, conflicts_with = "from_snapshot")]
+        from_volume: Option<String>,
+        /// Restore this snapshot.
+        #[arg(long)]
+        from_snapshot: Option<String>,
+    },
+    /// DeleteVolume.
+    Delete {
+        /// Volume ID.
+        id: String,
+    },
+    /// ListVolumes.
+    List,
+    /// NodeStageVolume.
+    Stage {
+        /// Volume ID.
+        id: String,
+        /// Staging directory.
+        staging: PathBuf,
+        /// Block access (default: mount).
+        #[arg(long)]
+        block: bool,
+        /// Filesystem (default: the StorageClass's).
+        #[arg(long, default_value = "")]
+        fs_type: String,
+    },
+    /// NodeUnstageVolume.
+    Unstage {
+        /// Volume ID.
+        id: String,
+        /// Staging directory.
+        staging: PathBuf,
+    },
+    /// NodePublishVolume.
+    Publish {
+        /// Volume ID.
+        id: String,
+        /// Staging directory.
+        staging: PathBuf,
+        /// Target path.
+        target: PathBuf,
+        /// Block access.
+        #[arg(long)]
+        block: bool,
+        /// Read-only.
+        #[arg(long)]
+        readonly: bool,
+    },
+    /// NodeUnpublishVolume.
+    Unpublish {
+        /// Volume ID.
+        id: String,
+        /// Target path.
+        target: PathBuf,
+    },
+    /// ControllerExpandVolume, then NodeExpandVolume at `--path` if given.
+    Expand {
+        /// Volume ID.
+        id: String,
+        /// New capacity.
+        size: String,
+        /// Where the volume is staged or published (for the node step).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// CreateSnapshot; prints the snapshot ID.
+    Snapshot {
+        /// Name.
+        name: String,
+        /// Source volume ID.
+        volume: String,
+    },
+    /// DeleteSnapshot.
+    DeleteSnapshot {
+        /// Snapshot ID.
+        id: String,
+    },
+    /// Rotate the volume's LUKS passphrase (csi-addons EncryptionKeyRotate).
+    RotateKey {
+        /// Volume ID.
+        id: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -260,6 +396,34 @@ async fn main() -> Result<()> {
             let report = kmshost::inspect::inspect(&wasm).map_err(anyhow::Error::msg)?;
             print!("{report}");
         }
+        Command::Csi { host, driver } => {
+            let kms = std::sync::Arc::new(build_kms(&host.settings())?);
+            let backend = std::sync::Arc::new(kmshost::volume::ImageFileBackend::new(
+                driver.data_dir.join("images"),
+            )?);
+            let mut config = kmshost::csi::DriverConfig {
+                default_fs_type: driver.default_fs_type,
+                ..Default::default()
+            };
+            if let Some(n) = driver.node_id {
+                config.node_id = n;
+            }
+            if let Some(n) = driver.max_concurrent_unlocks {
+                config.max_concurrent_unlocks = n;
+            }
+            let d = kmshost::csi::Driver::new(kms, backend, driver.data_dir.join("records"), config)?;
+            let shutdown = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            };
+            kmshost::csi::serve(std::sync::Arc::new(d), &driver.endpoint, shutdown).await?;
+        }
+        Command::Volume { endpoint, op } => volume(&endpoint, op).await?,
         Command::Plugins { host, validate } => {
             let kms = build_kms(&host.settings())?;
             let mut failed = false;
@@ -361,6 +525,196 @@ async fn main() -> Result<()> {
                     );
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn volume(endpoint: &str, op: VolumeOp) -> Result<()> {
+    use kmshost::csi::client::{Client, capability, parse_size};
+    use kmshost::csi::proto::*;
+    let mut c = Client::connect(endpoint).await?;
+    let range = |s: &str| -> Result<Option<CapacityRange>> {
+        Ok(Some(CapacityRange {
+            required_bytes: parse_size(s)? as i64,
+            limit_bytes: 0,
+        }))
+    };
+    match op {
+        VolumeOp::Probe => {
+            let r = c.identity.probe(ProbeRequest {}).await?.into_inner();
+            let info = c
+                .identity
+                .get_plugin_info(GetPluginInfoRequest {})
+                .await?
+                .into_inner();
+            println!(
+                "{} {}: ready={}",
+                info.name,
+                info.vendor_version,
+                r.ready.unwrap_or(true)
+            );
+        }
+        VolumeOp::Create {
+            name,
+            size,
+            params,
+            from_volume,
+            from_snapshot,
+        } => {
+            use volume_content_source::{SnapshotSource, Type, VolumeSource};
+            let mut parameters = std::collections::HashMap::new();
+            for p in params {
+                let Some((k, v)) = p.split_once('=') else {
+                    bail!("--param {p:?}: expected key=value");
+                };
+                parameters.insert(k.to_string(), v.to_string());
+            }
+            let source = match (from_volume, from_snapshot) {
+                (Some(v), _) => Some(Type::Volume(VolumeSource { volume_id: v })),
+                (_, Some(s)) => Some(Type::Snapshot(SnapshotSource { snapshot_id: s })),
+                _ => None,
+            };
+            let v = c
+                .controller
+                .create_volume(CreateVolumeRequest {
+                    name,
+                    capacity_range: range(&size)?,
+                    volume_capabilities: vec![capability(false, "")],
+                    parameters,
+                    secrets: Default::default(),
+                    volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
+                })
+                .await?
+                .into_inner()
+                .volume
+                .context("no volume in the response")?;
+            println!("{}", v.volume_id);
+        }
+        VolumeOp::Delete { id } => {
+            c.controller
+                .delete_volume(DeleteVolumeRequest {
+                    volume_id: id,
+                    secrets: Default::default(),
+                })
+                .await?;
+        }
+        VolumeOp::List => {
+            let r = c
+                .controller
+                .list_volumes(ListVolumesRequest::default())
+                .await?
+                .into_inner();
+            for e in r.entries.into_iter().filter_map(|e| e.volume) {
+                let mut ctx: Vec<_> = e.volume_context.into_iter().collect();
+                ctx.sort();
+                let ctx: Vec<String> = ctx.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{}\t{}\t{}", e.volume_id, e.capacity_bytes, ctx.join(","));
+            }
+        }
+        VolumeOp::Stage {
+            id,
+            staging,
+            block,
+            fs_type,
+        } => {
+            c.node
+                .node_stage_volume(NodeStageVolumeRequest {
+                    volume_id: id,
+                    staging_target_path: staging.to_string_lossy().into(),
+                    volume_capability: Some(capability(block, &fs_type)),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        VolumeOp::Unstage { id, staging } => {
+            c.node
+                .node_unstage_volume(NodeUnstageVolumeRequest {
+                    volume_id: id,
+                    staging_target_path: staging.to_string_lossy().into(),
+                })
+                .await?;
+        }
+        VolumeOp::Publish {
+            id,
+            staging,
+            target,
+            block,
+            readonly,
+        } => {
+            c.node
+                .node_publish_volume(NodePublishVolumeRequest {
+                    volume_id: id,
+                    staging_target_path: staging.to_string_lossy().into(),
+                    target_path: target.to_string_lossy().into(),
+                    volume_capability: Some(capability(block, "")),
+                    readonly,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        VolumeOp::Unpublish { id, target } => {
+            c.node
+                .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                    volume_id: id,
+                    target_path: target.to_string_lossy().into(),
+                })
+                .await?;
+        }
+        VolumeOp::Expand { id, size, path } => {
+            let r = c
+                .controller
+                .controller_expand_volume(ControllerExpandVolumeRequest {
+                    volume_id: id.clone(),
+                    capacity_range: range(&size)?,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            println!("controller: {} bytes", r.capacity_bytes);
+            if let Some(p) = path {
+                let n = c
+                    .node
+                    .node_expand_volume(NodeExpandVolumeRequest {
+                        volume_id: id,
+                        volume_path: p.to_string_lossy().into(),
+                        capacity_range: range(&size)?,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                println!("node: {} bytes", n.capacity_bytes);
+            }
+        }
+        VolumeOp::Snapshot { name, volume } => {
+            let s = c
+                .controller
+                .create_snapshot(CreateSnapshotRequest {
+                    source_volume_id: volume,
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .snapshot
+                .context("no snapshot in the response")?;
+            println!("{}", s.snapshot_id);
+        }
+        VolumeOp::DeleteSnapshot { id } => {
+            c.controller
+                .delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: id,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        VolumeOp::RotateKey { id } => {
+            c.rotation
+                .encryption_key_rotate(EncryptionKeyRotateRequest {
+                    volume_id: id,
+                    ..Default::default()
+                })
+                .await?;
         }
     }
     Ok(())

@@ -75,7 +75,8 @@ pub enum LuksError {
 }
 
 /// Key-derivation for keyslots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Pbkdf {
     /// PBKDF2-SHA256 with a fixed iteration count (≥ 1000).
     Pbkdf2 {
@@ -153,7 +154,8 @@ impl Pbkdf {
         }
     }
 
-    fn validate(self) -> Result<(), LuksError> {
+    /// Checks the costs are within what libcryptsetup accepts and safe.
+    pub fn validate(self) -> Result<(), LuksError> {
         match self {
             Pbkdf::Pbkdf2 { iterations } if iterations < 1000 => Err(LuksError::Params(
                 "pbkdf2 needs at least 1000 iterations".into(),

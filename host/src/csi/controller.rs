@@ -1,0 +1,719 @@
+//! Controller calls: create (empty, clone, restore), delete, expand,
+//! snapshots, listing, validation — and key rotation.
+
+use super::proto::{self, volume_capability::AccessType, volume_capability::Mode};
+use super::{
+    CsiError, Driver, LUKS_OVERHEAD, MIN_CAPACITY, DEFAULT_CAPACITY, blocking, check_id, keys,
+    now_unix, params, snapshot_id_for, volume_id_for,
+};
+use crate::kms::generate_passphrase;
+use crate::luks;
+use crate::volume::{
+    BlockSource, ContentSource, Encryption, KeyHolding, SnapshotRecord, VolumeRecord, VolumeState,
+};
+use tonic::Code;
+
+const MIB: u64 = 1 << 20;
+
+/// Access modes an image-file volume supports: one node at a time.
+const SUPPORTED_MODES: &[Mode] = &[
+    Mode::SingleNodeWriter,
+    Mode::SingleNodeReaderOnly,
+    Mode::SingleNodeSingleWriter,
+    Mode::SingleNodeMultiWriter,
+];
+
+/// Why a capability is not supported, if it is not.
+pub(super) fn capability_problem(c: &proto::VolumeCapability) -> Option<String> {
+    let mode = c
+        .access_mode
+        .as_ref()
+        .and_then(|m| Mode::try_from(m.mode).ok())
+        .unwrap_or(Mode::Unknown);
+    if !SUPPORTED_MODES.contains(&mode) {
+        return Some(format!(
+            "access mode {mode:?} is not supported (volumes attach to one node at a time)"
+        ));
+    }
+    match &c.access_type {
+        None => Some("access_type (block or mount) is required".into()),
+        Some(AccessType::Block(_)) => None,
+        Some(AccessType::Mount(m)) => (!m.fs_type.is_empty()
+            && !params::FS_TYPES.contains(&m.fs_type.as_str()))
+        .then(|| format!("filesystem {:?} is not offered", m.fs_type)),
+    }
+}
+
+fn check_capabilities(caps: &[proto::VolumeCapability]) -> Result<(), CsiError> {
+    if caps.is_empty() {
+        return Err(CsiError::invalid("volume_capabilities is required"));
+    }
+    for c in caps {
+        if let Some(p) = capability_problem(c) {
+            return Err(CsiError::invalid(p));
+        }
+    }
+    Ok(())
+}
+
+/// The capacity to provision for `range`, at least `floor` bytes.
+fn capacity(range: Option<proto::CapacityRange>, floor: u64) -> Result<u64, CsiError> {
+    let (req, lim) = range
+        .map(|r| (r.required_bytes, r.limit_bytes))
+        .unwrap_or((0, 0));
+    if req < 0 || lim < 0 {
+        return Err(CsiError::invalid("capacity_range: negative bytes"));
+    }
+    let (req, lim) = (req as u64, lim as u64);
+    if lim != 0 && req > lim {
+        return Err(CsiError::new(
+            Code::OutOfRange,
+            format!("capacity_range: required {req} > limit {lim}"),
+        ));
+    }
+    let want = if req == 0 {
+        if lim == 0 { DEFAULT_CAPACITY } else { lim.min(DEFAULT_CAPACITY) }
+    } else {
+        req
+    };
+    let size = want.max(floor).max(MIN_CAPACITY).div_ceil(MIB) * MIB;
+    if lim != 0 && size > lim {
+        return Err(CsiError::new(
+            Code::OutOfRange,
+            format!(
+                "capacity_range: limit {lim} is below the smallest volume kmshost can make ({size})"
+            ),
+        ));
+    }
+    Ok(size)
+}
+
+fn fits(range: Option<proto::CapacityRange>, size: u64) -> bool {
+    let (req, lim) = range
+        .map(|r| (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64))
+        .unwrap_or((0, 0));
+    size >= req && (lim == 0 || size <= lim)
+}
+
+fn image_size(capacity: u64, encrypted: bool) -> u64 {
+    capacity + if encrypted { LUKS_OVERHEAD } else { 0 }
+}
+
+pub(super) fn volume_context(r: &VolumeRecord) -> proto::Map {
+    let mut m = proto::Map::new();
+    m.insert(
+        params::ENCRYPTED.into(),
+        r.encryption.is_some().to_string(),
+    );
+    if let Some(e) = &r.encryption {
+        m.insert(params::KMS_ID.into(), e.kms_id.clone());
+    }
+    m.insert(params::FS_TYPE.into(), r.fs_type.clone());
+    m
+}
+
+fn to_volume(r: &VolumeRecord) -> proto::Volume {
+    use proto::volume_content_source::{SnapshotSource, Type, VolumeSource};
+    proto::Volume {
+        capacity_bytes: r.capacity_bytes as i64,
+        volume_id: r.volume_id.clone(),
+        volume_context: volume_context(r),
+        content_source: r.content_source.as_ref().map(|s| proto::VolumeContentSource {
+            r#type: Some(match s {
+                ContentSource::Volume(v) => Type::Volume(VolumeSource {
+                    volume_id: v.clone(),
+                }),
+                ContentSource::Snapshot(s) => Type::Snapshot(SnapshotSource {
+                    snapshot_id: s.clone(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn to_snapshot(r: &SnapshotRecord) -> proto::Snapshot {
+    proto::Snapshot {
+        size_bytes: r.size_bytes as i64,
+        snapshot_id: r.snapshot_id.clone(),
+        source_volume_id: r.source_volume_id.clone(),
+        creation_time: Some(proto::Timestamp {
+            seconds: r.created_unix,
+            nanos: 0,
+        }),
+        ready_to_use: r.state == VolumeState::Ready,
+    }
+}
+
+/// Where a new volume's content comes from, as the records know it.
+struct Parent {
+    source: ContentSource,
+    id: String,
+    capacity: u64,
+    encryption: Option<Encryption>,
+}
+
+impl Driver {
+    fn parent(&self, src: Option<&proto::VolumeContentSource>) -> Result<Option<Parent>, CsiError> {
+        use proto::volume_content_source::Type;
+        let Some(t) = src.and_then(|s| s.r#type.as_ref()) else {
+            return Ok(None);
+        };
+        match t {
+            Type::Volume(v) => {
+                check_id("volume_content_source.volume.volume_id", &v.volume_id)?;
+                let r = self
+                    .records
+                    .volume(&v.volume_id)?
+                    .filter(|r| r.state == VolumeState::Ready)
+                    .ok_or_else(|| {
+                        CsiError::not_found(format!("source volume {} does not exist", v.volume_id))
+                    })?;
+                Ok(Some(Parent {
+                    source: ContentSource::Volume(r.volume_id.clone()),
+                    id: r.volume_id,
+                    capacity: r.capacity_bytes,
+                    encryption: r.encryption,
+                }))
+            }
+            Type::Snapshot(s) => {
+                check_id("volume_content_source.snapshot.snapshot_id", &s.snapshot_id)?;
+                let r = self
+                    .records
+                    .snapshot(&s.snapshot_id)?
+                    .filter(|r| r.state == VolumeState::Ready)
+                    .ok_or_else(|| {
+                        CsiError::not_found(format!("snapshot {} does not exist", s.snapshot_id))
+                    })?;
+                Ok(Some(Parent {
+                    source: ContentSource::Snapshot(r.snapshot_id.clone()),
+                    id: r.snapshot_id,
+                    capacity: r.size_bytes,
+                    encryption: r.encryption,
+                }))
+            }
+        }
+    }
+
+    /// CreateVolume.
+    pub async fn create_volume(
+        &self,
+        req: proto::CreateVolumeRequest,
+    ) -> Result<proto::CreateVolumeResponse, CsiError> {
+        if req.name.is_empty() {
+            return Err(CsiError::invalid("name is required"));
+        }
+        check_capabilities(&req.volume_capabilities)?;
+        let p = params::parse(&req.parameters, &self.config.default_fs_type)?;
+        if let Some(kms_id) = &p.kms_id {
+            // An unknown or broken kmsID fails before anything is created.
+            self.kms.entry(kms_id)?;
+        }
+        let id = volume_id_for(&req.name);
+        let _guard = self.locks.try_lock(&id)?;
+        let parent = self.parent(req.volume_content_source.as_ref())?;
+        let floor = parent.as_ref().map(|p| p.capacity).unwrap_or(0);
+        let size = capacity(req.capacity_range, floor)?;
+
+        let existing = self.records.volume(&id)?;
+        if let Some(r) = &existing {
+            let same = r.name == req.name
+                && r.parameters_digest == p.digest
+                && r.content_source == parent.as_ref().map(|p| p.source.clone())
+                && fits(req.capacity_range, r.capacity_bytes);
+            if !same {
+                return Err(CsiError::new(
+                    Code::AlreadyExists,
+                    format!(
+                        "volume {} ({id}) exists with another size, source or parameters",
+                        req.name
+                    ),
+                ));
+            }
+            match r.state {
+                VolumeState::Ready => {
+                    return Ok(proto::CreateVolumeResponse {
+                        volume: Some(to_volume(r)),
+                    });
+                }
+                VolumeState::Deleting => {
+                    return Err(CsiError::precondition(format!(
+                        "volume {id} is being deleted; retry DeleteVolume first"
+                    )));
+                }
+                VolumeState::Creating => {
+                    tracing::info!(volume = %id, "resuming an interrupted CreateVolume");
+                }
+            }
+        }
+
+        // What the new volume's encryption will be.
+        let encryption = match (&parent, &p.kms_id) {
+            (Some(par), None) if par.encryption.is_some() => {
+                return Err(CsiError::invalid(format!(
+                    "source {} is encrypted: the StorageClass must set encrypted=true and an \
+                     encryptionKMSID for the copy",
+                    par.id
+                )));
+            }
+            (Some(par), Some(_)) if par.encryption.is_none() => {
+                return Err(CsiError::invalid(format!(
+                    "source {} is not encrypted: kmshost cannot encrypt existing data in place",
+                    par.id
+                )));
+            }
+            (_, None) => None,
+            (Some(par), Some(kms_id)) => {
+                // The copy keeps the parent's LUKS header (and cipher); its
+                // key is re-stored under the new ID, maybe in another kmsID.
+                let pe = par.encryption.clone().expect("checked above");
+                Some(Encryption {
+                    kms_id: kms_id.clone(),
+                    key: KeyHolding::Pending,
+                    ..pe
+                })
+            }
+            (None, Some(kms_id)) => Some(Encryption {
+                kms_id: kms_id.clone(),
+                key: KeyHolding::Pending,
+                cipher: p.format.cipher.clone(),
+                cipher_mode: p.format.cipher_mode.clone(),
+                key_size_bits: p.format.key_size_bits,
+                pbkdf: p.format.pbkdf,
+                sector_size: p.format.sector_size,
+                formatted: false,
+            }),
+        };
+        let encrypted = encryption.is_some();
+        let bytes = image_size(size, encrypted);
+        if existing.is_none() {
+            let available = {
+                let b = self.backend.clone();
+                blocking(move || Ok(b.available_bytes()?)).await?
+            };
+            if bytes > available {
+                return Err(CsiError::new(
+                    Code::OutOfRange,
+                    format!(
+                        "capacity {size} bytes is beyond what the data directory has free \
+                         ({available} bytes)"
+                    ),
+                ));
+            }
+        }
+
+        let mut rec = VolumeRecord {
+            version: 1,
+            volume_id: id.clone(),
+            name: req.name.clone(),
+            capacity_bytes: size,
+            state: VolumeState::Creating,
+            fs_type: p.fs_type.clone(),
+            encryption,
+            content_source: parent.as_ref().map(|p| p.source.clone()),
+            parameters_digest: p.digest.clone(),
+            created_unix: now_unix(),
+        };
+        self.records.put_volume(&rec)?;
+        self.step("create.record")?;
+
+        {
+            let b = self.backend.clone();
+            let (vid, src) = (id.clone(), parent.as_ref().map(|p| (p.source.clone(), p.id.clone())));
+            blocking(move || {
+                let source = match &src {
+                    None => BlockSource::Empty,
+                    Some((ContentSource::Volume(_), pid)) => BlockSource::Volume(pid),
+                    Some((ContentSource::Snapshot(_), pid)) => BlockSource::Snapshot(pid),
+                };
+                Ok(b.create(&vid, bytes, source)?)
+            })
+            .await?;
+        }
+        self.step("create.blocks")?;
+
+        if let Some(enc) = rec.encryption.as_mut() {
+            let passphrase = match &parent {
+                Some(par) => {
+                    let pe = par.encryption.as_ref().expect("checked above");
+                    keys::open(&self.kms, pe, &par.id)
+                        .await
+                        .map_err(|e| e.context(format!("source {}", par.id)))?
+                }
+                None => generate_passphrase(),
+            };
+            match keys::seal(&self.kms, &enc.kms_id, &id, &passphrase).await {
+                Ok(holding) => enc.key = holding,
+                Err(e) => {
+                    // No key was stored and the CO never saw this volume:
+                    // undo, so a CO that gives up leaves nothing behind.
+                    let b = self.backend.clone();
+                    let vid = id.clone();
+                    let _ = blocking(move || Ok(b.remove(&vid)?)).await;
+                    let _ = self.records.remove(&id);
+                    return Err(e);
+                }
+            }
+            self.step("create.key")?;
+        }
+        rec.state = VolumeState::Ready;
+        self.records.put_volume(&rec)?;
+        tracing::info!(volume = %id, name = %req.name, encrypted, "volume created");
+        Ok(proto::CreateVolumeResponse {
+            volume: Some(to_volume(&rec)),
+        })
+    }
+
+    /// DeleteVolume: blocks first, then the key, then the record.
+    pub async fn delete_volume(
+        &self,
+        req: proto::DeleteVolumeRequest,
+    ) -> Result<proto::DeleteVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let id = req.volume_id;
+        let _guard = self.locks.try_lock(&id)?;
+        let Some(mut rec) = self.records.volume(&id)? else {
+            return Ok(proto::DeleteVolumeResponse {});
+        };
+        let b = self.backend.clone();
+        let vid = id.clone();
+        if blocking(move || Ok(b.attached(&vid)?)).await?.is_some() {
+            return Err(CsiError::precondition(format!(
+                "volume {id} is still staged on a node; NodeUnstageVolume first"
+            )));
+        }
+        if rec.state != VolumeState::Deleting {
+            rec.state = VolumeState::Deleting;
+            self.records.put_volume(&rec)?;
+        }
+        self.step("delete.mark")?;
+        let b = self.backend.clone();
+        let vid = id.clone();
+        blocking(move || Ok(b.remove(&vid)?)).await?;
+        self.step("delete.blocks")?;
+        if let Some(enc) = &rec.encryption {
+            keys::release(&self.kms, enc, &id).await?;
+        }
+        self.step("delete.key")?;
+        self.records.remove(&id)?;
+        tracing::info!(volume = %id, "volume deleted");
+        Ok(proto::DeleteVolumeResponse {})
+    }
+
+    /// ValidateVolumeCapabilities.
+    pub async fn validate_volume_capabilities(
+        &self,
+        req: proto::ValidateVolumeCapabilitiesRequest,
+    ) -> Result<proto::ValidateVolumeCapabilitiesResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(CsiError::invalid("volume_capabilities is required"));
+        }
+        self.records
+            .volume(&req.volume_id)?
+            .filter(|r| r.state == VolumeState::Ready)
+            .ok_or_else(|| CsiError::not_found(format!("volume {} does not exist", req.volume_id)))?;
+        if let Some(problem) = req.volume_capabilities.iter().find_map(capability_problem) {
+            return Ok(proto::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: problem,
+            });
+        }
+        Ok(proto::ValidateVolumeCapabilitiesResponse {
+            confirmed: Some(
+                proto::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                },
+            ),
+            message: String::new(),
+        })
+    }
+
+    /// ListVolumes, paged by index.
+    pub async fn list_volumes(
+        &self,
+        req: proto::ListVolumesRequest,
+    ) -> Result<proto::ListVolumesResponse, CsiError> {
+        let all: Vec<VolumeRecord> = self
+            .records
+            .volumes()?
+            .into_iter()
+            .filter(|r| r.volume_id.starts_with("kh-vol-") && r.state == VolumeState::Ready)
+            .collect();
+        let start = if req.starting_token.is_empty() {
+            0
+        } else {
+            req.starting_token
+                .parse::<usize>()
+                .ok()
+                .filter(|s| *s <= all.len())
+                .ok_or_else(|| {
+                    CsiError::new(
+                        Code::Aborted,
+                        format!("starting_token {:?} is not valid", req.starting_token),
+                    )
+                })?
+        };
+        let n = if req.max_entries <= 0 {
+            all.len()
+        } else {
+            req.max_entries as usize
+        };
+        let end = (start + n).min(all.len());
+        Ok(proto::ListVolumesResponse {
+            entries: all[start..end]
+                .iter()
+                .map(|r| proto::list_volumes_response::Entry {
+                    volume: Some(to_volume(r)),
+                })
+                .collect(),
+            next_token: if end < all.len() {
+                end.to_string()
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    /// GetCapacity: bytes free in the data directory.
+    pub async fn get_capacity(&self) -> Result<proto::GetCapacityResponse, CsiError> {
+        let b = self.backend.clone();
+        let available = blocking(move || Ok(b.available_bytes()?)).await?;
+        Ok(proto::GetCapacityResponse {
+            available_capacity: available as i64,
+        })
+    }
+
+    /// ControllerExpandVolume: grows the blocks; the node grows the LUKS
+    /// mapping and the filesystem.
+    pub async fn controller_expand_volume(
+        &self,
+        req: proto::ControllerExpandVolumeRequest,
+    ) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let mut rec = self
+            .records
+            .volume(&id)?
+            .filter(|r| r.state == VolumeState::Ready)
+            .ok_or_else(|| CsiError::not_found(format!("volume {id} does not exist")))?;
+        let range = req
+            .capacity_range
+            .ok_or_else(|| CsiError::invalid("capacity_range is required"))?;
+        let size = capacity(Some(range), rec.capacity_bytes)?;
+        if size > rec.capacity_bytes {
+            let b = self.backend.clone();
+            let available = blocking(move || Ok(b.available_bytes()?)).await?;
+            if size - rec.capacity_bytes > available {
+                return Err(CsiError::new(
+                    Code::OutOfRange,
+                    format!(
+                        "growing {id} by {} bytes is beyond what the data directory has free \
+                         ({available} bytes)",
+                        size - rec.capacity_bytes
+                    ),
+                ));
+            }
+            let bytes = image_size(size, rec.encryption.is_some());
+            let b = self.backend.clone();
+            let vid = id.clone();
+            blocking(move || Ok(b.grow(&vid, bytes)?)).await?;
+            rec.capacity_bytes = size;
+            self.records.put_volume(&rec)?;
+            tracing::info!(volume = %id, size, "volume expanded");
+        }
+        Ok(proto::ControllerExpandVolumeResponse {
+            capacity_bytes: rec.capacity_bytes as i64,
+            node_expansion_required: true,
+        })
+    }
+
+    /// CreateSnapshot: a copy of the blocks, with the key re-stored under
+    /// the snapshot's ID in the source's kmsID.
+    pub async fn create_snapshot(
+        &self,
+        req: proto::CreateSnapshotRequest,
+    ) -> Result<proto::CreateSnapshotResponse, CsiError> {
+        if req.name.is_empty() {
+            return Err(CsiError::invalid("name is required"));
+        }
+        check_id("source_volume_id", &req.source_volume_id)?;
+        let sid = snapshot_id_for(&req.name);
+        let _g1 = self.locks.try_lock(&sid)?;
+        let _g2 = self.locks.try_lock(&req.source_volume_id)?;
+        if let Some(r) = self.records.snapshot(&sid)? {
+            if r.source_volume_id != req.source_volume_id {
+                return Err(CsiError::new(
+                    Code::AlreadyExists,
+                    format!(
+                        "snapshot {} exists for another volume ({})",
+                        req.name, r.source_volume_id
+                    ),
+                ));
+            }
+            if r.state == VolumeState::Ready {
+                return Ok(proto::CreateSnapshotResponse {
+                    snapshot: Some(to_snapshot(&r)),
+                });
+            }
+        }
+        let src = self
+            .records
+            .volume(&req.source_volume_id)?
+            .filter(|r| r.state == VolumeState::Ready)
+            .ok_or_else(|| {
+                CsiError::not_found(format!("volume {} does not exist", req.source_volume_id))
+            })?;
+        let mut rec = SnapshotRecord {
+            version: 1,
+            snapshot_id: sid.clone(),
+            name: req.name.clone(),
+            source_volume_id: src.volume_id.clone(),
+            size_bytes: src.capacity_bytes,
+            state: VolumeState::Creating,
+            fs_type: src.fs_type.clone(),
+            encryption: src.encryption.clone().map(|e| Encryption {
+                key: KeyHolding::Pending,
+                ..e
+            }),
+            created_unix: now_unix(),
+        };
+        self.records.put_snapshot(&rec)?;
+        self.step("snapshot.record")?;
+        let b = self.backend.clone();
+        let (vid, s) = (src.volume_id.clone(), sid.clone());
+        blocking(move || Ok(b.snapshot(&vid, &s)?)).await?;
+        self.step("snapshot.blocks")?;
+        if let (Some(enc), Some(src_enc)) = (rec.encryption.as_mut(), &src.encryption) {
+            let passphrase = keys::open(&self.kms, src_enc, &src.volume_id).await?;
+            enc.key = keys::seal(&self.kms, &enc.kms_id, &sid, &passphrase).await?;
+            self.step("snapshot.key")?;
+        }
+        rec.state = VolumeState::Ready;
+        self.records.put_snapshot(&rec)?;
+        tracing::info!(snapshot = %sid, volume = %src.volume_id, "snapshot created");
+        Ok(proto::CreateSnapshotResponse {
+            snapshot: Some(to_snapshot(&rec)),
+        })
+    }
+
+    /// DeleteSnapshot: blocks, then key, then record.
+    pub async fn delete_snapshot(
+        &self,
+        req: proto::DeleteSnapshotRequest,
+    ) -> Result<proto::DeleteSnapshotResponse, CsiError> {
+        check_id("snapshot_id", &req.snapshot_id)?;
+        let id = req.snapshot_id;
+        let _guard = self.locks.try_lock(&id)?;
+        let Some(mut rec) = self.records.snapshot(&id)? else {
+            return Ok(proto::DeleteSnapshotResponse {});
+        };
+        rec.state = VolumeState::Deleting;
+        self.records.put_snapshot(&rec)?;
+        let b = self.backend.clone();
+        let vid = id.clone();
+        blocking(move || Ok(b.remove(&vid)?)).await?;
+        if let Some(enc) = &rec.encryption {
+            keys::release(&self.kms, enc, &id).await?;
+        }
+        self.records.remove(&id)?;
+        Ok(proto::DeleteSnapshotResponse {})
+    }
+
+    /// Rotates the LUKS passphrase of an encrypted volume without downtime:
+    /// a new passphrase goes into a spare keyslot, is stored with the
+    /// kmsID, verified, and only then are the other keyslots killed. Works
+    /// whether or not the volume is staged.
+    pub async fn rotate_key(
+        &self,
+        req: proto::EncryptionKeyRotateRequest,
+    ) -> Result<proto::EncryptionKeyRotateResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        if !req.encryption_key.is_empty() {
+            return Err(CsiError::invalid(
+                "encryption_key: kmshost generates volume keys itself (256 random bits); a \
+                 caller-chosen key is refused",
+            ));
+        }
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let mut rec = self
+            .records
+            .volume(&id)?
+            .filter(|r| r.state == VolumeState::Ready)
+            .ok_or_else(|| CsiError::not_found(format!("volume {id} does not exist")))?;
+        let Some(enc) = rec.encryption.clone() else {
+            return Err(CsiError::precondition(format!("volume {id} is not encrypted")));
+        };
+        let old = keys::open(&self.kms, &enc, &id).await?;
+        let b = self.backend.clone();
+        let vid = id.clone();
+        let dev = blocking(move || {
+            Ok(b.attached(&vid)?.unwrap_or_else(|| b.header_path(&vid)))
+        })
+        .await?;
+        let new = generate_passphrase();
+        let d = dev.clone();
+        let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;
+        if !is_luks {
+            // Never formatted: nothing on the device depends on the key yet.
+            let holding = keys::seal(&self.kms, &enc.kms_id, &id, &new).await?;
+            if let Some(e) = rec.encryption.as_mut() {
+                e.key = holding;
+            }
+            self.records.put_volume(&rec)?;
+            return Ok(proto::EncryptionKeyRotateResponse {});
+        }
+        let (d, o, n, pbkdf) = (dev.clone(), old.clone(), new.clone(), enc.pbkdf);
+        let new_slot = blocking(move || {
+            luks::verify(&d, &o).map_err(|e| {
+                CsiError::from(e).context("the key the KMS holds does not open the volume")
+            })?;
+            Ok(luks::add_keyslot(&d, &o, &n, pbkdf)?)
+        })
+        .await?;
+        self.step("rotate.keyslot")?;
+        let holding = keys::seal(&self.kms, &enc.kms_id, &id, &new).await?;
+        self.step("rotate.store")?;
+        let mut fresh = enc.clone();
+        fresh.key = holding;
+        let check = keys::open(&self.kms, &fresh, &id).await?;
+        if check != new {
+            return Err(CsiError::new(
+                Code::DataLoss,
+                format!("volume {id}: the KMS returned another key than the one just stored"),
+            ));
+        }
+        rec.encryption = Some(fresh.clone());
+        self.records.put_volume(&rec)?;
+        self.step("rotate.record")?;
+        let token = luks::KmsToken {
+            kms_id: crate::kms::KmsId::new(fresh.kms_id.clone())
+                .map_err(|e| CsiError::internal(e.to_string()))?,
+            key_id: id.clone(),
+            wrapped: fresh.key.wrapped_key(),
+            keyslots: vec![new_slot],
+        };
+        let (d, n) = (dev.clone(), new.clone());
+        blocking(move || {
+            let slot = luks::verify(&d, &n)?;
+            if slot != new_slot {
+                return Err(CsiError::internal(format!(
+                    "the new key opened keyslot {slot}, expected {new_slot}"
+                )));
+            }
+            luks::write_token(&d, &token)?;
+            for s in luks::active_keyslots(&d)? {
+                if s != new_slot {
+                    luks::kill_keyslot(&d, s)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(volume = %id, keyslot = new_slot, "volume key rotated");
+        Ok(proto::EncryptionKeyRotateResponse {})
+    }
+}

@@ -1,0 +1,63 @@
+//! The volume key's round trip through a kmsID: seal a new passphrase
+//! (wrap it if the provider wraps, else store it), open it again, release
+//! it when the volume is gone.
+
+use super::CsiError;
+use crate::kms::{KeyId, Kms, KmsError, Passphrase};
+use crate::volume::{Encryption, KeyHolding};
+
+fn key_id(id: &str) -> Result<KeyId, CsiError> {
+    KeyId::new(id).map_err(|e| CsiError::invalid(e.to_string()))
+}
+
+/// Hands `passphrase` to `kms_id` under `id`: a wrapping provider returns a
+/// blob kmshost keeps with the volume; a provider that does not wrap
+/// (`unsupported`) stores it instead.
+pub async fn seal(
+    kms: &Kms,
+    kms_id: &str,
+    id: &str,
+    passphrase: &Passphrase,
+) -> Result<KeyHolding, CsiError> {
+    let key = key_id(id)?;
+    match kms.wrap(kms_id, &key, passphrase).await {
+        Ok(w) => Ok(KeyHolding::wrapped(&w)),
+        Err(KmsError::Unsupported { .. }) => {
+            kms.put(kms_id, &key, passphrase).await?;
+            Ok(KeyHolding::Stored)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The passphrase of the volume (or snapshot) `id`.
+pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, CsiError> {
+    let key = key_id(id)?;
+    match &enc.key {
+        KeyHolding::Pending => Err(CsiError::precondition(format!(
+            "{id}: its key was never stored (CreateVolume did not finish)"
+        ))),
+        KeyHolding::Stored => Ok(kms.get(&enc.kms_id, &key).await?),
+        KeyHolding::Wrapped { .. } => {
+            let w = enc.key.wrapped_key().ok_or_else(|| {
+                CsiError::new(
+                    tonic::Code::DataLoss,
+                    format!("{id}: the wrapped key in its record is not base64"),
+                )
+            })?;
+            Ok(kms.unwrap(&enc.kms_id, &key, &w).await?)
+        }
+    }
+}
+
+/// Removes the key of `id` from its kmsID (stored keys only: a wrapped key
+/// lives in the record and goes with it). A key already gone is fine.
+pub async fn release(kms: &Kms, enc: &Encryption, id: &str) -> Result<(), CsiError> {
+    if enc.key != KeyHolding::Stored {
+        return Ok(());
+    }
+    match kms.delete(&enc.kms_id, &key_id(id)?).await {
+        Ok(()) | Err(KmsError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(CsiError::from(e).context(format!("volume {id}: the key was not deleted"))),
+    }
+}

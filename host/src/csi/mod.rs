@@ -1,0 +1,219 @@
+//! The CSI driver: Identity, Controller and Node services over gRPC on a
+//! unix socket, plus csi-addons' `EncryptionKeyRotation`.
+//!
+//! Volumes live in a [`Backend`] (sparse image files first); encrypted
+//! volumes are LUKS2 with a random 256-bit passphrase that a kmsID wraps or
+//! stores. The call flow is in `docs/csi.md`; in short:
+//!
+//! - **CreateVolume** records the volume (`creating`), creates its blocks,
+//!   seals a new passphrase with the kmsID (wrap, else put), and marks it
+//!   `ready`. A retry resumes; the same name with other settings is
+//!   `AlreadyExists`.
+//! - **NodeStage** attaches the device, fetches the key through the plugin,
+//!   formats on first use only (never over any signature), opens it as
+//!   `luks-<volume>`, creates the filesystem if blank, mounts it.
+//! - **DeleteVolume** marks the record `deleting`, removes the blocks, then
+//!   the key, then the record: the key is never deleted while the volume's
+//!   data exists, and a KMS refusal fails the call (retried) with the
+//!   record kept, so no key is ever orphaned silently.
+//!
+//! Every call takes a per-volume lock; a concurrent call gets `Aborted`.
+
+pub mod client;
+mod controller;
+mod error;
+pub mod keys;
+mod locks;
+mod node;
+pub mod params;
+pub mod proto;
+mod service;
+
+pub use error::CsiError;
+pub use locks::{VolumeGuard, VolumeLocks};
+pub use service::{serve, unix_channel};
+
+use crate::kms::Kms;
+use crate::volume::{Backend, RecordStore};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// Generated gRPC services (tonic, from [`proto`]'s messages).
+#[allow(missing_docs, clippy::all)]
+pub mod grpc {
+    include!(concat!(env!("OUT_DIR"), "/csi.v1.Identity.rs"));
+    include!(concat!(env!("OUT_DIR"), "/csi.v1.Controller.rs"));
+    include!(concat!(env!("OUT_DIR"), "/csi.v1.Node.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/encryptionkeyrotation.EncryptionKeyRotationController.rs"
+    ));
+}
+
+/// The driver name reported by GetPluginInfo.
+pub const DRIVER_NAME: &str = "kmshost.csi.k8s.io";
+/// Extra bytes an encrypted volume's image gets for its LUKS2 header, so
+/// the usable size is what the CO asked for.
+pub const LUKS_OVERHEAD: u64 = 16 << 20;
+/// Size of a volume created without a capacity range.
+pub const DEFAULT_CAPACITY: u64 = 1 << 30;
+/// The smallest volume kmshost creates.
+pub const MIN_CAPACITY: u64 = 16 << 20;
+
+/// Driver settings.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// GetPluginInfo name.
+    pub name: String,
+    /// This node's ID (NodeGetInfo).
+    pub node_id: String,
+    /// Filesystem when neither the capability nor the StorageClass names one.
+    pub default_fs_type: String,
+    /// How many NodeStage key fetches + keyslot unlocks run at once: bounds
+    /// memory when the KDF is memory-hard (argon2id × this many).
+    pub max_concurrent_unlocks: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            name: DRIVER_NAME.into(),
+            node_id: hostname(),
+            default_fs_type: "ext4".into(),
+            max_concurrent_unlocks: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The driver: what the gRPC services call.
+pub struct Driver {
+    kms: Arc<Kms>,
+    backend: Arc<dyn Backend>,
+    records: RecordStore,
+    locks: Arc<VolumeLocks>,
+    unlocks: Arc<Semaphore>,
+    config: DriverConfig,
+    failpoint: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("backend", &self.backend.name())
+            .field("records", &self.records.dir())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver keeping volume records in `state_dir`, volumes in
+    /// `backend`, keys with `kms`.
+    pub fn new(
+        kms: Arc<Kms>,
+        backend: Arc<dyn Backend>,
+        state_dir: impl Into<PathBuf>,
+        config: DriverConfig,
+    ) -> Result<Self, CsiError> {
+        let records = RecordStore::new(state_dir.into())?;
+        Ok(Driver {
+            kms,
+            backend,
+            records,
+            locks: Arc::new(VolumeLocks::default()),
+            unlocks: Arc::new(Semaphore::new(config.max_concurrent_unlocks.max(1))),
+            config,
+            failpoint: Mutex::new(None),
+        })
+    }
+
+    /// The KMS facade.
+    pub fn kms(&self) -> &Arc<Kms> {
+        &self.kms
+    }
+
+    /// The per-volume locks (a caller holding one makes CSI calls on that
+    /// volume fail with `Aborted`).
+    pub fn locks(&self) -> &Arc<VolumeLocks> {
+        &self.locks
+    }
+
+    /// The volume records.
+    pub fn records(&self) -> &RecordStore {
+        &self.records
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Crash testing: the next time a call reaches step `name` (for
+    /// example `create.key`, `delete.data`, `stage.format`,
+    /// `rotate.store`), it stops there with `Internal`, as if the process
+    /// had died right after the step. One-shot. The step names are listed
+    /// in docs/csi.md.
+    pub fn fail_after(&self, name: Option<&str>) {
+        *self.failpoint.lock().unwrap() = name.map(str::to_string);
+    }
+
+    fn step(&self, name: &str) -> Result<(), CsiError> {
+        let mut f = self.failpoint.lock().unwrap();
+        if f.as_deref() == Some(name) {
+            *f = None;
+            return Err(CsiError::internal(format!("injected failure after {name}")));
+        }
+        Ok(())
+    }
+}
+
+/// Runs blocking work (libcryptsetup, loop devices, mounts) off the async
+/// workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CsiError> + Send + 'static,
+) -> Result<T, CsiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// A volume ID derived from the CreateVolume name: the same name always
+/// maps to the same ID, which makes CreateVolume idempotent across crashes.
+pub fn volume_id_for(name: &str) -> String {
+    derived_id("kh-vol-", name)
+}
+
+/// A snapshot ID derived from the CreateSnapshot name.
+pub fn snapshot_id_for(name: &str) -> String {
+    derived_id("kh-snap-", name)
+}
+
+fn derived_id(prefix: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(name.as_bytes());
+    format!("{prefix}{}", hex::encode(&h[..16]))
+}
+
+/// Checks a volume or snapshot ID from the CO: required, and never a path
+/// (letters, digits, `-`, `_`, `.` only).
+fn check_id(what: &str, id: &str) -> Result<(), CsiError> {
+    if id.is_empty() {
+        return Err(CsiError::invalid(format!("{what} is required")));
+    }
+    crate::kms::KeyId::new(id).map_err(|e| CsiError::invalid(format!("{what}: {e}")))?;
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

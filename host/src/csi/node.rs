@@ -1,0 +1,445 @@
+//! Node calls: stage (attach, unlock, format on first use, mkfs, mount),
+//! publish (bind mount), and their reverses; expansion and stats.
+
+use super::proto::{self, volume_capability::AccessType};
+use super::{CsiError, Driver, blocking, check_id, keys};
+use crate::kms::KmsId;
+use crate::luks::{self, FormatParams};
+use crate::volume::{Encryption, VolumeRecord, VolumeState, sys};
+use std::path::{Path, PathBuf};
+
+/// The device-mapper name of an open encrypted volume.
+pub fn mapper_name(volume_id: &str) -> String {
+    format!("luks-{volume_id}")
+}
+
+enum Access {
+    Block,
+    Mount { fs_type: String, flags: Vec<String> },
+}
+
+fn access(cap: Option<&proto::VolumeCapability>, rec: &VolumeRecord) -> Result<Access, CsiError> {
+    let cap = cap.ok_or_else(|| CsiError::invalid("volume_capability is required"))?;
+    if let Some(p) = super::controller::capability_problem(cap) {
+        return Err(CsiError::invalid(p));
+    }
+    Ok(match &cap.access_type {
+        Some(AccessType::Mount(m)) => Access::Mount {
+            fs_type: if m.fs_type.is_empty() {
+                rec.fs_type.clone()
+            } else {
+                m.fs_type.clone()
+            },
+            flags: m.mount_flags.clone(),
+        },
+        _ => Access::Block,
+    })
+}
+
+fn required_path(what: &str, p: &str) -> Result<PathBuf, CsiError> {
+    if p.is_empty() {
+        return Err(CsiError::invalid(format!("{what} is required")));
+    }
+    let path = PathBuf::from(p);
+    if !path.is_absolute() || path.components().any(|c| c.as_os_str() == "..") {
+        return Err(CsiError::invalid(format!(
+            "{what} {p:?} must be an absolute path without \"..\""
+        )));
+    }
+    Ok(path)
+}
+
+impl Driver {
+    fn ready_volume(&self, id: &str) -> Result<VolumeRecord, CsiError> {
+        let r = self
+            .records
+            .volume(id)?
+            .ok_or_else(|| CsiError::not_found(format!("volume {id} does not exist")))?;
+        if r.state != VolumeState::Ready {
+            return Err(CsiError::precondition(format!(
+                "volume {id} is {:?}, not ready",
+                r.state
+            )));
+        }
+        Ok(r)
+    }
+
+    /// The block device a staged volume is used through: the open LUKS
+    /// mapping, or the attached device of an unencrypted volume.
+    async fn staged_device(&self, rec: &VolumeRecord) -> Result<Option<PathBuf>, CsiError> {
+        if rec.encryption.is_some() {
+            let name = mapper_name(&rec.volume_id);
+            return blocking(move || {
+                Ok(luks::is_active(&name).then(|| PathBuf::from(format!("/dev/mapper/{name}"))))
+            })
+            .await;
+        }
+        let b = self.backend.clone();
+        let id = rec.volume_id.clone();
+        blocking(move || Ok(b.attached(&id)?)).await
+    }
+
+    /// Fetches the key, formats on first use, opens the mapping.
+    async fn unlock(
+        &self,
+        rec: &mut VolumeRecord,
+        enc: &Encryption,
+        dev: &Path,
+    ) -> Result<PathBuf, CsiError> {
+        let id = rec.volume_id.clone();
+        let name = mapper_name(&id);
+        let mapped = PathBuf::from(format!("/dev/mapper/{name}"));
+        let n = name.clone();
+        if blocking(move || Ok(luks::is_active(&n))).await? {
+            return Ok(mapped);
+        }
+        let _permit = self
+            .unlocks
+            .acquire()
+            .await
+            .map_err(|_| CsiError::internal("unlock limiter closed"))?;
+        let passphrase = keys::open(&self.kms, enc, &id).await?;
+        let d = dev.to_path_buf();
+        let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;
+        if !is_luks {
+            let params = FormatParams {
+                cipher: enc.cipher.clone(),
+                cipher_mode: enc.cipher_mode.clone(),
+                key_size_bits: enc.key_size_bits,
+                pbkdf: enc.pbkdf,
+                sector_size: enc.sector_size,
+                label: None,
+            };
+            let (d, p) = (dev.to_path_buf(), passphrase.clone());
+            blocking(move || Ok(luks::format(&d, &p, &params)?))
+                .await
+                .map_err(|e| e.context(format!("volume {id}")))?;
+            tracing::info!(volume = %id, "formatted LUKS2 on first use");
+            self.step("stage.format")?;
+        }
+        // The header names its kmsID and (for wrapping providers) carries
+        // the wrapped key, so the volume describes itself.
+        let token = luks::KmsToken {
+            kms_id: KmsId::new(enc.kms_id.clone()).map_err(|e| CsiError::internal(e.to_string()))?,
+            key_id: id.clone(),
+            wrapped: enc.key.wrapped_key(),
+            keyslots: Vec::new(),
+        };
+        let (d, p, n) = (dev.to_path_buf(), passphrase.clone(), name.clone());
+        let vid = id.clone();
+        blocking(move || {
+            let slot = luks::verify(&d, &p).map_err(|e| match e {
+                luks::LuksError::WrongPassphrase(_) => CsiError::precondition(format!(
+                    "volume {vid}: the key from kmsID {} does not open it (wrong key)",
+                    token.kms_id
+                )),
+                other => other.into(),
+            })?;
+            let current = luks::read_token(&d)?;
+            let want = luks::KmsToken {
+                keyslots: vec![slot],
+                ..token
+            };
+            if current.as_ref() != Some(&want) {
+                luks::write_token(&d, &want)?;
+            }
+            luks::activate(&d, &n, &p, false)?;
+            Ok(())
+        })
+        .await?;
+        if let Some(e) = rec.encryption.as_mut()
+            && !e.formatted
+        {
+            e.formatted = true;
+            self.records.put_volume(rec)?;
+        }
+        Ok(mapped)
+    }
+
+    /// NodeStageVolume.
+    pub async fn node_stage_volume(
+        &self,
+        req: proto::NodeStageVolumeRequest,
+    ) -> Result<proto::NodeStageVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let staging = required_path("staging_target_path", &req.staging_target_path)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let mut rec = self.ready_volume(&id)?;
+        let access = access(req.volume_capability.as_ref(), &rec)?;
+        if let Access::Mount { .. } = access {
+            let s = staging.clone();
+            if let Some(m) = blocking(move || Ok(sys::mount_at(&s)?)).await? {
+                let expected = self.staged_device(&rec).await?;
+                if expected.is_some_and(|d| d.to_string_lossy() == m.source) {
+                    return Ok(proto::NodeStageVolumeResponse {});
+                }
+                return Err(CsiError::new(
+                    tonic::Code::AlreadyExists,
+                    format!(
+                        "staging path {} already has {} mounted",
+                        staging.display(),
+                        m.source
+                    ),
+                ));
+            }
+        }
+        let b = self.backend.clone();
+        let vid = id.clone();
+        let dev = blocking(move || Ok(b.attach(&vid)?)).await?;
+        self.step("stage.attach")?;
+        let device = match rec.encryption.clone() {
+            Some(enc) => match self.unlock(&mut rec, &enc, &dev).await {
+                Ok(d) => d,
+                Err(e) => {
+                    let (b, vid, n) = (self.backend.clone(), id.clone(), mapper_name(&id));
+                    let _ = blocking(move || {
+                        if !luks::is_active(&n) {
+                            b.detach(&vid)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                    return Err(e);
+                }
+            },
+            None => {
+                let d = dev.clone();
+                if blocking(move || Ok(sys::probe_type(&d)?)).await?.as_deref()
+                    == Some("crypto_LUKS")
+                {
+                    let (b, vid) = (self.backend.clone(), id.clone());
+                    let _ = blocking(move || Ok(b.detach(&vid)?)).await;
+                    return Err(CsiError::precondition(format!(
+                        "volume {id} holds a LUKS header but is recorded as unencrypted: refusing \
+                         to use it"
+                    )));
+                }
+                dev
+            }
+        };
+        self.step("stage.open")?;
+        if let Access::Mount { fs_type, flags } = access {
+            let (d, s) = (device.clone(), staging.clone());
+            let vid = id.clone();
+            blocking(move || {
+                match sys::probe_type(&d)? {
+                    None => sys::mkfs(&fs_type, &d)?,
+                    Some(t) if t == fs_type => {}
+                    Some(t) => {
+                        return Err(CsiError::precondition(format!(
+                            "volume {vid} holds {t}, not {fs_type}: refusing to reformat it"
+                        )));
+                    }
+                }
+                std::fs::create_dir_all(&s)
+                    .map_err(|e| CsiError::internal(format!("{}: {e}", s.display())))?;
+                sys::mount(&d, &s, Some(&fs_type), &flags)?;
+                Ok(())
+            })
+            .await?;
+        }
+        tracing::info!(volume = %id, staging = %staging.display(), "volume staged");
+        Ok(proto::NodeStageVolumeResponse {})
+    }
+
+    /// NodeUnstageVolume: unmount, close, detach (each only if present).
+    pub async fn node_unstage_volume(
+        &self,
+        req: proto::NodeUnstageVolumeRequest,
+    ) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let staging = required_path("staging_target_path", &req.staging_target_path)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let b = self.backend.clone();
+        blocking(move || {
+            if sys::mount_at(&staging)?.is_some() {
+                sys::umount(&staging)?;
+            }
+            let name = mapper_name(&id);
+            if luks::is_active(&name) {
+                luks::deactivate(&name)?;
+            }
+            b.detach(&id)?;
+            Ok(())
+        })
+        .await?;
+        Ok(proto::NodeUnstageVolumeResponse {})
+    }
+
+    /// NodePublishVolume: bind-mounts the staged filesystem (or device) at
+    /// the target, read-only if asked.
+    pub async fn node_publish_volume(
+        &self,
+        req: proto::NodePublishVolumeRequest,
+    ) -> Result<proto::NodePublishVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let staging = required_path("staging_target_path", &req.staging_target_path)?;
+        let target = required_path("target_path", &req.target_path)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let rec = self.ready_volume(&id)?;
+        let access = access(req.volume_capability.as_ref(), &rec)?;
+        let source = match access {
+            Access::Block => self.staged_device(&rec).await?.ok_or_else(|| {
+                CsiError::precondition(format!("volume {id} is not staged on this node"))
+            })?,
+            Access::Mount { .. } => {
+                let s = staging.clone();
+                if blocking(move || Ok(sys::mount_at(&s)?)).await?.is_none() {
+                    return Err(CsiError::precondition(format!(
+                        "volume {id} is not staged at {}",
+                        staging.display()
+                    )));
+                }
+                staging
+            }
+        };
+        let readonly = req.readonly;
+        let block = matches!(access, Access::Block);
+        blocking(move || {
+            if sys::mount_at(&target)?.is_some() {
+                return Ok(());
+            }
+            let mk = if block {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| CsiError::internal(format!("{}: {e}", parent.display())))?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&target)
+                    .map(|_| ())
+            } else {
+                std::fs::create_dir_all(&target)
+            };
+            mk.map_err(|e| CsiError::internal(format!("{}: {e}", target.display())))?;
+            sys::mount(&source, &target, None, &["bind".to_string()])?;
+            if readonly {
+                sys::mount(
+                    Path::new("none"),
+                    &target,
+                    None,
+                    &["remount".into(), "bind".into(), "ro".into()],
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(proto::NodePublishVolumeResponse {})
+    }
+
+    /// NodeUnpublishVolume: unmounts and removes the target.
+    pub async fn node_unpublish_volume(
+        &self,
+        req: proto::NodeUnpublishVolumeRequest,
+    ) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let target = required_path("target_path", &req.target_path)?;
+        let _guard = self.locks.try_lock(&req.volume_id)?;
+        blocking(move || {
+            while sys::mount_at(&target)?.is_some() {
+                sys::umount(&target)?;
+            }
+            let r = if target.is_dir() {
+                std::fs::remove_dir(&target)
+            } else {
+                std::fs::remove_file(&target)
+            };
+            match r {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(CsiError::internal(format!("{}: {e}", target.display()))),
+            }
+        })
+        .await?;
+        Ok(proto::NodeUnpublishVolumeResponse {})
+    }
+
+    /// NodeExpandVolume: refreshes the device, grows the LUKS mapping and
+    /// the filesystem.
+    pub async fn node_expand_volume(
+        &self,
+        req: proto::NodeExpandVolumeRequest,
+    ) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+        check_id("volume_id", &req.volume_id)?;
+        let path = required_path("volume_path", &req.volume_path)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let rec = self.ready_volume(&id)?;
+        let encrypted = rec.encryption.is_some();
+        let bytes = rec.capacity_bytes + if encrypted { super::LUKS_OVERHEAD } else { 0 };
+        let b = self.backend.clone();
+        let vid = id.clone();
+        blocking(move || Ok(b.grow(&vid, bytes)?)).await?;
+        let device = self.staged_device(&rec).await?.ok_or_else(|| {
+            CsiError::precondition(format!("volume {id} is not staged on this node"))
+        })?;
+        let size = blocking(move || {
+            if encrypted {
+                luks::resize(&mapper_name(&id), 0)?;
+            }
+            if let Some(m) = sys::mount_at(&path)? {
+                sys::grow_fs(&m.fs_type, &device, &path)?;
+            }
+            Ok(sys::device_size(&device)?)
+        })
+        .await?;
+        Ok(proto::NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        })
+    }
+
+    /// NodeGetVolumeStats: bytes and inodes of a mounted volume, size of a
+    /// block one.
+    pub async fn node_get_volume_stats(
+        &self,
+        req: proto::NodeGetVolumeStatsRequest,
+    ) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+        use proto::volume_usage::Unit;
+        check_id("volume_id", &req.volume_id)?;
+        let path = required_path("volume_path", &req.volume_path)?;
+        if !path.exists() {
+            return Err(CsiError::not_found(format!(
+                "volume path {} does not exist",
+                path.display()
+            )));
+        }
+        blocking(move || {
+            let usage = if path.is_dir() {
+                let s = sys::fs_stats(&path)?;
+                vec![
+                    proto::VolumeUsage {
+                        available: s.available_bytes as i64,
+                        total: s.total_bytes as i64,
+                        used: s.used_bytes as i64,
+                        unit: Unit::Bytes as i32,
+                    },
+                    proto::VolumeUsage {
+                        available: s.free_inodes as i64,
+                        total: s.total_inodes as i64,
+                        used: s.total_inodes.saturating_sub(s.free_inodes) as i64,
+                        unit: Unit::Inodes as i32,
+                    },
+                ]
+            } else {
+                vec![proto::VolumeUsage {
+                    total: sys::device_size(&path)? as i64,
+                    unit: Unit::Bytes as i32,
+                    ..Default::default()
+                }]
+            };
+            Ok(proto::NodeGetVolumeStatsResponse {
+                usage,
+                volume_condition: Some(proto::VolumeCondition {
+                    abnormal: false,
+                    message: String::new(),
+                }),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,106 @@
+//! Volumes: where their blocks live ([`Backend`]) and what kmshost knows
+//! about them ([`VolumeRecord`], [`SnapshotRecord`] in a [`RecordStore`]).
+//!
+//! The first backend is [`ImageFileBackend`]: sparse image files in a data
+//! directory, attached with loop devices at stage time. Other block sources
+//! (Ceph RBD, another driver's device) implement the same trait.
+
+mod image;
+mod record;
+pub mod sys;
+
+pub use image::ImageFileBackend;
+pub use record::{
+    ContentSource, Encryption, KeyHolding, RecordStore, SnapshotRecord, VolumeRecord, VolumeState,
+};
+
+use std::path::{Path, PathBuf};
+
+/// What went wrong below the CSI layer.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// A file-system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A node tool failed.
+    #[error("{program}: {message}")]
+    Tool {
+        /// The program.
+        program: String,
+        /// Its message.
+        message: String,
+    },
+    /// Not offered by this backend or node.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The volume or snapshot does not exist.
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// A stored record could not be read.
+    #[error("record {path}: {message}")]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where a new volume's blocks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockSource<'a> {
+    /// Zeroes (a new, empty volume).
+    Empty,
+    /// A copy of another volume.
+    Volume(&'a str),
+    /// A copy of a snapshot.
+    Snapshot(&'a str),
+}
+
+/// A source of block devices for volumes. Methods are blocking; every one
+/// is idempotent, so a retried call after a crash converges.
+pub trait Backend: Send + Sync {
+    /// A short name for logs (`image-file`).
+    fn name(&self) -> &'static str;
+    /// Creates volume `id` of `size` bytes from `source`, replacing any
+    /// partial result of an earlier attempt.
+    fn create(&self, id: &str, size: u64, source: BlockSource<'_>) -> Result<(), VolumeError>;
+    /// Copies volume `volume` into snapshot `snapshot`.
+    fn snapshot(&self, volume: &str, snapshot: &str) -> Result<(), VolumeError>;
+    /// Removes volume or snapshot `id` (no error if already gone).
+    fn remove(&self, id: &str) -> Result<(), VolumeError>;
+    /// Whether `id` exists.
+    fn exists(&self, id: &str) -> bool;
+    /// Current size of `id` in bytes.
+    fn size(&self, id: &str) -> Result<u64, VolumeError>;
+    /// Grows volume `id` to `size` bytes (never shrinks); an attached
+    /// device is told about the new size.
+    fn grow(&self, id: &str, size: u64) -> Result<(), VolumeError>;
+    /// Attaches `id` as a block device (returns the existing one if
+    /// already attached).
+    fn attach(&self, id: &str) -> Result<PathBuf, VolumeError>;
+    /// The attached block device of `id`, if any.
+    fn attached(&self, id: &str) -> Result<Option<PathBuf>, VolumeError>;
+    /// Detaches `id` (no error if not attached).
+    fn detach(&self, id: &str) -> Result<(), VolumeError>;
+    /// Bytes available for new volumes.
+    fn available_bytes(&self) -> Result<u64, VolumeError>;
+    /// A path libcryptsetup can open for header operations on `id` when it
+    /// is not attached (the image file itself).
+    fn header_path(&self, id: &str) -> PathBuf;
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
+    move |source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
