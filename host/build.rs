@@ -19,7 +19,11 @@ use std::process::Command;
 /// The gRPC services kmshost serves, generated without protoc from the
 /// hand-written messages in `src/csi/proto.rs`: (package, service, methods).
 const SERVICES: &[(&str, &str, &[&str])] = &[
-    ("csi.v1", "Identity", &["GetPluginInfo", "GetPluginCapabilities", "Probe"]),
+    (
+        "csi.v1",
+        "Identity",
+        &["GetPluginInfo", "GetPluginCapabilities", "Probe"],
+    ),
     (
         "csi.v1",
         "Controller",

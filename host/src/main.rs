@@ -59,7 +59,11 @@ enum Command {
     /// rotate keys, delete.
     Volume {
         /// The driver's endpoint.
-        #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/kmshost/csi.sock")]
+        #[arg(
+            long,
+            env = "CSI_ENDPOINT",
+            default_value = "unix:///run/kmshost/csi.sock"
+        )]
         endpoint: String,
         #[command(subcommand)]
         op: VolumeOp,
@@ -112,7 +116,11 @@ impl HostArgs {
 #[derive(Args, Debug, Clone)]
 struct DriverArgs {
     /// gRPC endpoint (`unix:///path/to/csi.sock`).
-    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/kmshost/csi.sock")]
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/kmshost/csi.sock"
+    )]
     endpoint: String,
     /// Where volume images and records live.
     #[arg(long, env = "KMSHOST_DATA_DIR", default_value = "/var/lib/kmshost")]
@@ -411,7 +419,8 @@ async fn main() -> Result<()> {
             if let Some(n) = driver.max_concurrent_unlocks {
                 config.max_concurrent_unlocks = n;
             }
-            let d = kmshost::csi::Driver::new(kms, backend, driver.data_dir.join("records"), config)?;
+            let d =
+                kmshost::csi::Driver::new(kms, backend, driver.data_dir.join("records"), config)?;
             let shutdown = async {
                 let mut term =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

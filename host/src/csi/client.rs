@@ -55,7 +55,11 @@ pub fn parse_size(s: &str) -> Result<u64, CsiError> {
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(CsiError::invalid(format!("size {s:?}: unknown unit {unit:?}"))),
+        _ => {
+            return Err(CsiError::invalid(format!(
+                "size {s:?}: unknown unit {unit:?}"
+            )));
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| CsiError::invalid(format!("size {s:?} is too large")))

@@ -3,7 +3,7 @@
 
 use super::proto::{self, volume_capability::AccessType, volume_capability::Mode};
 use super::{
-    CsiError, Driver, LUKS_OVERHEAD, MIN_CAPACITY, DEFAULT_CAPACITY, blocking, check_id, keys,
+    CsiError, DEFAULT_CAPACITY, Driver, LUKS_OVERHEAD, MIN_CAPACITY, blocking, check_id, keys,
     now_unix, params, snapshot_id_for, volume_id_for,
 };
 use crate::kms::generate_passphrase;
@@ -72,7 +72,10 @@ fn capacity(range: Option<proto::CapacityRange>, floor: u64) -> Result<u64, CsiE
         ));
     }
     let want = if req == 0 {
-        if lim == 0 { DEFAULT_CAPACITY } else { lim.min(DEFAULT_CAPACITY) }
+        // No size asked: a copy gets its source's size, a new volume the
+        // default.
+        let default = if floor > 0 { floor } else { DEFAULT_CAPACITY };
+        if lim == 0 { default } else { lim.min(default) }
     } else {
         req
     };
@@ -101,10 +104,7 @@ fn image_size(capacity: u64, encrypted: bool) -> u64 {
 
 pub(super) fn volume_context(r: &VolumeRecord) -> proto::Map {
     let mut m = proto::Map::new();
-    m.insert(
-        params::ENCRYPTED.into(),
-        r.encryption.is_some().to_string(),
-    );
+    m.insert(params::ENCRYPTED.into(), r.encryption.is_some().to_string());
     if let Some(e) = &r.encryption {
         m.insert(params::KMS_ID.into(), e.kms_id.clone());
     }
@@ -118,16 +118,19 @@ fn to_volume(r: &VolumeRecord) -> proto::Volume {
         capacity_bytes: r.capacity_bytes as i64,
         volume_id: r.volume_id.clone(),
         volume_context: volume_context(r),
-        content_source: r.content_source.as_ref().map(|s| proto::VolumeContentSource {
-            r#type: Some(match s {
-                ContentSource::Volume(v) => Type::Volume(VolumeSource {
-                    volume_id: v.clone(),
-                }),
-                ContentSource::Snapshot(s) => Type::Snapshot(SnapshotSource {
-                    snapshot_id: s.clone(),
+        content_source: r
+            .content_source
+            .as_ref()
+            .map(|s| proto::VolumeContentSource {
+                r#type: Some(match s {
+                    ContentSource::Volume(v) => Type::Volume(VolumeSource {
+                        volume_id: v.clone(),
+                    }),
+                    ContentSource::Snapshot(s) => Type::Snapshot(SnapshotSource {
+                        snapshot_id: s.clone(),
+                    }),
                 }),
             }),
-        }),
     }
 }
 
@@ -318,7 +321,10 @@ impl Driver {
 
         {
             let b = self.backend.clone();
-            let (vid, src) = (id.clone(), parent.as_ref().map(|p| (p.source.clone(), p.id.clone())));
+            let (vid, src) = (
+                id.clone(),
+                parent.as_ref().map(|p| (p.source.clone(), p.id.clone())),
+            );
             blocking(move || {
                 let source = match &src {
                     None => BlockSource::Empty,
@@ -411,7 +417,9 @@ impl Driver {
         self.records
             .volume(&req.volume_id)?
             .filter(|r| r.state == VolumeState::Ready)
-            .ok_or_else(|| CsiError::not_found(format!("volume {} does not exist", req.volume_id)))?;
+            .ok_or_else(|| {
+                CsiError::not_found(format!("volume {} does not exist", req.volume_id))
+            })?;
         if let Some(problem) = req.volume_capabilities.iter().find_map(capability_problem) {
             return Ok(proto::ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
@@ -419,13 +427,11 @@ impl Driver {
             });
         }
         Ok(proto::ValidateVolumeCapabilitiesResponse {
-            confirmed: Some(
-                proto::validate_volume_capabilities_response::Confirmed {
-                    volume_context: req.volume_context,
-                    volume_capabilities: req.volume_capabilities,
-                    parameters: req.parameters,
-                },
-            ),
+            confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+            }),
             message: String::new(),
         })
     }
@@ -645,15 +651,15 @@ impl Driver {
             .filter(|r| r.state == VolumeState::Ready)
             .ok_or_else(|| CsiError::not_found(format!("volume {id} does not exist")))?;
         let Some(enc) = rec.encryption.clone() else {
-            return Err(CsiError::precondition(format!("volume {id} is not encrypted")));
+            return Err(CsiError::precondition(format!(
+                "volume {id} is not encrypted"
+            )));
         };
         let old = keys::open(&self.kms, &enc, &id).await?;
         let b = self.backend.clone();
         let vid = id.clone();
-        let dev = blocking(move || {
-            Ok(b.attached(&vid)?.unwrap_or_else(|| b.header_path(&vid)))
-        })
-        .await?;
+        let dev =
+            blocking(move || Ok(b.attached(&vid)?.unwrap_or_else(|| b.header_path(&vid)))).await?;
         let new = generate_passphrase();
         let d = dev.clone();
         let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;

@@ -120,7 +120,8 @@ impl Driver {
         // The header names its kmsID and (for wrapping providers) carries
         // the wrapped key, so the volume describes itself.
         let token = luks::KmsToken {
-            kms_id: KmsId::new(enc.kms_id.clone()).map_err(|e| CsiError::internal(e.to_string()))?,
+            kms_id: KmsId::new(enc.kms_id.clone())
+                .map_err(|e| CsiError::internal(e.to_string()))?,
             key_id: id.clone(),
             wrapped: enc.key.wrapped_key(),
             keyslots: Vec::new(),
@@ -382,7 +383,9 @@ impl Driver {
             if encrypted {
                 luks::resize(&mapper_name(&id), 0)?;
             }
-            if let Some(m) = sys::mount_at(&path)? {
+            if path.is_dir()
+                && let Some(m) = sys::mount_at(&path)?
+            {
                 sys::grow_fs(&m.fs_type, &device, &path)?;
             }
             Ok(sys::device_size(&device)?)

@@ -51,7 +51,11 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Ciphers offered: XTS modes only (no ECB, no unauthenticated CBC).
-pub const CIPHERS: &[&str] = &["aes-xts-plain64", "serpent-xts-plain64", "twofish-xts-plain64"];
+pub const CIPHERS: &[&str] = &[
+    "aes-xts-plain64",
+    "serpent-xts-plain64",
+    "twofish-xts-plain64",
+];
 
 /// Filesystems offered for mount access.
 pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
@@ -70,7 +74,10 @@ pub struct VolumeParams {
     pub digest: String,
 }
 
-fn number<T: std::str::FromStr>(p: &HashMap<String, String>, key: &str) -> Result<Option<T>, CsiError> {
+fn number<T: std::str::FromStr>(
+    p: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, CsiError> {
     p.get(key)
         .map(|v| {
             v.trim()
@@ -256,13 +263,19 @@ mod tests {
         let bad: &[(&[(&str, &str)], &str)] = &[
             (&[("encrypted", "yes")], "encrypted"),
             (&[("encrypted", "true")], "encryptionKMSID"),
-            (&[("encrypted", "true"), ("encryptionKMSID", "default")], "encryptionKMSID"),
+            (
+                &[("encrypted", "true"), ("encryptionKMSID", "default")],
+                "encryptionKMSID",
+            ),
             (&[("encryptionType", "file")], "encryptionType"),
             (&[("encryptionCipher", "aes-ecb")], "encryptionCipher"),
             (&[("encryptionKeySize", "128")], "encryptionKeySize"),
             (&[("encryptionKeySize", "big")], "encryptionKeySize"),
             (&[("encryptionPBKDFIterations", "10")], "encryptionPBKDF"),
-            (&[("encryptionPBKDFMemory", "1024")], "encryptionPBKDFMemory"),
+            (
+                &[("encryptionPBKDFMemory", "1024")],
+                "encryptionPBKDFMemory",
+            ),
             (&[("encryptionSectorSize", "1024")], "encryptionSectorSize"),
             (&[("csi.storage.k8s.io/fstype", "btrfs")], "fstype"),
             (&[("encryptionKMSId", "x")], "encryptionKMSId"),

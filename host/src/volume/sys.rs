@@ -30,7 +30,10 @@ fn run(program: &str, args: &[&str]) -> Result<String, VolumeError> {
 /// The loop devices backed by `file`.
 pub fn loops_for(file: &Path) -> Result<Vec<PathBuf>, VolumeError> {
     let file = file.to_string_lossy();
-    let out = run("losetup", &["--noheadings", "--output", "NAME", "-j", &file])?;
+    let out = run(
+        "losetup",
+        &["--noheadings", "--output", "NAME", "-j", &file],
+    )?;
     Ok(out
         .lines()
         .map(str::trim)
@@ -43,7 +46,12 @@ pub fn loops_for(file: &Path) -> Result<Vec<PathBuf>, VolumeError> {
 pub fn loop_attach(file: &Path) -> Result<PathBuf, VolumeError> {
     let out = run(
         "losetup",
-        &["--find", "--show", "--direct-io=on", &file.to_string_lossy()],
+        &[
+            "--find",
+            "--show",
+            "--direct-io=on",
+            &file.to_string_lossy(),
+        ],
     )?;
     Ok(PathBuf::from(out.trim()))
 }
@@ -218,9 +226,8 @@ pub struct FsStats {
 /// `statvfs(path)`.
 pub fn fs_stats(path: &Path) -> Result<FsStats, VolumeError> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        VolumeError::Invalid(format!("{} contains a NUL byte", path.display()))
-    })?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| VolumeError::Invalid(format!("{} contains a NUL byte", path.display())))?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };

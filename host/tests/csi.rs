@@ -1,0 +1,684 @@
+//! The CSI driver end to end over its unix socket with a real gRPC client:
+//! unencrypted volumes run for real here (loop devices, ext4, mounts); the
+//! encrypted path runs up to device-mapper (which this container lacks) —
+//! formatting, keys, rotation, clones, snapshots, errors, crash recovery.
+//! Real dm-crypt activation runs in `guest.rs`, inside a QEMU guest kernel.
+
+mod common;
+
+use common::csi::*;
+use kmshost::csi::proto;
+use kmshost::kms::{KeyId, generate_passphrase};
+use kmshost::luks;
+use kmshost::volume::{KeyHolding, VolumeState};
+use tonic::Code;
+
+const ENC_A: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "meta-a")];
+
+/// The passphrase the KMS holds for an encrypted volume (or snapshot).
+async fn kms_key(h: &CsiHarness, id: &str) -> kmshost::kms::Passphrase {
+    let enc = if id.starts_with("kh-snap-") {
+        h.driver
+            .records()
+            .snapshot(id)
+            .unwrap()
+            .unwrap()
+            .encryption
+            .unwrap()
+    } else {
+        h.driver
+            .records()
+            .volume(id)
+            .unwrap()
+            .unwrap()
+            .encryption
+            .unwrap()
+    };
+    kmshost::csi::keys::open(h.driver.kms(), &enc, id)
+        .await
+        .unwrap()
+}
+
+/// Stages an encrypted volume here: formats it on first use, then stops at
+/// activation (no device-mapper in this container).
+async fn format_by_staging(h: &CsiHarness, id: &str) {
+    let e = h
+        .stage(id, &h.path("staging-fmt"), mount_cap(""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("device-mapper"), "{}", e.message());
+    assert!(luks::is_luks2(&h.image(id)), "formatted on first stage");
+    assert!(
+        h.driver.backend().attached(id).unwrap().is_none(),
+        "detached again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_probe_follows_the_configuration() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let mut id = h.client.identity.clone();
+    let info = id
+        .get_plugin_info(proto::GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "kmshost.csi.k8s.io");
+    let caps = id
+        .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(caps.capabilities.len(), 2);
+    let ready = |r: proto::ProbeResponse| r.ready.unwrap();
+    assert!(ready(
+        id.probe(proto::ProbeRequest {}).await.unwrap().into_inner()
+    ));
+    // A kmsID whose options its plugin refuses: not ready.
+    let mut broken = metadata_config();
+    broken["meta-a"]["noSuchOption"] = "x".into();
+    h.set_config(&broken);
+    assert!(!ready(
+        id.probe(proto::ProbeRequest {}).await.unwrap().into_inner()
+    ));
+    // An unreadable configuration: not ready.
+    std::fs::write(&h.config_path, "{ not json").unwrap();
+    assert!(!ready(
+        id.probe(proto::ProbeRequest {}).await.unwrap().into_inner()
+    ));
+    h.set_config(&metadata_config());
+    assert!(ready(
+        id.probe(proto::ProbeRequest {}).await.unwrap().into_inner()
+    ));
+    let node = h
+        .client
+        .node
+        .clone()
+        .node_get_info(proto::NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node.node_id, "node-1");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_lifecycle_unencrypted() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let v = h.create("pvc-fs", 32 * MIB, &[], None).await.unwrap();
+    assert_eq!(v.capacity_bytes, 32 * MIB);
+    // Idempotent by name.
+    let again = h.create("pvc-fs", 32 * MIB, &[], None).await.unwrap();
+    assert_eq!(again.volume_id, v.volume_id);
+    let id = v.volume_id.clone();
+
+    let ok = h
+        .client
+        .controller
+        .clone()
+        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.clone(),
+            volume_capabilities: vec![mount_cap("ext4")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.confirmed.is_some());
+    let no = h
+        .client
+        .controller
+        .clone()
+        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.clone(),
+            volume_capabilities: vec![cap_with_mode(
+                proto::volume_capability::Mode::MultiNodeMultiWriter,
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(no.confirmed.is_none() && no.message.contains("MultiNodeMultiWriter"));
+
+    let (staging, target) = (h.path("staging"), h.path("pods/p1/vol"));
+    h.stage(&id, &staging, mount_cap("")).await.unwrap();
+    h.stage(&id, &staging, mount_cap("")).await.unwrap(); // idempotent
+    h.publish(&id, &staging, &target, mount_cap(""), false)
+        .await
+        .unwrap();
+    std::fs::write(target.join("hello.txt"), b"kept across stages").unwrap();
+    let stats = h
+        .client
+        .node
+        .clone()
+        .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.to_string_lossy().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.usage.len(), 2);
+    assert!(stats.usage[0].total > 20 * MIB && stats.usage[0].used > 0);
+    h.unpublish(&id, &target).await.unwrap();
+    h.unpublish(&id, &target).await.unwrap(); // idempotent
+    assert!(!target.exists());
+    h.unstage(&id, &staging).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap(); // idempotent
+    assert!(h.driver.backend().attached(&id).unwrap().is_none());
+
+    // Stage again, publish read-only, read back.
+    h.stage(&id, &staging, mount_cap("")).await.unwrap();
+    h.publish(&id, &staging, &target, mount_cap(""), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(target.join("hello.txt")).unwrap(),
+        b"kept across stages"
+    );
+    assert!(
+        std::fs::write(target.join("nope"), b"x").is_err(),
+        "read-only"
+    );
+    h.unpublish(&id, &target).await.unwrap();
+
+    // DeleteVolume while staged is refused; nothing is lost.
+    let e = h.delete(&id).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    h.unstage(&id, &staging).await.unwrap();
+
+    // Snapshot, restore, clone: the data comes along.
+    let snap = h
+        .client
+        .controller
+        .clone()
+        .create_snapshot(proto::CreateSnapshotRequest {
+            source_volume_id: id.clone(),
+            name: "snap-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(snap.ready_to_use);
+    let restored = h
+        .create(
+            "pvc-restored",
+            64 * MIB,
+            &[],
+            from_snapshot(&snap.snapshot_id),
+        )
+        .await
+        .unwrap();
+    let cloned = h
+        .create("pvc-clone", 0, &[], from_volume(&id))
+        .await
+        .unwrap();
+    assert_eq!(
+        cloned.capacity_bytes,
+        32 * MIB,
+        "a clone is at least its source"
+    );
+    for (n, vid) in [(1, &restored.volume_id), (2, &cloned.volume_id)] {
+        let s = h.path(&format!("staging-{n}"));
+        h.stage(vid, &s, mount_cap("")).await.unwrap();
+        assert_eq!(
+            std::fs::read(s.join("hello.txt")).unwrap(),
+            b"kept across stages"
+        );
+        h.unstage(vid, &s).await.unwrap();
+    }
+
+    // ListVolumes pages.
+    let mut ctl = h.client.controller.clone();
+    let p1 = ctl
+        .list_volumes(proto::ListVolumesRequest {
+            max_entries: 2,
+            starting_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.entries.len(), 2);
+    let p2 = ctl
+        .list_volumes(proto::ListVolumesRequest {
+            max_entries: 2,
+            starting_token: p1.next_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.entries.len(), 1);
+    assert!(p2.next_token.is_empty());
+    let bad = ctl
+        .list_volumes(proto::ListVolumesRequest {
+            max_entries: 2,
+            starting_token: "zz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::Aborted);
+
+    for vid in [&id, &restored.volume_id, &cloned.volume_id] {
+        h.delete(vid).await.unwrap();
+        h.delete(vid).await.unwrap(); // idempotent
+        assert!(!h.image(vid).exists());
+    }
+    ctl.delete_snapshot(proto::DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!h.image(&snap.snapshot_id).exists());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_volume_publish_and_online_expansion() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let id = h
+        .create("pvc-block", 16 * MIB, &[], None)
+        .await
+        .unwrap()
+        .volume_id;
+    let (staging, target) = (h.path("staging"), h.path("pods/p1/dev"));
+    h.stage(&id, &staging, block_cap()).await.unwrap();
+    h.publish(&id, &staging, &target, block_cap(), false)
+        .await
+        .unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap();
+        f.seek(SeekFrom::Start(MIB as u64)).unwrap();
+        f.write_all(b"raw block data").unwrap();
+        f.sync_all().unwrap();
+    }
+    assert_eq!(
+        kmshost::volume::sys::device_size(&target).unwrap(),
+        16 << 20
+    );
+    let r = h
+        .client
+        .controller
+        .clone()
+        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 48 * MIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, 48 * MIB);
+    assert!(r.node_expansion_required);
+    let n = h
+        .client
+        .node
+        .clone()
+        .node_expand_volume(proto::NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.to_string_lossy().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.capacity_bytes, 48 * MIB);
+    assert_eq!(
+        kmshost::volume::sys::device_size(&target).unwrap(),
+        48 << 20
+    );
+    h.unpublish(&id, &target).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    let img = std::fs::read(h.image(&id)).unwrap();
+    assert_eq!(&img[1 << 20..(1 << 20) + 14], b"raw block data");
+    h.delete(&id).await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_volume_keys_formatting_rotation_clones_and_snapshots() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let v = h.create("pvc-enc", 32 * MIB, ENC_A, None).await.unwrap();
+    let id = v.volume_id.clone();
+    assert_eq!(v.volume_context["encryptionKMSID"], "meta-a");
+    let rec = h.record(&id).unwrap();
+    let enc = rec.encryption.clone().unwrap();
+    assert!(
+        matches!(enc.key, KeyHolding::Wrapped { .. }),
+        "metadata wraps"
+    );
+    assert!(!enc.formatted, "formatting waits for the first stage");
+    // The image has room for the LUKS2 header on top of the capacity.
+    assert_eq!(
+        std::fs::metadata(h.image(&id)).unwrap().len(),
+        (32 << 20) + kmshost::csi::LUKS_OVERHEAD
+    );
+    assert!(blkid_type(&h.image(&id)).is_none());
+
+    format_by_staging(&h, &id).await;
+    let key = kms_key(&h, &id).await;
+    luks::verify(&h.image(&id), &key).unwrap();
+    let token = luks::read_token(&h.image(&id)).unwrap().unwrap();
+    assert_eq!(token.kms_id.as_str(), "meta-a");
+    assert_eq!(token.key_id, id);
+    assert!(
+        token.wrapped.is_some(),
+        "the wrapped key travels with the header"
+    );
+
+    // Rotation: the old key stops working, the new one works, one keyslot.
+    h.rotate(&id).await.unwrap();
+    let new_key = kms_key(&h, &id).await;
+    assert_ne!(new_key, key);
+    assert!(matches!(
+        luks::verify(&h.image(&id), &key),
+        Err(luks::LuksError::WrongPassphrase(_))
+    ));
+    luks::verify(&h.image(&id), &new_key).unwrap();
+    assert_eq!(luks::active_keyslots(&h.image(&id)).unwrap().len(), 1);
+
+    // Snapshot: the key is re-stored under the snapshot ID.
+    let snap = h
+        .client
+        .controller
+        .clone()
+        .create_snapshot(proto::CreateSnapshotRequest {
+            source_volume_id: id.clone(),
+            name: "enc-snap".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let skey = kms_key(&h, &snap.snapshot_id).await;
+    luks::verify(&h.image(&snap.snapshot_id), &skey).unwrap();
+
+    // Restore into another kmsID; clone within the same one.
+    let enc_b: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "meta-b")];
+    let restored = h
+        .create(
+            "pvc-enc-restored",
+            32 * MIB,
+            enc_b,
+            from_snapshot(&snap.snapshot_id),
+        )
+        .await
+        .unwrap();
+    let rrec = h.record(&restored.volume_id).unwrap();
+    assert_eq!(rrec.encryption.as_ref().unwrap().kms_id, "meta-b");
+    let rkey = kms_key(&h, &restored.volume_id).await;
+    luks::verify(&h.image(&restored.volume_id), &rkey).unwrap();
+    // The other kmsID's wrapping differs (another KEK) but unwraps to the
+    // same passphrase, bound to the new volume's ID.
+    assert_ne!(rrec.encryption.unwrap().key, enc.key);
+
+    let cloned = h
+        .create("pvc-enc-clone", 0, ENC_A, from_volume(&id))
+        .await
+        .unwrap();
+    let ckey = kms_key(&h, &cloned.volume_id).await;
+    luks::verify(&h.image(&cloned.volume_id), &ckey).unwrap();
+
+    // Copies of encrypted data must stay encrypted.
+    let e = h
+        .create("pvc-plain-clone", 0, &[], from_volume(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("encrypted"), "{}", e.message());
+
+    for vid in [&id, &restored.volume_id, &cloned.volume_id] {
+        h.delete(vid).await.unwrap();
+        assert!(h.record(vid).is_none());
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_statuses_and_destroys_nothing() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let records = |h: &CsiHarness| std::fs::read_dir(h.path("records")).unwrap().count();
+
+    // Unknown kmsID: InvalidArgument naming it; nothing created.
+    let e = h
+        .create(
+            "pvc-x",
+            32 * MIB,
+            &[("encrypted", "true"), ("encryptionKMSID", "no-such-kms")],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("no-such-kms"), "{}", e.message());
+    assert_eq!(records(&h), 0);
+
+    // Unknown parameter: InvalidArgument naming it.
+    let e = h
+        .create(
+            "pvc-x",
+            32 * MIB,
+            &[("encrypted", "true"), ("encryptionKMSId", "meta-a")],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("encryptionKMSId"), "{}", e.message());
+
+    // Volume IDs with path characters.
+    for bad in ["../../etc", "a/b", "kh-vol-\0"] {
+        let e = h.delete(bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+        let e = h.stage(bad, &h.path("s"), mount_cap("")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+    }
+    // Unknown volume.
+    let e = h
+        .stage("kh-vol-0000", &h.path("s"), mount_cap(""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Capacity beyond the data directory.
+    let e = h.create("pvc-huge", 1 << 60, &[], None).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange);
+    assert!(e.message().contains("free"), "{}", e.message());
+    assert_eq!(records(&h), 0);
+
+    // Same name, other size: AlreadyExists; the volume is untouched.
+    let id = h
+        .create("pvc-a", 32 * MIB, &[], None)
+        .await
+        .unwrap()
+        .volume_id;
+    let e = h.create("pvc-a", 64 * MIB, &[], None).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(h.record(&id).unwrap().capacity_bytes, 32 << 20);
+
+    // An operation in progress on the volume: Aborted, nothing done.
+    let guard = h.driver.locks().try_lock(&id).unwrap();
+    let e = h.delete(&id).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    let e = h.stage(&id, &h.path("s"), mount_cap("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    drop(guard);
+    assert!(h.image(&id).exists());
+
+    // A device already formatted by something else is never formatted.
+    let enc = h
+        .create("pvc-taken", 32 * MIB, ENC_A, None)
+        .await
+        .unwrap()
+        .volume_id;
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(h.image(&enc))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = h
+        .stage(&enc, &h.path("s"), mount_cap(""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("refusing to format"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(
+        blkid_type(&h.image(&enc)).as_deref(),
+        Some("ext4"),
+        "untouched"
+    );
+    assert!(h.driver.backend().attached(&enc).unwrap().is_none());
+
+    // Wrong key: the KMS hands back a key that does not open the volume.
+    let w = h
+        .create("pvc-wrong", 32 * MIB, ENC_A, None)
+        .await
+        .unwrap()
+        .volume_id;
+    format_by_staging(&h, &w).await;
+    let other = h
+        .driver
+        .kms()
+        .wrap(
+            "meta-a",
+            &KeyId::new(w.clone()).unwrap(),
+            &generate_passphrase(),
+        )
+        .await
+        .unwrap();
+    let mut rec = h.record(&w).unwrap();
+    rec.encryption.as_mut().unwrap().key = KeyHolding::wrapped(&other);
+    h.driver.records().put_volume(&rec).unwrap();
+    let e = h.stage(&w, &h.path("s"), mount_cap("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("wrong key"), "{}", e.message());
+    assert!(luks::is_luks2(&h.image(&w)), "header intact");
+
+    // A key-wrapping secret that changed: the unwrap fails its integrity
+    // check (DataLoss, never retried), and nothing is touched.
+    common::write_secret(
+        &h.secrets,
+        PASSPHRASE_SECRET,
+        &[("encryptionPassphrase", b"someone changed it")],
+    );
+    let e = h.rotate(&w).await.unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert_eq!(luks::active_keyslots(&h.image(&w)).unwrap().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_step_then_a_retry_converges() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    // CreateVolume.
+    for step in ["create.record", "create.blocks", "create.key"] {
+        let name = format!("pvc-{step}");
+        h.driver.fail_after(Some(step));
+        let e = h.create(&name, 32 * MIB, ENC_A, None).await.unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{step}");
+        let id = kmshost::csi::volume_id_for(&name);
+        assert_eq!(
+            h.record(&id).unwrap().state,
+            VolumeState::Creating,
+            "{step}"
+        );
+        let v = h.create(&name, 32 * MIB, ENC_A, None).await.unwrap();
+        assert_eq!(v.volume_id, id);
+        assert_eq!(h.record(&id).unwrap().state, VolumeState::Ready);
+        format_by_staging(&h, &id).await;
+        luks::verify(&h.image(&id), &kms_key(&h, &id).await).unwrap();
+    }
+    // Key rotation: after a crash at any step the volume still opens with
+    // the key the KMS gives; the retry leaves exactly one keyslot.
+    for step in ["rotate.keyslot", "rotate.store", "rotate.record"] {
+        let id = kmshost::csi::volume_id_for("pvc-create.key");
+        h.driver.fail_after(Some(step));
+        assert_eq!(h.rotate(&id).await.unwrap_err().code(), Code::Internal);
+        luks::verify(&h.image(&id), &kms_key(&h, &id).await).unwrap();
+        h.rotate(&id).await.unwrap();
+        luks::verify(&h.image(&id), &kms_key(&h, &id).await).unwrap();
+        assert_eq!(
+            luks::active_keyslots(&h.image(&id)).unwrap().len(),
+            1,
+            "{step}"
+        );
+    }
+    // Snapshots.
+    let src = kmshost::csi::volume_id_for("pvc-create.key");
+    for step in ["snapshot.record", "snapshot.blocks", "snapshot.key"] {
+        let name = format!("snap-{step}");
+        h.driver.fail_after(Some(step));
+        let req = proto::CreateSnapshotRequest {
+            source_volume_id: src.clone(),
+            name: name.clone(),
+            ..Default::default()
+        };
+        let mut ctl = h.client.controller.clone();
+        assert_eq!(
+            ctl.create_snapshot(req.clone()).await.unwrap_err().code(),
+            Code::Internal
+        );
+        let s = ctl
+            .create_snapshot(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        assert!(s.ready_to_use);
+        luks::verify(&h.image(&s.snapshot_id), &kms_key(&h, &s.snapshot_id).await).unwrap();
+    }
+    // Unencrypted staging.
+    let plain = h
+        .create("pvc-plain", 32 * MIB, &[], None)
+        .await
+        .unwrap()
+        .volume_id;
+    for step in ["stage.attach", "stage.open"] {
+        h.driver.fail_after(Some(step));
+        let s = h.path("staging-plain");
+        assert_eq!(
+            h.stage(&plain, &s, mount_cap("")).await.unwrap_err().code(),
+            Code::Internal
+        );
+        h.stage(&plain, &s, mount_cap("")).await.unwrap();
+        std::fs::write(s.join(step), b"x").unwrap();
+        h.unstage(&plain, &s).await.unwrap();
+    }
+    // DeleteVolume: blocks go first, the key last; a retry finishes.
+    for (i, step) in ["delete.mark", "delete.blocks", "delete.key"]
+        .iter()
+        .enumerate()
+    {
+        let id = kmshost::csi::volume_id_for(&format!(
+            "pvc-{}",
+            ["create.record", "create.blocks", "create.key"][i]
+        ));
+        h.driver.fail_after(Some(step));
+        assert_eq!(h.delete(&id).await.unwrap_err().code(), Code::Internal);
+        assert_eq!(h.record(&id).unwrap().state, VolumeState::Deleting);
+        h.delete(&id).await.unwrap();
+        assert!(h.record(&id).is_none() && !h.image(&id).exists());
+    }
+    h.stop().await;
+}
