@@ -2,14 +2,19 @@
 # Installs what building and testing kmshost needs on Debian 12, idempotently:
 # the C libraries and tools (libcryptsetup, clang for bindgen, cryptsetup,
 # mkfs/blkid for the tests), the wasm32-wasip2 Rust target for plugins, and
-# with KMSHOST_BOOTSTRAP_PEERS=1 the test peers (OpenBao) into a venv.
+# with KMSHOST_BOOTSTRAP_PEERS=1 the test peers: OpenBao into a venv, and
+# QEMU + static busybox for the dm-crypt guest-kernel test.
 set -euo pipefail
 
 APT_PACKAGES=(
   build-essential pkg-config clang libclang-dev
   libcryptsetup-dev cryptsetup-bin
-  e2fsprogs util-linux python3
+  e2fsprogs xfsprogs util-linux python3
 )
+# With peers: a QEMU guest kernel for real dm-crypt (tests/guest.rs).
+if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
+  APT_PACKAGES+=(qemu-system-x86 busybox-static)
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -472,6 +472,12 @@ pub fn activate(
     read_only: bool,
 ) -> Result<u32, LuksError> {
     let mut dev = open(path)?;
+    // Like ceph-csi's `--disable-keyring`: the volume key stays in the dm
+    // table (root-only), not the kernel keyring, so a later resize does not
+    // need the passphrase again.
+    dev.context_handle()
+        .volume_key_keyring(false)
+        .map_err(|e| crypt_err(path, e))?;
     let flags = if read_only {
         CryptActivate::READONLY
     } else {

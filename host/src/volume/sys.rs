@@ -44,15 +44,11 @@ pub fn loops_for(file: &Path) -> Result<Vec<PathBuf>, VolumeError> {
 
 /// Attaches `file` to a free loop device (direct I/O where supported).
 pub fn loop_attach(file: &Path) -> Result<PathBuf, VolumeError> {
-    let out = run(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--direct-io=on",
-            &file.to_string_lossy(),
-        ],
-    )?;
+    let f = file.to_string_lossy();
+    // Direct I/O avoids double caching; file systems without O_DIRECT
+    // (tmpfs) refuse it, so fall back to buffered.
+    let out = run("losetup", &["--find", "--show", "--direct-io=on", &f])
+        .or_else(|_| run("losetup", &["--find", "--show", &f]))?;
     Ok(PathBuf::from(out.trim()))
 }
 

@@ -1,0 +1,254 @@
+//! Real dm-crypt: the encrypted volume lifecycle inside a QEMU (TCG) guest
+//! kernel, since this container has no device-mapper.
+//!
+//! `dm_crypt_lifecycle_in_a_guest_kernel` prepares a Debian guest kernel
+//! and initramfs (scripts/guest-kernel.sh), shares the host's `/usr` and
+//! this repository over virtio-9p, and boots the guest, which runs this
+//! same test binary's `guest_lifecycle` through the CSI socket: create →
+//! stage (format, open, mkfs, mount) → write → unstage → stage again → read
+//! back → rotate key online → expand online → wrong key refused → delete.
+
+mod common;
+
+use common::csi::*;
+use kmshost::csi::proto;
+use kmshost::kms::{KeyId, generate_passphrase};
+use kmshost::volume::KeyHolding;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const PASS: &str = "GUEST-LIFECYCLE-PASS";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn dm_crypt_lifecycle_in_a_guest_kernel() {
+    let repo = repo();
+    let kernel = repo.join("target/guest-kernel");
+    let prep = std::process::Command::new(repo.join("scripts/guest-kernel.sh"))
+        .arg(&kernel)
+        .output()
+        .expect("scripts/guest-kernel.sh");
+    if prep.status.code() == Some(3) && std::env::var_os("KMSHOST_REQUIRE_PEERS").is_none() {
+        eprintln!(
+            "skipping: {} (scripts/bootstrap.sh with KMSHOST_BOOTSTRAP_PEERS=1 installs it)",
+            String::from_utf8_lossy(&prep.stderr).trim()
+        );
+        return;
+    }
+    assert!(
+        prep.status.success(),
+        "guest kernel: {}",
+        String::from_utf8_lossy(&prep.stderr)
+    );
+    // Compile the plugins here so the guest loads them from the shared
+    // compile cache instead of compiling under emulation.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let h = CsiHarness::start(&metadata_config()).await;
+        h.driver.probe().await.unwrap();
+        h.stop().await;
+    });
+
+    let work = repo.join("target/guest");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = work.join("guest-output.txt");
+    let _ = std::fs::remove_file(&out);
+    let exe = std::env::current_exe().unwrap();
+    std::fs::write(
+        work.join("run-in-guest.sh"),
+        format!(
+            "cd {host}\nKMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored --exact guest_lifecycle \
+             --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
+            host = repo.join("host").display(),
+            exe = exe.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut qemu = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1536M"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(kernel.join("vmlinux"))
+        .arg("-initrd")
+        .arg(kernel.join("initrd.cpio.gz"))
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet kmshost.repo={}",
+            repo.display()
+        ))
+        .arg("-virtfs")
+        .arg("local,path=/usr,mount_tag=usr,security_model=none,readonly=on")
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=repo,security_model=passthrough",
+            repo.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64");
+    let deadline = Duration::from_secs(900);
+    loop {
+        if qemu.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > deadline {
+            let _ = qemu.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let console = qemu.wait_with_output().unwrap();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    eprintln!("guest finished in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        text.contains(PASS) && text.contains("exit=0"),
+        "guest output:\n{text}\n--- console:\n{}",
+        String::from_utf8_lossy(&console.stdout)
+    );
+}
+
+fn fs_total(path: &Path) -> u64 {
+    kmshost::volume::sys::fs_stats(path).unwrap().total_bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_lifecycle() {
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let enc: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "meta-a")];
+    let h = CsiHarness::start(&metadata_config()).await;
+    let id = h
+        .create("pvc-guest", 64 * MIB, enc, None)
+        .await
+        .unwrap()
+        .volume_id;
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let (staging, target) = (h.path("staging"), h.path("pods/p/vol"));
+
+    // First stage: format, open, mkfs, mount.
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(mapper.exists(), "dm-crypt mapping open");
+    assert_eq!(blkid_type(&mapper).as_deref(), Some("ext4"));
+    assert_eq!(blkid_type(&h.image(&id)).as_deref(), Some("crypto_LUKS"));
+    assert!(h.record(&id).unwrap().encryption.unwrap().formatted);
+    h.publish(&id, &staging, &target, mount_cap("ext4"), false)
+        .await
+        .unwrap();
+    std::fs::write(target.join("secret.txt"), b"only readable with the key").unwrap();
+    h.unpublish(&id, &target).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    assert!(!mapper.exists(), "mapping closed");
+    assert!(h.driver.backend().attached(&id).unwrap().is_none());
+    // The plaintext never reached the image.
+    let img = std::fs::read(h.image(&id)).unwrap();
+    assert!(!img.windows(10).any(|w| w == b"only reada"));
+
+    // Stage again: the key comes back through the plugin.
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    h.publish(&id, &staging, &target, mount_cap("ext4"), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(target.join("secret.txt")).unwrap(),
+        b"only readable with the key"
+    );
+
+    // Rotate the key while the volume is in use; it keeps working and
+    // opens with the new key afterwards.
+    h.rotate(&id).await.unwrap();
+    assert_eq!(
+        std::fs::read(target.join("secret.txt")).unwrap(),
+        b"only readable with the key"
+    );
+    h.unpublish(&id, &target).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read(staging.join("secret.txt")).unwrap(),
+        b"only readable with the key"
+    );
+
+    // Expand online: image, loop device, dm-crypt mapping, ext4.
+    let before = fs_total(&staging);
+    let r = h
+        .client
+        .controller
+        .clone()
+        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 128 * MIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.node_expansion_required);
+    let n = h
+        .client
+        .node
+        .clone()
+        .node_expand_volume(proto::NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: staging.to_string_lossy().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        n.capacity_bytes,
+        128 * MIB,
+        "the mapping has the full capacity"
+    );
+    let after = fs_total(&staging);
+    assert!(
+        after > before + 50 * (MIB as u64),
+        "ext4 grew: {before} -> {after}"
+    );
+    h.unstage(&id, &staging).await.unwrap();
+
+    // A wrong key is refused; nothing is opened or changed.
+    let good = h.record(&id).unwrap();
+    let mut bad = good.clone();
+    let other = h
+        .driver
+        .kms()
+        .wrap(
+            "meta-a",
+            &KeyId::new(id.clone()).unwrap(),
+            &generate_passphrase(),
+        )
+        .await
+        .unwrap();
+    bad.encryption.as_mut().unwrap().key = KeyHolding::wrapped(&other);
+    h.driver.records().put_volume(&bad).unwrap();
+    let e = h.stage(&id, &staging, mount_cap("ext4")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("wrong key"), "{}", e.message());
+    assert!(!mapper.exists());
+    h.driver.records().put_volume(&good).unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(staging.join("secret.txt").exists());
+    h.unstage(&id, &staging).await.unwrap();
+
+    h.delete(&id).await.unwrap();
+    assert!(h.record(&id).is_none() && !h.image(&id).exists());
+    h.stop().await;
+    println!("{PASS}");
+}
