@@ -682,3 +682,79 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
+    let Some(bin) = common::openbao::require_bao("csi vault lifecycle") else {
+        return;
+    };
+    let bao = common::openbao::OpenBao::start(bin).await;
+    let vault = |addr: &str| {
+        let mut c = metadata_config();
+        c["vault-kv"] = serde_json::json!({
+            "encryptionKMSType": "vault", "vaultAddress": addr,
+            "vaultBackendPath": "secret/", "tokenSecretName": "vault-token"
+        });
+        c
+    };
+    let h = CsiHarness::start(&vault(&bao.addr)).await;
+    common::write_secret(&h.secrets, "vault-token", &[("token", b"root")]);
+    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "vault-kv")];
+    let key_of = |id: &str| KeyId::new(id).unwrap();
+
+    let id = h
+        .create("pvc-vault", 32 * MIB, params, None)
+        .await
+        .unwrap()
+        .volume_id;
+    assert_eq!(
+        h.record(&id).unwrap().encryption.unwrap().key,
+        KeyHolding::Stored,
+        "Vault KV is a key store"
+    );
+    let stored = h.driver.kms().get("vault-kv", &key_of(&id)).await.unwrap();
+    format_by_staging(&h, &id).await;
+    luks::verify(&h.image(&id), &stored).unwrap();
+    h.rotate(&id).await.unwrap();
+    let rotated = h.driver.kms().get("vault-kv", &key_of(&id)).await.unwrap();
+    assert_ne!(rotated, stored);
+    luks::verify(&h.image(&id), &rotated).unwrap();
+
+    // Vault unreachable: CreateVolume is Unavailable and leaves nothing.
+    let dead = format!("http://127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    h.set_config(&vault(&dead));
+    let e = h
+        .create("pvc-vault-2", 32 * MIB, params, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let id2 = kmshost::csi::volume_id_for("pvc-vault-2");
+    assert!(h.record(&id2).is_none() && !h.image(&id2).exists());
+
+    // DeleteVolume during the outage fails, the record stays, the key stays.
+    let e = h.delete(&id).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("key was not deleted"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(h.record(&id).unwrap().state, VolumeState::Deleting);
+    h.set_config(&vault(&bao.addr));
+    assert_eq!(
+        h.driver.kms().get("vault-kv", &key_of(&id)).await.unwrap(),
+        rotated,
+        "the key outlives the failed delete"
+    );
+    // The retry finishes: the key is destroyed in Vault, the record gone.
+    h.delete(&id).await.unwrap();
+    assert!(h.record(&id).is_none());
+    assert!(matches!(
+        h.driver.kms().get("vault-kv", &key_of(&id)).await,
+        Err(kmshost::kms::KmsError::NotFound { .. })
+    ));
+    h.stop().await;
+}
