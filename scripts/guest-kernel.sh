@@ -16,7 +16,14 @@ command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing (
 [ -x /bin/busybox ] || { echo "static busybox missing (apt-get install busybox-static)" >&2; exit 3; }
 
 cd "$out"
-pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -1)
+find_pkg() {
+    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -1
+}
+pkg=$(find_pkg)
+if [ -z "$pkg" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    pkg=$(find_pkg)
+fi
 [ -n "$pkg" ] || { echo "no linux-image-6.1.0-*-amd64 package known to apt" >&2; exit 3; }
 if ! ls "$pkg"_*.deb >/dev/null 2>&1; then
     apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg"; }
