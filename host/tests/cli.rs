@@ -274,3 +274,120 @@ fn plugin_inspect_shows_what_a_reviewer_needs() {
         text(&out.stderr)
     );
 }
+
+/// The README's lifecycle: `kmshost csi` serving, `kmshost volume` calling.
+#[test]
+fn csi_driver_and_volume_commands_run_a_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
+    let data = dir.path().join("data").display().to_string();
+    let mut driver = Command::new(BIN)
+        .args(["csi", "--config", &cfg, "--secrets-dir", &secrets])
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--data-dir",
+            &data,
+            "--node-id",
+            "n1",
+        ])
+        .env("KMSHOST_CACHE_DIR", cache())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let vol = |args: &[&str]| -> Output {
+        let mut a = vec!["volume", "--endpoint", endpoint.as_str()];
+        a.extend_from_slice(args);
+        run(&a, None)
+    };
+    let ok = |out: Output| -> String {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    // Wait for the socket.
+    let mut probe = String::new();
+    for _ in 0..100 {
+        let out = vol(&["probe"]);
+        if out.status.success() {
+            probe = text(&out.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // setup() configures two broken kmsIDs: not ready until they are fixed.
+    assert!(
+        probe.contains("kmshost.csi.k8s.io") && probe.contains("ready=false"),
+        "{probe}"
+    );
+    std::fs::write(
+        &cfg,
+        json!({"meta": {"encryptionKMSType": "metadata", "secretName": "kek"}}).to_string(),
+    )
+    .unwrap();
+    assert!(ok(vol(&["probe"])).contains("ready=true"));
+
+    let id = ok(vol(&["create", "pvc-cli", "--size", "24Mi"]));
+    assert!(id.starts_with("kh-vol-"), "{id}");
+    let staging = dir.path().join("staging").display().to_string();
+    let target = dir.path().join("pod").display().to_string();
+    ok(vol(&["stage", &id, &staging]));
+    ok(vol(&["publish", &id, &staging, &target]));
+    std::fs::write(Path::new(&target).join("f"), b"via the CLI").unwrap();
+    ok(vol(&["unpublish", &id, &target]));
+    ok(vol(&["unstage", &id, &staging]));
+    let listed = ok(vol(&["list"]));
+    assert!(
+        listed.contains(&id) && listed.contains("encrypted=false"),
+        "{listed}"
+    );
+
+    let enc = ok(vol(&[
+        "create",
+        "pvc-cli-enc",
+        "--size",
+        "24Mi",
+        "-p",
+        "encrypted=true",
+        "-p",
+        "encryptionKMSID=meta",
+    ]));
+    ok(vol(&["rotate-key", &enc]));
+    let snap = ok(vol(&["snapshot", "snap-cli", &enc]));
+    let restored = ok(vol(&[
+        "create",
+        "pvc-cli-restored",
+        "-p",
+        "encrypted=true",
+        "-p",
+        "encryptionKMSID=meta",
+        "--from-snapshot",
+        &snap,
+    ]));
+    assert!(restored.starts_with("kh-vol-"));
+
+    // Errors carry the CSI status and name what is wrong.
+    let bad = vol(&[
+        "create",
+        "pvc-bad",
+        "-p",
+        "encrypted=true",
+        "-p",
+        "encryptionKMSID=nope",
+    ]);
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("nope") && err.contains("not configured"),
+        "{err}"
+    );
+
+    for v in [&id, &enc, &restored] {
+        ok(vol(&["delete", v]));
+    }
+    ok(vol(&["delete-snapshot", &snap]));
+    assert_eq!(ok(vol(&["list"])), "");
+    driver.kill().unwrap();
+    let _ = driver.wait();
+}

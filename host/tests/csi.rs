@@ -758,3 +758,45 @@ async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
     ));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xfs_volumes_and_a_filesystem_is_never_reformatted() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    // mkfs.xfs needs 300 MiB; the image is sparse.
+    let id = h
+        .create(
+            "pvc-xfs",
+            320 * MIB,
+            &[("csi.storage.k8s.io/fstype", "xfs")],
+            None,
+        )
+        .await
+        .unwrap()
+        .volume_id;
+    let s = h.path("staging");
+    h.stage(&id, &s, mount_cap("")).await.unwrap();
+    assert_eq!(
+        kmshost::volume::sys::mount_at(&s).unwrap().unwrap().fs_type,
+        "xfs",
+        "the StorageClass's fstype applies"
+    );
+    std::fs::write(s.join("f"), b"on xfs").unwrap();
+    h.unstage(&id, &s).await.unwrap();
+    // Asking for ext4 on a volume that holds xfs: refused, data kept.
+    let e = h.stage(&id, &s, mount_cap("ext4")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("refusing to reformat"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        h.driver.backend().attached(&id).unwrap().is_none(),
+        "undone"
+    );
+    h.stage(&id, &s, mount_cap("xfs")).await.unwrap();
+    assert_eq!(std::fs::read(s.join("f")).unwrap(), b"on xfs");
+    h.unstage(&id, &s).await.unwrap();
+    h.delete(&id).await.unwrap();
+    h.stop().await;
+}

@@ -249,6 +249,33 @@ async fn guest_lifecycle() {
 
     h.delete(&id).await.unwrap();
     assert!(h.record(&id).is_none() && !h.image(&id).exists());
+
+    // A crash right after formatting: the retry finds the header, opens it
+    // with the stored key and goes on. Block access, exact usable size.
+    let b = h
+        .create("pvc-guest-block", 32 * MIB, enc, None)
+        .await
+        .unwrap()
+        .volume_id;
+    h.driver.fail_after(Some("stage.format"));
+    let e = h.stage(&b, &staging, block_cap()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(blkid_type(&h.image(&b)).as_deref(), Some("crypto_LUKS"));
+    assert!(h.driver.backend().attached(&b).unwrap().is_none());
+    h.stage(&b, &staging, block_cap()).await.unwrap();
+    let dev = h.path("pods/p/dev");
+    h.publish(&b, &staging, &dev, block_cap(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        kmshost::volume::sys::device_size(&dev).unwrap(),
+        32 << 20,
+        "the usable size is the requested capacity"
+    );
+    std::fs::write(&dev, vec![0x5a; 4096]).unwrap();
+    h.unpublish(&b, &dev).await.unwrap();
+    h.unstage(&b, &staging).await.unwrap();
+    h.delete(&b).await.unwrap();
     h.stop().await;
     println!("{PASS}");
 }

@@ -223,7 +223,7 @@ impl Driver {
         if let Access::Mount { fs_type, flags } = access {
             let (d, s) = (device.clone(), staging.clone());
             let vid = id.clone();
-            blocking(move || {
+            let mounted = blocking(move || {
                 match sys::probe_type(&d)? {
                     None => sys::mkfs(&fs_type, &d)?,
                     Some(t) if t == fs_type => {}
@@ -238,7 +238,19 @@ impl Driver {
                 sys::mount(&d, &s, Some(&fs_type), &flags)?;
                 Ok(())
             })
-            .await?;
+            .await;
+            if let Err(e) = mounted {
+                // Leave the node as it was: close what this call opened.
+                let (b, vid, n) = (self.backend.clone(), id.clone(), mapper_name(&id));
+                let _ = blocking(move || {
+                    if luks::is_active(&n) {
+                        luks::deactivate(&n)?;
+                    }
+                    Ok(b.detach(&vid)?)
+                })
+                .await;
+                return Err(e);
+            }
         }
         tracing::info!(volume = %id, staging = %staging.display(), "volume staged");
         Ok(proto::NodeStageVolumeResponse {})
