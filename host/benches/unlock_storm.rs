@@ -74,13 +74,16 @@ async fn prepare(
             .status()
             .unwrap();
         assert!(st.success());
-        let key = keys::seal(kms, "meta", &id, &passphrase).await.unwrap();
+        let key = keys::seal(kms, "meta", None, &id, &passphrase)
+            .await
+            .unwrap();
         assert!(matches!(key, KeyHolding::Wrapped { .. }));
         out.push(Volume {
             id,
             image,
             enc: Encryption {
                 kms_id: "meta".into(),
+                tenant: None,
                 key,
                 cipher: "aes".into(),
                 cipher_mode: "xts-plain64".into(),

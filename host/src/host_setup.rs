@@ -5,7 +5,9 @@
 use crate::config::{ConfigSource, HostDefaults};
 use crate::kms::{Kms, KmsError};
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::secrets::{ChainedSecrets, KubeApi, KubeSecrets, MountedSecrets, ServiceAccountToken};
+use crate::secrets::{
+    ChainedSecrets, KubeApi, KubeConfigMaps, KubeSecrets, MountedSecrets, ServiceAccountToken,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -69,12 +71,16 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(SA_TOKEN)),
     )));
-    if let Some(k) = kube {
+    if let Some(k) = kube.clone() {
         secrets = secrets.with(Arc::new(KubeSecrets::new(k)));
     }
-    Ok(Kms::new(
+    let kms_facade = Kms::new(
         ConfigSource::new(&s.config, defaults),
         sandbox,
         Arc::new(secrets),
-    ))
+    );
+    Ok(match kube {
+        Some(k) => kms_facade.with_config_maps(Arc::new(KubeConfigMaps::new(k))),
+        None => kms_facade,
+    })
 }

@@ -800,3 +800,162 @@ async fn xfs_volumes_and_a_filesystem_is_never_reformatted() {
     h.delete(&id).await.unwrap();
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaulttokens_tenants_get_their_own_settings_token_and_namespace() {
+    use common::http::{Recorded, Reply, TestServer};
+    use std::sync::Arc;
+    let Some(bin) = common::openbao::require_bao("csi vaulttokens tenants") else {
+        return;
+    };
+    let bao = common::openbao::OpenBao::start(bin).await;
+    for mount in ["team-b", "team-c"] {
+        bao.ok(
+            "POST",
+            &format!("/v1/sys/mounts/{mount}"),
+            Some(serde_json::json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await;
+    }
+    // A fake kube-apiserver serving the tenants' ConfigMaps.
+    let api = TestServer::start(
+        "127.0.0.1:0",
+        Arc::new(|r: &Recorded| match r.path.as_str() {
+            "/api/v1/namespaces/team-c/configmaps/ceph-csi-kms-config" => Reply::json(
+                200,
+                serde_json::json!({"kind": "ConfigMap", "data": {"vaultBackendPath": "team-c/"}}),
+            ),
+            "/api/v1/namespaces/team-d/configmaps/ceph-csi-kms-config" => Reply::json(
+                200,
+                serde_json::json!({"kind": "ConfigMap", "data": {"tokenSecretName": "stolen"}}),
+            ),
+            _ => Reply::json(404, serde_json::json!({"kind": "Status", "code": 404})),
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "driver-token").unwrap();
+    let kube = Arc::new(
+        kmshost::secrets::KubeApi::new(&api.url(), dir.path().join("token"), None, "ceph-csi")
+            .unwrap(),
+    );
+    let mut config = metadata_config();
+    config["vt"] = serde_json::json!({
+        "encryptionKMSType": "vaulttokens", "vaultAddress": bao.addr,
+        "vaultBackendPath": "secret/",
+        "tenants": {"team-b": {"vaultBackendPath": "team-b/"}}
+    });
+    let h = CsiHarness::start_with(
+        &config,
+        Some(Arc::new(kmshost::secrets::KubeConfigMaps::new(kube))),
+    )
+    .await;
+    // Each tenant's token lives in its own namespace.
+    for ns in ["team-a", "team-b", "team-c", "team-d"] {
+        common::write_secret(
+            &h.secrets.join(ns),
+            "ceph-csi-kms-token",
+            &[("token", b"root")],
+        );
+    }
+    let create = |name: &'static str, ns: &'static str| {
+        let h = &h;
+        async move {
+            h.create(
+                name,
+                32 * MIB,
+                &[
+                    ("encrypted", "true"),
+                    ("encryptionKMSID", "vt"),
+                    ("csi.storage.k8s.io/pvc/namespace", ns),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let stored_in = |id: String| {
+        let bao = &bao;
+        async move {
+            let mut found = Vec::new();
+            for mount in ["secret", "team-b", "team-c"] {
+                let (s, _) = bao
+                    .api("GET", &format!("/v1/{mount}/data/{id}"), None, None)
+                    .await
+                    .unwrap();
+                if s == 200 {
+                    found.push(mount);
+                }
+            }
+            found
+        }
+    };
+    // team-a: the kmsID's own settings; team-b: its `tenants` entry;
+    // team-c: its ConfigMap.
+    let a = create("pvc-a", "team-a").await.unwrap().volume_id;
+    let b = create("pvc-b", "team-b").await.unwrap().volume_id;
+    let c = create("pvc-c", "team-c").await.unwrap().volume_id;
+    assert_eq!(stored_in(a.clone()).await, ["secret"]);
+    assert_eq!(stored_in(b.clone()).await, ["team-b"]);
+    assert_eq!(stored_in(c.clone()).await, ["team-c"]);
+    assert_eq!(
+        h.record(&b).unwrap().encryption.unwrap().tenant.as_deref(),
+        Some("team-b")
+    );
+    // The tenant's view is used for every later call: rotation stores the
+    // new key in the tenant's mount.
+    format_by_staging(&h, &b).await;
+    h.rotate(&b).await.unwrap();
+    assert_eq!(stored_in(b.clone()).await, ["team-b"]);
+    luks::verify(&h.image(&b), &kms_key(&h, &b).await).unwrap();
+
+    // A tenant ConfigMap may set only the allowed keys.
+    let e = create("pvc-d", "team-d").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("tokenSecretName"), "{}", e.message());
+    // A tenant without a token Secret gets nothing.
+    let e = create("pvc-e", "team-e").await.unwrap_err();
+    assert!(e.message().contains("ceph-csi-kms-token"), "{e:?}");
+
+    for v in [&a, &b, &c] {
+        h.delete(v).await.unwrap();
+    }
+    assert!(stored_in(b.clone()).await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_reads_its_passphrase_from_the_pvc_namespace() {
+    let mut config = metadata_config();
+    config["meta-ns"] =
+        serde_json::json!({"encryptionKMSType": "metadata", "secretName": "tenant-pass"});
+    let h = CsiHarness::start(&config).await;
+    common::write_secret(
+        &h.secrets.join("team-x"),
+        "tenant-pass",
+        &[("encryptionPassphrase", b"team x passphrase")],
+    );
+    let params = |ns: &'static str| {
+        [
+            ("encrypted", "true"),
+            ("encryptionKMSID", "meta-ns"),
+            ("csi.storage.k8s.io/pvc/namespace", ns),
+        ]
+    };
+    let id = h
+        .create("pvc-x", 32 * MIB, &params("team-x"), None)
+        .await
+        .unwrap()
+        .volume_id;
+    format_by_staging(&h, &id).await;
+    luks::verify(&h.image(&id), &kms_key(&h, &id).await).unwrap();
+    // Another namespace has no such Secret: refused, nothing created.
+    let e = h
+        .create("pvc-y", 32 * MIB, &params("team-y"), None)
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("tenant-pass"), "{e:?}");
+    assert!(h.record(&kmshost::csi::volume_id_for("pvc-y")).is_none());
+    h.delete(&id).await.unwrap();
+    h.stop().await;
+}

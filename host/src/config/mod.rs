@@ -9,6 +9,7 @@
 
 pub mod registry;
 mod source;
+pub mod tenant;
 
 pub use source::ConfigSource;
 
@@ -144,6 +145,9 @@ pub struct KmsEntry {
 #[derive(Debug, Default)]
 pub struct KmsTable {
     entries: BTreeMap<String, Result<Arc<KmsEntry>, Arc<KmsError>>>,
+    /// Each kmsID's options as configured (for per-tenant entries).
+    raw: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    defaults: Option<HostDefaults>,
 }
 
 impl KmsTable {
@@ -155,13 +159,21 @@ impl KmsTable {
             KmsError::Config("config must be a JSON object keyed by kmsID".into())
         })?;
         let mut entries = BTreeMap::new();
+        let mut raw = BTreeMap::new();
         for (id, v) in obj {
+            if let Ok(o) = decode_object(id, v) {
+                raw.insert(id.clone(), o);
+            }
             entries.insert(
                 id.clone(),
                 parse_entry(id, v, defaults).map(Arc::new).map_err(Arc::new),
             );
         }
-        Ok(KmsTable { entries })
+        Ok(KmsTable {
+            entries,
+            raw,
+            defaults: Some(defaults.clone()),
+        })
     }
 
     /// The entry for `kms_id`, or the reason it cannot be used.
@@ -208,6 +220,29 @@ fn option_string(v: &serde_json::Value) -> String {
     }
 }
 
+/// A kmsID's options object; in the ConfigMap form the value is a JSON
+/// document in a string.
+fn decode_object(
+    id: &str,
+    value: &serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, KmsError> {
+    let parsed;
+    let value = match value {
+        serde_json::Value::String(s) => {
+            parsed = serde_json::from_str::<serde_json::Value>(s).map_err(|e| {
+                KmsError::Config(format!("kmsID {id}: value is not a JSON object: {e}"))
+            })?;
+            &parsed
+        }
+        v => v,
+    };
+    value.as_object().cloned().ok_or_else(|| {
+        KmsError::Config(format!(
+            "kmsID {id}: value must be a JSON object of options"
+        ))
+    })
+}
+
 fn parse_entry(
     id: &str,
     value: &serde_json::Value,
@@ -219,22 +254,7 @@ fn parse_entry(
         option: option.to_string(),
         message,
     };
-    // ConfigMap form: the value is a JSON document in a string.
-    let parsed;
-    let value = match value {
-        serde_json::Value::String(s) => {
-            parsed = serde_json::from_str::<serde_json::Value>(s).map_err(|e| {
-                KmsError::Config(format!("kmsID {id}: value is not a JSON object: {e}"))
-            })?;
-            &parsed
-        }
-        v => v,
-    };
-    let obj = value.as_object().ok_or_else(|| {
-        KmsError::Config(format!(
-            "kmsID {id}: value must be a JSON object of options"
-        ))
-    })?;
+    let obj = &decode_object(id, value)?;
     let mut opts: BTreeMap<String, String> = obj
         .iter()
         .map(|(k, v)| (k.clone(), option_string(v)))
@@ -398,15 +418,22 @@ fn parse_entry(
 
     // Secret grants.
     let mut grants = Grants::none();
+    // `kmshostSecretNamespace`: where Secrets named without a namespace
+    // live (set by the host for per-tenant entries).
+    let default_ns = opts
+        .get("kmshostSecretNamespace")
+        .filter(|v| !v.is_empty())
+        .cloned();
     let ns_for = |name: &str| -> Result<SecretRef, KmsError> {
-        secret_ref(name, None).map_err(|m| invalid("kmshostSecrets", m))
+        secret_ref(name, default_ns.clone()).map_err(|m| invalid("kmshostSecrets", m))
     };
     if let Some(reg) = reg {
         let ns = reg
             .secret_namespace_option
             .and_then(|o| opts.get(o))
             .filter(|v| !v.is_empty())
-            .cloned();
+            .cloned()
+            .or_else(|| default_ns.clone());
         for so in reg.secrets {
             let name = match opts.get(so.option).filter(|v| !v.is_empty()) {
                 Some(v) => Some(v.clone()),

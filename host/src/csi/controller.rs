@@ -208,8 +208,9 @@ impl Driver {
         check_capabilities(&req.volume_capabilities)?;
         let p = params::parse(&req.parameters, &self.config.default_fs_type)?;
         if let Some(kms_id) = &p.kms_id {
-            // An unknown or broken kmsID fails before anything is created.
-            self.kms.entry(kms_id)?;
+            // An unknown or broken kmsID (or tenant setting) fails before
+            // anything is created.
+            self.kms.entry_for(kms_id, p.tenant.as_deref()).await?;
         }
         let id = volume_id_for(&req.name);
         let _guard = self.locks.try_lock(&id)?;
@@ -271,12 +272,14 @@ impl Driver {
                 let pe = par.encryption.clone().expect("checked above");
                 Some(Encryption {
                     kms_id: kms_id.clone(),
+                    tenant: p.tenant.clone(),
                     key: KeyHolding::Pending,
                     ..pe
                 })
             }
             (None, Some(kms_id)) => Some(Encryption {
                 kms_id: kms_id.clone(),
+                tenant: p.tenant.clone(),
                 key: KeyHolding::Pending,
                 cipher: p.format.cipher.clone(),
                 cipher_mode: p.format.cipher_mode.clone(),
@@ -347,7 +350,15 @@ impl Driver {
                 }
                 None => generate_passphrase(),
             };
-            match keys::seal(&self.kms, &enc.kms_id, &id, &passphrase).await {
+            match keys::seal(
+                &self.kms,
+                &enc.kms_id,
+                enc.tenant.as_deref(),
+                &id,
+                &passphrase,
+            )
+            .await
+            {
                 Ok(holding) => enc.key = holding,
                 Err(e) => {
                     // No key was stored and the CO never saw this volume:
@@ -594,7 +605,14 @@ impl Driver {
         self.step("snapshot.blocks")?;
         if let (Some(enc), Some(src_enc)) = (rec.encryption.as_mut(), &src.encryption) {
             let passphrase = keys::open(&self.kms, src_enc, &src.volume_id).await?;
-            enc.key = keys::seal(&self.kms, &enc.kms_id, &sid, &passphrase).await?;
+            enc.key = keys::seal(
+                &self.kms,
+                &enc.kms_id,
+                enc.tenant.as_deref(),
+                &sid,
+                &passphrase,
+            )
+            .await?;
             self.step("snapshot.key")?;
         }
         rec.state = VolumeState::Ready;
@@ -665,7 +683,8 @@ impl Driver {
         let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;
         if !is_luks {
             // Never formatted: nothing on the device depends on the key yet.
-            let holding = keys::seal(&self.kms, &enc.kms_id, &id, &new).await?;
+            let holding =
+                keys::seal(&self.kms, &enc.kms_id, enc.tenant.as_deref(), &id, &new).await?;
             if let Some(e) = rec.encryption.as_mut() {
                 e.key = holding;
             }
@@ -681,7 +700,7 @@ impl Driver {
         })
         .await?;
         self.step("rotate.keyslot")?;
-        let holding = keys::seal(&self.kms, &enc.kms_id, &id, &new).await?;
+        let holding = keys::seal(&self.kms, &enc.kms_id, enc.tenant.as_deref(), &id, &new).await?;
         self.step("rotate.store")?;
         let mut fresh = enc.clone();
         fresh.key = holding;

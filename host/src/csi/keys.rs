@@ -16,10 +16,12 @@ fn key_id(id: &str) -> Result<KeyId, CsiError> {
 pub async fn seal(
     kms: &Kms,
     kms_id: &str,
+    tenant: Option<&str>,
     id: &str,
     passphrase: &Passphrase,
 ) -> Result<KeyHolding, CsiError> {
     let key = key_id(id)?;
+    let kms = kms.tenant(tenant);
     match kms.wrap(kms_id, &key, passphrase).await {
         Ok(w) => Ok(KeyHolding::wrapped(&w)),
         Err(KmsError::Unsupported { .. }) => {
@@ -33,6 +35,7 @@ pub async fn seal(
 /// The passphrase of the volume (or snapshot) `id`.
 pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, CsiError> {
     let key = key_id(id)?;
+    let kms = kms.tenant(enc.tenant.as_deref());
     match &enc.key {
         KeyHolding::Pending => Err(CsiError::precondition(format!(
             "{id}: its key was never stored (CreateVolume did not finish)"
@@ -56,7 +59,11 @@ pub async fn release(kms: &Kms, enc: &Encryption, id: &str) -> Result<(), CsiErr
     if enc.key != KeyHolding::Stored {
         return Ok(());
     }
-    match kms.delete(&enc.kms_id, &key_id(id)?).await {
+    match kms
+        .tenant(enc.tenant.as_deref())
+        .delete(&enc.kms_id, &key_id(id)?)
+        .await
+    {
         Ok(()) | Err(KmsError::NotFound { .. }) => Ok(()),
         Err(e) => Err(CsiError::from(e).context(format!("volume {id}: the key was not deleted"))),
     }

@@ -16,6 +16,8 @@ pub const KMS_ID: &str = "encryptionKMSID";
 pub const ENCRYPTION_TYPE: &str = "encryptionType";
 /// `csi.storage.k8s.io/fstype`: the filesystem for mount access.
 pub const FS_TYPE: &str = "csi.storage.k8s.io/fstype";
+/// `csi.storage.k8s.io/pvc/namespace`: the PVC's namespace (the tenant).
+pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 /// `encryptionCipher`: `aes-xts-plain64` (default), `serpent-xts-plain64`,
 /// `twofish-xts-plain64`.
 pub const CIPHER: &str = "encryptionCipher";
@@ -65,6 +67,10 @@ pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
 pub struct VolumeParams {
     /// The kmsID, when encrypted.
     pub kms_id: Option<String>,
+    /// The PVC's namespace (`csi.storage.k8s.io/pvc/namespace`, passed by
+    /// the external-provisioner with `--extra-create-metadata`): the tenant
+    /// the kmsID is used as.
+    pub tenant: Option<String>,
     /// Filesystem for mount access.
     pub fs_type: String,
     /// LUKS settings (used when encrypted).
@@ -208,8 +214,10 @@ pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumePara
         h.update(v.as_bytes());
         h.update([0]);
     }
+    let tenant = p.get(PVC_NAMESPACE).filter(|s| !s.is_empty()).cloned();
     Ok(VolumeParams {
         kms_id,
+        tenant,
         fs_type,
         format,
         digest: hex::encode(h.finalize()),

@@ -6,7 +6,7 @@ use crate::config::{ConfigSource, KmsEntry, PluginSource, SecretKeyRef};
 use crate::net::Connect;
 use crate::sandbox::outbound::Outbound;
 use crate::sandbox::{Op, PluginRuntime, RuntimeSpec, Sandbox};
-use crate::secrets::{SecretError, SecretSource};
+use crate::secrets::{ConfigMapSource, SecretError, SecretSource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +21,12 @@ pub struct Kms {
     config: ConfigSource,
     sandbox: Arc<Sandbox>,
     secrets: Arc<dyn SecretSource>,
-    runtimes: Mutex<HashMap<KmsId, (RuntimeKey, Arc<PluginRuntime>)>>,
+    config_maps: Option<Arc<dyn ConfigMapSource>>,
+    runtimes: Mutex<HashMap<RuntimeSlot, (RuntimeKey, Arc<PluginRuntime>)>>,
 }
+
+/// One runtime per (kmsID, tenant).
+type RuntimeSlot = (KmsId, Option<String>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RuntimeKey {
@@ -57,8 +61,55 @@ impl Kms {
             config,
             sandbox,
             secrets,
+            config_maps: None,
             runtimes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads tenant ConfigMaps (ceph-csi `vaulttokens`' `tenantConfigName`)
+    /// from `source`.
+    pub fn with_config_maps(mut self, source: Arc<dyn ConfigMapSource>) -> Self {
+        self.config_maps = Some(source);
+        self
+    }
+
+    /// The operations as `tenant` (the PVC's namespace) sees its kmsIDs:
+    /// per-tenant settings, token and Secret namespace
+    /// ([`crate::config::tenant`]). `None` is the kmsID as configured.
+    pub fn tenant<'a>(&'a self, tenant: Option<&'a str>) -> TenantKms<'a> {
+        TenantKms { kms: self, tenant }
+    }
+
+    /// The entry of `kms_id` as `tenant` sees it.
+    pub async fn entry_for(
+        &self,
+        kms_id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Arc<KmsEntry>, KmsError> {
+        let table = self.config.load()?;
+        let Some(t) = tenant else {
+            return table.get(kms_id);
+        };
+        let config_map = match (table.tenant_config_map(kms_id, t), &self.config_maps) {
+            (Some(name), Some(src)) => match src.config_map(t, &name).await {
+                Ok(m) => m,
+                Err(SecretError::Unavailable { secret, message }) => {
+                    return Err(KmsError::Unavailable {
+                        kms_id: KmsId::new(kms_id)?,
+                        message: format!("{secret}: {message}"),
+                    });
+                }
+                Err(SecretError::Denied { secret, message }) => {
+                    return Err(KmsError::Denied {
+                        kms_id: KmsId::new(kms_id)?,
+                        message: format!("{secret}: {message}"),
+                    });
+                }
+                Err(SecretError::NotFound(_)) => None,
+            },
+            _ => None,
+        };
+        table.tenant_entry(kms_id, t, config_map.as_ref())
     }
 
     /// The sandbox.
@@ -100,7 +151,18 @@ impl Kms {
 
     /// The runtime of `kms_id`, built or rebuilt as the configuration says.
     pub async fn runtime(&self, kms_id: &str) -> Result<Arc<PluginRuntime>, KmsError> {
-        let entry = self.entry(kms_id)?;
+        self.runtime_for(kms_id, None).await
+    }
+
+    /// The runtime of `kms_id` as `tenant` sees it: one per (kmsID,
+    /// tenant), each with its own cache and warm instances.
+    pub async fn runtime_for(
+        &self,
+        kms_id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Arc<PluginRuntime>, KmsError> {
+        let entry = self.entry_for(kms_id, tenant).await?;
+        let slot = (entry.kms_id.clone(), tenant.map(str::to_string));
         let key = RuntimeKey {
             fingerprint: entry.fingerprint,
             plugin_file: match &entry.plugin {
@@ -110,7 +172,7 @@ impl Kms {
                 PluginSource::Embedded(_) => None,
             },
         };
-        if let Some((k, rt)) = self.runtimes.lock().unwrap().get(&entry.kms_id)
+        if let Some((k, rt)) = self.runtimes.lock().unwrap().get(&slot)
             && *k == key
         {
             return Ok(rt.clone());
@@ -119,7 +181,7 @@ impl Kms {
         self.runtimes
             .lock()
             .unwrap()
-            .insert(entry.kms_id.clone(), (key, rt.clone()));
+            .insert(slot, (key, rt.clone()));
         Ok(rt)
     }
 
@@ -222,23 +284,29 @@ impl Kms {
         Ok(s)
     }
 
-    async fn call(&self, kms_id: &str, op: Op<'_>) -> Result<Option<Vec<u8>>, KmsError> {
-        let rt = self.runtime(kms_id).await?;
+    async fn call(
+        &self,
+        kms_id: &str,
+        tenant: Option<&str>,
+        op: Op<'_>,
+    ) -> Result<Option<Vec<u8>>, KmsError> {
+        let rt = self.runtime_for(kms_id, tenant).await?;
+        let tenant = tenant.unwrap_or("");
         let span = match op.name() {
             "get" => {
-                tracing::info_span!("kms.get", kms_id, plugin = %rt.plugin().name, volume = %op.key_id())
+                tracing::info_span!("kms.get", kms_id, tenant, plugin = %rt.plugin().name, volume = %op.key_id())
             }
             "put" => {
-                tracing::info_span!("kms.put", kms_id, plugin = %rt.plugin().name, volume = %op.key_id())
+                tracing::info_span!("kms.put", kms_id, tenant, plugin = %rt.plugin().name, volume = %op.key_id())
             }
             "delete" => {
-                tracing::info_span!("kms.delete", kms_id, plugin = %rt.plugin().name, volume = %op.key_id())
+                tracing::info_span!("kms.delete", kms_id, tenant, plugin = %rt.plugin().name, volume = %op.key_id())
             }
             "wrap" => {
-                tracing::info_span!("kms.wrap", kms_id, plugin = %rt.plugin().name, volume = %op.key_id())
+                tracing::info_span!("kms.wrap", kms_id, tenant, plugin = %rt.plugin().name, volume = %op.key_id())
             }
             _ => {
-                tracing::info_span!("kms.unwrap", kms_id, plugin = %rt.plugin().name, volume = %op.key_id())
+                tracing::info_span!("kms.unwrap", kms_id, tenant, plugin = %rt.plugin().name, volume = %op.key_id())
             }
         };
         async {
@@ -259,8 +327,7 @@ impl Kms {
 
     /// Key store: the key stored for `key_id`.
     pub async fn get(&self, kms_id: &str, key_id: &KeyId) -> Result<Passphrase, KmsError> {
-        let v = self.call(kms_id, Op::Get(key_id)).await?;
-        Ok(SecretBytes::new(Self::expect_bytes(kms_id, v)?))
+        self.tenant(None).get(kms_id, key_id).await
     }
 
     /// Key store: stores `key` for `key_id`.
@@ -270,14 +337,12 @@ impl Kms {
         key_id: &KeyId,
         key: &Passphrase,
     ) -> Result<(), KmsError> {
-        self.call(kms_id, Op::Put(key_id, key.expose()))
-            .await
-            .map(|_| ())
+        self.tenant(None).put(kms_id, key_id, key).await
     }
 
     /// Key store: removes the key for `key_id`.
     pub async fn delete(&self, kms_id: &str, key_id: &KeyId) -> Result<(), KmsError> {
-        self.call(kms_id, Op::Delete(key_id)).await.map(|_| ())
+        self.tenant(None).delete(kms_id, key_id).await
     }
 
     /// Envelope: wraps `key` for `key_id`.
@@ -287,8 +352,7 @@ impl Kms {
         key_id: &KeyId,
         key: &Passphrase,
     ) -> Result<WrappedKey, KmsError> {
-        let v = self.call(kms_id, Op::Wrap(key_id, key.expose())).await?;
-        Ok(WrappedKey::new(Self::expect_bytes(kms_id, v)?))
+        self.tenant(None).wrap(kms_id, key_id, key).await
     }
 
     /// Envelope: unwraps `wrapped` for `key_id`.
@@ -298,10 +362,7 @@ impl Kms {
         key_id: &KeyId,
         wrapped: &WrappedKey,
     ) -> Result<Passphrase, KmsError> {
-        let v = self
-            .call(kms_id, Op::Unwrap(key_id, wrapped.as_bytes()))
-            .await?;
-        Ok(SecretBytes::new(Self::expect_bytes(kms_id, v)?))
+        self.tenant(None).unwrap(kms_id, key_id, wrapped).await
     }
 
     /// Envelope: re-wraps `wrapped` for `key_id` under the provider's
@@ -341,4 +402,77 @@ pub fn generate_passphrase() -> Passphrase {
             .encode(&raw[..])
             .into_bytes(),
     )
+}
+
+/// The KMS operations as one tenant (a PVC's namespace) sees its kmsIDs;
+/// from [`Kms::tenant`].
+#[derive(Clone, Copy)]
+pub struct TenantKms<'a> {
+    kms: &'a Kms,
+    tenant: Option<&'a str>,
+}
+
+impl std::fmt::Debug for TenantKms<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantKms")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantKms<'_> {
+    /// Key store: the key stored for `key_id`.
+    pub async fn get(&self, kms_id: &str, key_id: &KeyId) -> Result<Passphrase, KmsError> {
+        let v = self.kms.call(kms_id, self.tenant, Op::Get(key_id)).await?;
+        Ok(SecretBytes::new(Kms::expect_bytes(kms_id, v)?))
+    }
+
+    /// Key store: stores `key` for `key_id`.
+    pub async fn put(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        key: &Passphrase,
+    ) -> Result<(), KmsError> {
+        self.kms
+            .call(kms_id, self.tenant, Op::Put(key_id, key.expose()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Key store: removes the key for `key_id`.
+    pub async fn delete(&self, kms_id: &str, key_id: &KeyId) -> Result<(), KmsError> {
+        self.kms
+            .call(kms_id, self.tenant, Op::Delete(key_id))
+            .await
+            .map(|_| ())
+    }
+
+    /// Envelope: wraps `key` for `key_id`.
+    pub async fn wrap(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        key: &Passphrase,
+    ) -> Result<WrappedKey, KmsError> {
+        let v = self
+            .kms
+            .call(kms_id, self.tenant, Op::Wrap(key_id, key.expose()))
+            .await?;
+        Ok(WrappedKey::new(Kms::expect_bytes(kms_id, v)?))
+    }
+
+    /// Envelope: unwraps `wrapped` for `key_id`.
+    pub async fn unwrap(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        wrapped: &WrappedKey,
+    ) -> Result<Passphrase, KmsError> {
+        let v = self
+            .kms
+            .call(kms_id, self.tenant, Op::Unwrap(key_id, wrapped.as_bytes()))
+            .await?;
+        Ok(SecretBytes::new(Kms::expect_bytes(kms_id, v)?))
+    }
 }

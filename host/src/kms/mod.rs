@@ -7,5 +7,5 @@ mod facade;
 mod types;
 
 pub use error::{GrpcCode, KmsError, SandboxCause};
-pub use facade::{Kms, KmsDescription, generate_passphrase};
+pub use facade::{Kms, KmsDescription, TenantKms, generate_passphrase};
 pub use types::{IdError, KeyId, KmsId, Passphrase, SecretBytes, WrappedKey};

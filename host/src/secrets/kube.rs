@@ -221,3 +221,64 @@ impl SecretSource for KubeSecrets {
         Ok(Some(data))
     }
 }
+
+/// Reads tenant ConfigMaps through the API server.
+#[derive(Debug, Clone)]
+pub struct KubeConfigMaps {
+    api: Arc<KubeApi>,
+}
+
+impl KubeConfigMaps {
+    /// ConfigMaps from `api`.
+    pub fn new(api: Arc<KubeApi>) -> Self {
+        KubeConfigMaps { api }
+    }
+}
+
+#[async_trait]
+impl super::ConfigMapSource for KubeConfigMaps {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, SecretError> {
+        let what = format!("ConfigMap {namespace}/{name}");
+        let path = format!("/api/v1/namespaces/{namespace}/configmaps/{name}");
+        let (status, body) =
+            self.api
+                .get(&path)
+                .await
+                .map_err(|message| SecretError::Unavailable {
+                    secret: what.clone(),
+                    message,
+                })?;
+        match status {
+            200 => {}
+            404 => return Ok(None),
+            401 | 403 => {
+                return Err(SecretError::Denied {
+                    secret: what,
+                    message: format!(
+                        "the API server refused (HTTP {status}): check the driver's RBAC"
+                    ),
+                });
+            }
+            _ => {
+                return Err(SecretError::Unavailable {
+                    secret: what,
+                    message: format!("the API server answered HTTP {status}"),
+                });
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct ConfigMap {
+            #[serde(default)]
+            data: std::collections::BTreeMap<String, String>,
+        }
+        let c: ConfigMap = serde_json::from_slice(&body).map_err(|e| SecretError::Unavailable {
+            secret: what,
+            message: format!("unexpected API response: {e}"),
+        })?;
+        Ok(Some(c.data))
+    }
+}

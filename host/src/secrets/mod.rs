@@ -10,7 +10,7 @@
 mod kube;
 mod mounted;
 
-pub use kube::{KubeApi, KubeSecrets};
+pub use kube::{KubeApi, KubeConfigMaps, KubeSecrets};
 pub use mounted::MountedSecrets;
 
 use crate::kms::SecretBytes;
@@ -72,6 +72,18 @@ pub enum SecretError {
 pub trait SecretSource: Send + Sync + std::fmt::Debug {
     /// Reads the whole Secret, or `Ok(None)` if this source does not have it.
     async fn read(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError>;
+}
+
+/// Where tenant ConfigMaps (ceph-csi's `tenantConfigName` in the PVC's
+/// namespace) are read from.
+#[async_trait]
+pub trait ConfigMapSource: Send + Sync + std::fmt::Debug {
+    /// The `data` of ConfigMap `namespace/name`, or `Ok(None)` if absent.
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, SecretError>;
 }
 
 /// Tries several sources in order; the first that has the Secret wins.

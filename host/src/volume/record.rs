@@ -71,6 +71,10 @@ impl KeyHolding {
 pub struct Encryption {
     /// The kmsID holding the key.
     pub kms_id: String,
+    /// The tenant (the PVC's namespace) the kmsID is used as, if known:
+    /// per-tenant settings and token ([`crate::config::tenant`]).
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// How it holds it.
     pub key: KeyHolding,
     /// Cipher (`aes`).

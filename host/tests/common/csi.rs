@@ -37,6 +37,14 @@ impl CsiHarness {
     /// Starts a driver with `config` (written to a file, so tests can change
     /// it while the driver runs).
     pub async fn start(config: &serde_json::Value) -> Self {
+        Self::start_with(config, None).await
+    }
+
+    /// As [`CsiHarness::start`], reading tenant ConfigMaps from `config_maps`.
+    pub async fn start_with(
+        config: &serde_json::Value,
+        config_maps: Option<Arc<dyn kmshost::secrets::ConfigMapSource>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets");
         super::write_secret(
@@ -56,6 +64,10 @@ impl CsiHarness {
             super::sandbox(),
             Arc::new(ChainedSecrets::new().with(Arc::new(MountedSecrets::new(&secrets)))),
         );
+        let kms = match config_maps {
+            Some(c) => kms.with_config_maps(c),
+            None => kms,
+        };
         let backend = Arc::new(ImageFileBackend::new(dir.path().join("images")).unwrap());
         let driver = Arc::new(
             Driver::new(

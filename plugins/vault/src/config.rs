@@ -200,8 +200,8 @@ impl VaultConfig {
         ] {
             let _ = o.take(tls);
         }
-        // Per-tenant settings (vaulttokens/vaulttenantsa) need the PVC's
-        // namespace, which the host does not pass yet: accepted, not used.
+        // Per-tenant settings are applied by the host (config/tenant.rs):
+        // the plugin sees the tenant's resolved options and token Secret.
         if kms_type == "vaulttokens" || kms_type == "vaulttenantsa" {
             for t in [
                 "tenantConfigName",

@@ -1,0 +1,270 @@
+//! Per-tenant entries: a kmsID seen from one tenant (the PVC's namespace).
+//!
+//! - `vaulttokens` (ceph-csi): the tenant's settings come from the kmsID's
+//!   `tenants.<namespace>` object, or else from the ConfigMap
+//!   `tenantConfigName` (default `ceph-csi-kms-config`) in the tenant's
+//!   namespace — either may set only [`VAULT_TENANT_KEYS`]; anything else is
+//!   refused, naming the key. The Vault token is the `token` key of the
+//!   Secret `tenantTokenName` (default `ceph-csi-kms-token`) in the tenant's
+//!   namespace, and every Secret the entry names (the CA too) is read there.
+//! - `metadata` (ceph-csi): `secretNamespace` defaults to the PVC's
+//!   namespace.
+//! - `vaulttenantsa` needs the tenant's service-account token, requested by
+//!   the host with the TokenRequest API: not implemented yet, refused with
+//!   `unsupported` rather than silently using the driver's own account.
+//! - Every other type ignores the tenant.
+
+use super::{KmsEntry, KmsTable, parse_entry};
+use crate::kms::{KmsError, KmsId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The options a tenant may set for `vaulttokens` (ceph-csi's list).
+pub const VAULT_TENANT_KEYS: &[&str] = &[
+    "vaultAddress",
+    "vaultBackend",
+    "vaultBackendPath",
+    "vaultAuthNamespace",
+    "vaultNamespace",
+    "vaultDestroyKeys",
+    "vaultTLSServerName",
+    "vaultCAFromSecret",
+    "vaultCAVerify",
+];
+
+/// Default name of the tenant ConfigMap (`tenantConfigName`).
+pub const DEFAULT_TENANT_CONFIG: &str = "ceph-csi-kms-config";
+/// Default name of the tenant token Secret (`tenantTokenName`).
+pub const DEFAULT_TENANT_TOKEN: &str = "ceph-csi-kms-token";
+
+/// Checks a tenant (a Kubernetes namespace name: a DNS label).
+pub fn check_tenant(tenant: &str) -> Result<(), KmsError> {
+    let ok = !tenant.is_empty()
+        && tenant.len() <= 63
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !tenant.starts_with('-')
+        && !tenant.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KmsError::Config(format!(
+            "tenant {tenant:?} is not a valid namespace name"
+        )))
+    }
+}
+
+fn string(v: &serde_json::Value) -> String {
+    super::option_string(v)
+}
+
+impl KmsTable {
+    /// For a kmsID whose tenant settings may live in a ConfigMap in the
+    /// tenant's namespace: that ConfigMap's name (when the kmsID's own
+    /// `tenants` object has no entry for `tenant`).
+    pub fn tenant_config_map(&self, kms_id: &str, tenant: &str) -> Option<String> {
+        let raw = self.raw.get(kms_id)?;
+        let kms_type = raw.get("encryptionKMSType").map(string)?;
+        if kms_type != "vaulttokens" {
+            return None;
+        }
+        if raw
+            .get("tenants")
+            .and_then(|t| t.as_object())
+            .is_some_and(|t| t.contains_key(tenant))
+        {
+            return None;
+        }
+        Some(
+            raw.get("tenantConfigName")
+                .map(string)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_TENANT_CONFIG.into()),
+        )
+    }
+
+    /// The entry of `kms_id` as `tenant` sees it; `tenant_config` is the
+    /// data of the ConfigMap [`KmsTable::tenant_config_map`] named, if it
+    /// exists.
+    pub fn tenant_entry(
+        &self,
+        kms_id: &str,
+        tenant: &str,
+        tenant_config: Option<&BTreeMap<String, String>>,
+    ) -> Result<Arc<KmsEntry>, KmsError> {
+        let base = self.get(kms_id)?;
+        check_tenant(tenant)?;
+        let (Some(raw), Some(defaults)) = (self.raw.get(kms_id), self.defaults.as_ref()) else {
+            return Ok(base);
+        };
+        let id = KmsId::new(kms_id)?;
+        let invalid = |option: String, message: &str| KmsError::InvalidConfig {
+            kms_id: id.clone(),
+            option,
+            message: message.into(),
+        };
+        let mut obj = raw.clone();
+        match base.kms_type.as_str() {
+            "metadata" => {
+                if obj
+                    .get("secretNamespace")
+                    .map(string)
+                    .is_some_and(|s| !s.is_empty())
+                {
+                    return Ok(base);
+                }
+                obj.insert("secretNamespace".into(), tenant.into());
+            }
+            "vaulttenantsa" => {
+                return Err(KmsError::Unsupported {
+                    kms_id: id,
+                    message: format!(
+                        "vaulttenantsa for tenant {tenant}: the tenant's service-account token \
+                         (TokenRequest) is not implemented yet; use vaulttokens or vault"
+                    ),
+                });
+            }
+            "vaulttokens" => {
+                let tenants = obj.remove("tenants");
+                let from_config = obj
+                    .get("tenantConfigName")
+                    .map(string)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| DEFAULT_TENANT_CONFIG.into());
+                let (source, overrides): (String, Vec<(String, String)>) =
+                    match tenants.as_ref().and_then(|t| t.get(tenant)) {
+                        Some(v) => {
+                            let o = v.as_object().ok_or_else(|| {
+                                invalid(format!("tenants.{tenant}"), "must be an object")
+                            })?;
+                            (
+                                format!("tenants.{tenant}"),
+                                o.iter().map(|(k, v)| (k.clone(), string(v))).collect(),
+                            )
+                        }
+                        None => (
+                            format!("{tenant}/{from_config}"),
+                            tenant_config
+                                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                                .unwrap_or_default(),
+                        ),
+                    };
+                for (k, v) in overrides {
+                    if !VAULT_TENANT_KEYS.contains(&k.as_str()) {
+                        tracing::debug!(kms_id, tenant, key = %k, "refused tenant setting");
+                        return Err(invalid(
+                            format!("{source}.{k}"),
+                            "may not be set per tenant (allowed: vaultAddress, vaultBackend, \
+                             vaultBackendPath, vaultAuthNamespace, vaultNamespace, \
+                             vaultDestroyKeys, vaultTLSServerName, vaultCAFromSecret, \
+                             vaultCAVerify)",
+                        ));
+                    }
+                    obj.insert(k, v.into());
+                }
+                let token = obj
+                    .get("tenantTokenName")
+                    .map(string)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| DEFAULT_TENANT_TOKEN.into());
+                obj.insert("tokenSecretName".into(), token.into());
+                obj.insert("kmshostSecretNamespace".into(), tenant.into());
+            }
+            _ => return Ok(base),
+        }
+        parse_entry(kms_id, &serde_json::Value::Object(obj), defaults).map(Arc::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostDefaults;
+
+    fn table(v: serde_json::Value) -> KmsTable {
+        KmsTable::parse(&v.to_string(), &HostDefaults::default()).unwrap()
+    }
+
+    #[test]
+    fn vaulttokens_tenant_settings_and_token_come_from_the_tenant() {
+        let t = table(serde_json::json!({
+            "vt": {
+                "encryptionKMSType": "vaulttokens",
+                "vaultAddress": "https://vault.example:8200",
+                "vaultBackendPath": "secret/",
+                "tenants": {"team-a": {"vaultAddress": "https://vault-a.example:8200"}},
+            }
+        }));
+        assert_eq!(t.tenant_config_map("vt", "team-a"), None);
+        let a = t.tenant_entry("vt", "team-a", None).unwrap();
+        let opt = |e: &KmsEntry, k: &str| {
+            e.plugin_options
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            opt(&a, "vaultAddress").as_deref(),
+            Some("https://vault-a.example:8200")
+        );
+        assert_eq!(
+            opt(&a, "tokenSecretName").as_deref(),
+            Some("ceph-csi-kms-token")
+        );
+        let grant = a.grants.lookup("ceph-csi-kms-token").unwrap();
+        assert_eq!(grant.namespace.as_deref(), Some("team-a"));
+        assert!(
+            a.allow
+                .entries()
+                .iter()
+                .any(|h| h.to_string().contains("vault-a.example"))
+        );
+        assert!(opt(&a, "tenants").is_none());
+
+        // Without a `tenants` entry: the tenant ConfigMap.
+        assert_eq!(
+            t.tenant_config_map("vt", "team-b").as_deref(),
+            Some("ceph-csi-kms-config")
+        );
+        let cm: BTreeMap<String, String> =
+            [("vaultBackendPath".to_string(), "team-b/".to_string())].into();
+        let b = t.tenant_entry("vt", "team-b", Some(&cm)).unwrap();
+        assert_eq!(opt(&b, "vaultBackendPath").as_deref(), Some("team-b/"));
+        assert_ne!(a.fingerprint, b.fingerprint);
+
+        // A tenant may not set anything else.
+        let bad: BTreeMap<String, String> =
+            [("tokenSecretName".to_string(), "admin-token".to_string())].into();
+        match t.tenant_entry("vt", "team-b", Some(&bad)) {
+            Err(KmsError::InvalidConfig { option, .. }) => {
+                assert_eq!(option, "team-b/ceph-csi-kms-config.tokenSecretName")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.tenant_entry("vt", "../x", None).is_err());
+    }
+
+    #[test]
+    fn metadata_secret_namespace_defaults_to_the_tenant() {
+        let t = table(serde_json::json!({
+            "m": {"encryptionKMSType": "metadata", "secretName": "pass"},
+            "fixed": {"encryptionKMSType": "metadata", "secretName": "pass", "secretNamespace": "ops"},
+            "sa": {"encryptionKMSType": "vaulttenantsa", "vaultAddress": "https://v:8200"},
+        }));
+        let m = t.tenant_entry("m", "team-a", None).unwrap();
+        assert_eq!(
+            m.grants.lookup("pass").unwrap().namespace.as_deref(),
+            Some("team-a")
+        );
+        let f = t.tenant_entry("fixed", "team-a", None).unwrap();
+        assert_eq!(
+            f.grants.lookup("pass").unwrap().namespace.as_deref(),
+            Some("ops")
+        );
+        assert!(matches!(
+            t.tenant_entry("sa", "team-a", None),
+            Err(KmsError::Unsupported { .. })
+        ));
+    }
+}
