@@ -149,10 +149,23 @@ impl Backend for ImageFileBackend {
         if !p.exists() {
             return Ok(());
         }
-        for dev in sys::loops_for(&p)? {
-            sys::loop_detach(&dev)?;
+        // A loop device still open elsewhere (a probe, a closing mapping)
+        // detaches lazily: wait until it is really gone, so a following
+        // DeleteVolume or stage sees the truth.
+        for _ in 0..200 {
+            let devs = sys::loops_for(&p)?;
+            if devs.is_empty() {
+                return Ok(());
+            }
+            for dev in devs {
+                let _ = sys::loop_detach(&dev);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
         }
-        Ok(())
+        Err(VolumeError::Tool {
+            program: "losetup".into(),
+            message: format!("{} is still attached after 5 s", p.display()),
+        })
     }
 
     fn available_bytes(&self) -> Result<u64, VolumeError> {
