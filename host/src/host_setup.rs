@@ -6,7 +6,8 @@ use crate::config::{ConfigSource, HostDefaults};
 use crate::kms::{Kms, KmsError};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secrets::{
-    ChainedSecrets, KubeApi, KubeConfigMaps, KubeSecrets, MountedSecrets, ServiceAccountToken,
+    ChainedSecrets, KubeApi, KubeConfigMaps, KubeSecrets, KubeServiceAccountTokens, MountedSecrets,
+    ServiceAccountToken,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,7 +73,9 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
             .unwrap_or_else(|| PathBuf::from(SA_TOKEN)),
     )));
     if let Some(k) = kube.clone() {
-        secrets = secrets.with(Arc::new(KubeSecrets::new(k)));
+        secrets = secrets
+            .with(Arc::new(KubeServiceAccountTokens::new(k.clone())))
+            .with(Arc::new(KubeSecrets::new(k)));
     }
     let kms_facade = Kms::new(
         ConfigSource::new(&s.config, defaults),

@@ -499,3 +499,150 @@ async fn sealed_vault_is_unavailable_and_says_so() {
     assert!(err.to_string().contains("Vault is sealed"), "{err}");
     assert!(err.is_retryable());
 }
+
+/// A JWT for service account `ns/name` (OpenBao reads its claims; the fake
+/// API server's TokenReview vouches for it).
+fn tenant_jwt(ns: &str, name: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
+    let claims = b64.encode(
+        json!({"iss": "kubernetes/serviceaccount", "sub": format!("system:serviceaccount:{ns}:{name}"),
+               "iat": now, "nbf": now, "exp": now + 3600,
+               "kubernetes.io/serviceaccount/namespace": ns,
+               "kubernetes.io/serviceaccount/service-account.name": name,
+               "kubernetes.io/serviceaccount/service-account.uid": format!("uid-{ns}")})
+        .to_string(),
+    );
+    format!(
+        "{header}.{claims}.{}",
+        b64.encode(b"not-checked-by-openbao")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vaulttenantsa_logs_in_as_the_tenants_service_account() {
+    let Some(bin) = require_bao("vaulttenantsa") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    let team_a = tenant_jwt("team-a", "ceph-csi-vault-sa");
+    // A fake kube-apiserver: TokenRequest for team-a's service account, and
+    // TokenReview for OpenBao.
+    let issued = team_a.clone();
+    let apiserver = TestServer::start(
+        "127.0.0.1:0",
+        Arc::new(move |r: &Recorded| {
+            match (r.method.as_str(), r.path.as_str()) {
+                ("POST", "/api/v1/namespaces/team-a/serviceaccounts/ceph-csi-vault-sa/token") => {
+                    if r.header("authorization") != Some("Bearer driver-token") {
+                        return Reply::json(401, json!({"kind": "Status", "code": 401}));
+                    }
+                    let req: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                    assert_eq!(req["kind"], "TokenRequest");
+                    Reply::json(201, json!({"kind": "TokenRequest", "status": {"token": issued}}))
+                }
+                ("POST", "/apis/authentication.k8s.io/v1/tokenreviews") => {
+                    let review: serde_json::Value =
+                        serde_json::from_slice(&r.body).unwrap_or_default();
+                    let ok = review["spec"]["token"].as_str() == Some(issued.as_str());
+                    Reply::json(
+                        201,
+                        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                               "status": {"authenticated": ok,
+                                          "user": {"username": "system:serviceaccount:team-a:ceph-csi-vault-sa",
+                                                   "uid": "uid-team-a",
+                                                   "groups": ["system:serviceaccounts"]}}}),
+                    )
+                }
+                _ => Reply::json(404, json!({"kind": "Status", "code": 404})),
+            }
+        }),
+    )
+    .await;
+    let pki = common::http::test_pki();
+    bao.ok(
+        "POST",
+        "/v1/sys/auth/kubernetes",
+        Some(json!({"type": "kubernetes"})),
+    )
+    .await;
+    bao.ok(
+        "POST",
+        "/v1/auth/kubernetes/config",
+        Some(
+            json!({"kubernetes_host": apiserver.url(), "kubernetes_ca_cert": pki.ca_pem,
+                    "token_reviewer_jwt": "reviewer-jwt", "disable_local_ca_jwt": true}),
+        ),
+    )
+    .await;
+    bao.ok(
+        "PUT",
+        "/v1/sys/policies/acl/team-a",
+        Some(json!({"policy": "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\"] }"})),
+    )
+    .await;
+    bao.ok(
+        "POST",
+        "/v1/auth/kubernetes/role/csi-kubernetes",
+        Some(json!({"bound_service_account_names": ["ceph-csi-vault-sa"],
+                    "bound_service_account_namespaces": ["team-a"],
+                    "token_policies": ["team-a"], "ttl": "1h"})),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("driver-token"), "driver-token").unwrap();
+    let api = Arc::new(
+        kmshost::secrets::KubeApi::new(
+            &apiserver.url(),
+            dir.path().join("driver-token"),
+            None,
+            "kmshost",
+        )
+        .unwrap(),
+    );
+    let kms = Kms::new(
+        kmshost::config::ConfigSource::from_text(
+            &json!({"sa": {"encryptionKMSType": "vaulttenantsa", "vaultAddress": bao.addr,
+                           "vaultBackendPath": "secret/"}})
+            .to_string(),
+            HostDefaults::default(),
+        )
+        .unwrap(),
+        common::sandbox(),
+        Arc::new(kmshost::secrets::ChainedSecrets::new().with(Arc::new(
+            kmshost::secrets::KubeServiceAccountTokens::new(api),
+        ))),
+    );
+    let dek = generate_passphrase();
+    let a = kms.tenant(Some("team-a"));
+    a.put("sa", &key("pvc-team-a"), &dek).await.unwrap();
+    assert_eq!(a.get("sa", &key("pvc-team-a")).await.unwrap(), dek);
+    let requests = apiserver.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with("/serviceaccounts/ceph-csi-vault-sa/token"))
+            .count(),
+        1,
+        "one TokenRequest, one login, for both operations"
+    );
+    // Another tenant has no such service account: nothing is done as
+    // anybody else.
+    let err = kms
+        .tenant(Some("team-b"))
+        .put("sa", &key("pvc-team-b"), &dek)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, KmsError::NotFound { .. } | KmsError::Denied { .. }),
+        "{err:?}"
+    );
+    // Without a tenant, vaulttenantsa is plain Kubernetes auth with the
+    // driver's own account — which this test never granted.
+    assert!(kms.get("sa", &key("pvc-team-a")).await.is_err());
+}

@@ -9,13 +9,16 @@
 //!   namespace, and every Secret the entry names (the CA too) is read there.
 //! - `metadata` (ceph-csi): `secretNamespace` defaults to the PVC's
 //!   namespace.
-//! - `vaulttenantsa` needs the tenant's service-account token, requested by
-//!   the host with the TokenRequest API: not implemented yet, refused with
-//!   `unsupported` rather than silently using the driver's own account.
+//! - `vaulttenantsa` (ceph-csi): the same settings (plus `tenantSAName`,
+//!   `vaultAuthPath`, `vaultRole`), and Kubernetes auth as the tenant's
+//!   service account `tenantSAName` (default `ceph-csi-vault-sa`): the
+//!   plugin's service-account token is that account's, requested by the host
+//!   with the TokenRequest API — never the driver's own.
 //! - Every other type ignores the tenant.
 
 use super::{KmsEntry, KmsTable, parse_entry};
 use crate::kms::{KmsError, KmsId};
+use crate::secrets::{SERVICE_ACCOUNT_SECRET, SERVICE_ACCOUNT_TOKEN_PREFIX, SecretRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -31,6 +34,26 @@ pub const VAULT_TENANT_KEYS: &[&str] = &[
     "vaultCAFromSecret",
     "vaultCAVerify",
 ];
+
+/// The options a tenant may set for `vaulttenantsa`: those of
+/// `vaulttokens` plus the service account and Kubernetes-auth settings.
+pub const VAULT_TENANT_SA_KEYS: &[&str] = &[
+    "vaultAddress",
+    "vaultBackend",
+    "vaultBackendPath",
+    "vaultAuthNamespace",
+    "vaultNamespace",
+    "vaultDestroyKeys",
+    "vaultTLSServerName",
+    "vaultCAFromSecret",
+    "vaultCAVerify",
+    "tenantSAName",
+    "vaultAuthPath",
+    "vaultRole",
+];
+
+/// Default tenant service account (`tenantSAName`).
+pub const DEFAULT_TENANT_SA: &str = "ceph-csi-vault-sa";
 
 /// Default name of the tenant ConfigMap (`tenantConfigName`).
 pub const DEFAULT_TENANT_CONFIG: &str = "ceph-csi-kms-config";
@@ -66,7 +89,7 @@ impl KmsTable {
     pub fn tenant_config_map(&self, kms_id: &str, tenant: &str) -> Option<String> {
         let raw = self.raw.get(kms_id)?;
         let kms_type = raw.get("encryptionKMSType").map(string)?;
-        if kms_type != "vaulttokens" {
+        if kms_type != "vaulttokens" && kms_type != "vaulttenantsa" {
             return None;
         }
         if raw
@@ -116,16 +139,13 @@ impl KmsTable {
                 }
                 obj.insert("secretNamespace".into(), tenant.into());
             }
-            "vaulttenantsa" => {
-                return Err(KmsError::Unsupported {
-                    kms_id: id,
-                    message: format!(
-                        "vaulttenantsa for tenant {tenant}: the tenant's service-account token \
-                         (TokenRequest) is not implemented yet; use vaulttokens or vault"
-                    ),
-                });
-            }
-            "vaulttokens" => {
+            "vaulttokens" | "vaulttenantsa" => {
+                let sa_mode = base.kms_type == "vaulttenantsa";
+                let allowed = if sa_mode {
+                    VAULT_TENANT_SA_KEYS
+                } else {
+                    VAULT_TENANT_KEYS
+                };
                 let tenants = obj.remove("tenants");
                 let from_config = obj
                     .get("tenantConfigName")
@@ -151,17 +171,35 @@ impl KmsTable {
                         ),
                     };
                 for (k, v) in overrides {
-                    if !VAULT_TENANT_KEYS.contains(&k.as_str()) {
+                    if !allowed.contains(&k.as_str()) {
                         tracing::debug!(kms_id, tenant, key = %k, "refused tenant setting");
                         return Err(invalid(
                             format!("{source}.{k}"),
-                            "may not be set per tenant (allowed: vaultAddress, vaultBackend, \
-                             vaultBackendPath, vaultAuthNamespace, vaultNamespace, \
-                             vaultDestroyKeys, vaultTLSServerName, vaultCAFromSecret, \
-                             vaultCAVerify)",
+                            &format!(
+                                "may not be set per tenant (allowed: {})",
+                                allowed.join(", ")
+                            ),
                         ));
                     }
                     obj.insert(k, v.into());
+                }
+                obj.insert("kmshostSecretNamespace".into(), tenant.into());
+                if sa_mode {
+                    let sa = obj
+                        .get("tenantSAName")
+                        .map(string)
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| DEFAULT_TENANT_SA.into());
+                    let mut entry = parse_entry(kms_id, &serde_json::Value::Object(obj), defaults)?;
+                    // The plugin's service-account token is the tenant's.
+                    entry.grants.grant_as(
+                        SERVICE_ACCOUNT_SECRET,
+                        SecretRef {
+                            namespace: Some(tenant.to_string()),
+                            name: format!("{SERVICE_ACCOUNT_TOKEN_PREFIX}{sa}"),
+                        },
+                    );
+                    return Ok(Arc::new(entry));
                 }
                 let token = obj
                     .get("tenantTokenName")
@@ -169,7 +207,6 @@ impl KmsTable {
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| DEFAULT_TENANT_TOKEN.into());
                 obj.insert("tokenSecretName".into(), token.into());
-                obj.insert("kmshostSecretNamespace".into(), tenant.into());
             }
             _ => return Ok(base),
         }
@@ -262,9 +299,31 @@ mod tests {
             f.grants.lookup("pass").unwrap().namespace.as_deref(),
             Some("ops")
         );
-        assert!(matches!(
-            t.tenant_entry("sa", "team-a", None),
-            Err(KmsError::Unsupported { .. })
-        ));
+        let sa = t.tenant_entry("sa", "team-a", None).unwrap();
+        let g = sa.grants.lookup(SERVICE_ACCOUNT_SECRET).unwrap();
+        assert_eq!(g.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            g.name,
+            format!("{SERVICE_ACCOUNT_TOKEN_PREFIX}ceph-csi-vault-sa")
+        );
+        let cm: BTreeMap<String, String> =
+            [("tenantSAName".to_string(), "team-sa".to_string())].into();
+        let sa2 = t.tenant_entry("sa", "team-b", Some(&cm)).unwrap();
+        assert!(
+            sa2.grants
+                .lookup(SERVICE_ACCOUNT_SECRET)
+                .unwrap()
+                .name
+                .ends_with(":team-sa")
+        );
+        // The driver's own account is never the tenant's.
+        let base = t.get("sa").unwrap();
+        assert_eq!(
+            base.grants
+                .lookup(SERVICE_ACCOUNT_SECRET)
+                .unwrap()
+                .namespace,
+            None
+        );
     }
 }

@@ -120,6 +120,15 @@ impl KubeApi {
     }
 
     async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        self.request(http::Method::GET, path, None).await
+    }
+
+    async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let token = self
             .token()
             .map_err(|e| format!("reading the service-account token: {e}"))?;
@@ -128,19 +137,29 @@ impl KubeApi {
         let mut auth = http::HeaderValue::from_bytes(&auth)
             .map_err(|_| "token is not a valid header".to_string())?;
         auth.set_sensitive(true);
-        let req = http::Request::get(path)
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header(
                 http::header::HOST,
                 self.base_url.split("://").nth(1).unwrap_or(""),
             )
             .header(http::header::AUTHORIZATION, auth)
-            .header(http::header::ACCEPT, "application/json")
-            .body(
-                http_body_util::Empty::<bytes::Bytes>::new()
+            .header(http::header::ACCEPT, "application/json");
+        let body = match json_body {
+            Some(b) => {
+                builder = builder
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(http::header::CONTENT_LENGTH, b.len());
+                http_body_util::Full::new(bytes::Bytes::from(b))
                     .map_err(|never| match never {})
-                    .boxed_unsync(),
-            )
-            .map_err(|e| e.to_string())?;
+                    .boxed_unsync()
+            }
+            None => http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        };
+        let req = builder.body(body).map_err(|e| e.to_string())?;
         let resp = self
             .pool
             .send(&self.target, &self.connect, req)
@@ -280,5 +299,89 @@ impl super::ConfigMapSource for KubeConfigMaps {
             message: format!("unexpected API response: {e}"),
         })?;
         Ok(Some(c.data))
+    }
+}
+
+/// Prefix of the pseudo-Secret names [`KubeServiceAccountTokens`] serves:
+/// `<prefix><service account>` in a namespace, key `token`.
+pub const SERVICE_ACCOUNT_TOKEN_PREFIX: &str = "kmshost-serviceaccount-token:";
+
+/// Short-lived tokens of tenants' service accounts (ceph-csi
+/// `vaulttenantsa`), requested from the API server with the TokenRequest
+/// API and served as pseudo-Secrets `<namespace>/`[`SERVICE_ACCOUNT_TOKEN_PREFIX`]`<name>`
+/// (key `token`). Only per-tenant entries are granted such a name.
+#[derive(Debug, Clone)]
+pub struct KubeServiceAccountTokens {
+    api: Arc<KubeApi>,
+}
+
+impl KubeServiceAccountTokens {
+    /// Tokens from `api`.
+    pub fn new(api: Arc<KubeApi>) -> Self {
+        KubeServiceAccountTokens { api }
+    }
+}
+
+#[async_trait]
+impl SecretSource for KubeServiceAccountTokens {
+    async fn read(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError> {
+        let (Some(ns), Some(sa)) = (
+            secret.namespace.as_deref(),
+            secret.name.strip_prefix(SERVICE_ACCOUNT_TOKEN_PREFIX),
+        ) else {
+            return Ok(None);
+        };
+        let what = format!("service account {ns}/{sa}");
+        let path = format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token");
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600}
+        });
+        let (status, body) = self
+            .api
+            .request(
+                http::Method::POST,
+                &path,
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+            .map_err(|message| SecretError::Unavailable {
+                secret: what.clone(),
+                message,
+            })?;
+        match status {
+            200 | 201 => {}
+            404 => return Ok(None),
+            401 | 403 => {
+                return Err(SecretError::Denied {
+                    secret: what,
+                    message: format!(
+                        "the API server refused the TokenRequest (HTTP {status}): the driver \
+                         needs create on serviceaccounts/token in this namespace"
+                    ),
+                });
+            }
+            _ => {
+                return Err(SecretError::Unavailable {
+                    secret: what,
+                    message: format!("the API server answered HTTP {status}"),
+                });
+            }
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| SecretError::Unavailable {
+                secret: what.clone(),
+                message: format!("unexpected API response: {e}"),
+            })?;
+        let token = v["status"]["token"]
+            .as_str()
+            .ok_or_else(|| SecretError::Unavailable {
+                secret: what,
+                message: "the TokenRequest response has no status.token".into(),
+            })?;
+        let mut data = SecretData::new();
+        data.insert("token".into(), SecretBytes::new(token.as_bytes().to_vec()));
+        Ok(Some(data))
     }
 }

@@ -10,7 +10,9 @@
 mod kube;
 mod mounted;
 
-pub use kube::{KubeApi, KubeConfigMaps, KubeSecrets};
+pub use kube::{
+    KubeApi, KubeConfigMaps, KubeSecrets, KubeServiceAccountTokens, SERVICE_ACCOUNT_TOKEN_PREFIX,
+};
 pub use mounted::MountedSecrets;
 
 use crate::kms::SecretBytes;
@@ -130,6 +132,12 @@ impl Grants {
     /// Grants `secret` under its own name.
     pub fn grant(&mut self, secret: SecretRef) {
         self.by_name.insert(secret.name.clone(), secret);
+    }
+    /// Grants `secret` under the name `name` the plugin asks for (a
+    /// per-tenant entry maps the service-account pseudo-Secret to the
+    /// tenant's service account).
+    pub fn grant_as(&mut self, name: &str, secret: SecretRef) {
+        self.by_name.insert(name.to_string(), secret);
     }
     /// The reference granted under `name`, if any.
     pub fn lookup(&self, name: &str) -> Option<&SecretRef> {
