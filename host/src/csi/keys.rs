@@ -53,18 +53,22 @@ pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, C
     }
 }
 
-/// Removes the key of `id` from its kmsID (stored keys only: a wrapped key
-/// lives in the record and goes with it). A key already gone is fine.
+/// Removes the key of `id` from its kmsID (a wrapped key lives in the
+/// record and goes with it). A key already gone is fine. A `Pending` key
+/// may have been stored by a CreateVolume that died before recording it,
+/// so it is deleted too (a wrapping provider answers `unsupported`).
 pub async fn release(kms: &Kms, enc: &Encryption, id: &str) -> Result<(), CsiError> {
-    if enc.key != KeyHolding::Stored {
+    if matches!(enc.key, KeyHolding::Wrapped { .. }) {
         return Ok(());
     }
+    let pending = enc.key == KeyHolding::Pending;
     match kms
         .tenant(enc.tenant.as_deref())
         .delete(&enc.kms_id, &key_id(id)?)
         .await
     {
         Ok(()) | Err(KmsError::NotFound { .. }) => Ok(()),
+        Err(KmsError::Unsupported { .. }) if pending => Ok(()),
         Err(e) => Err(CsiError::from(e).context(format!("volume {id}: the key was not deleted"))),
     }
 }
