@@ -723,14 +723,23 @@ async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
     // A CreateVolume that died after storing the key but before recording
     // it, then deleted instead of retried: the key does not outlive it.
     h.driver.fail_after(Some("create.key"));
-    let e = h.create("pvc-vault-crash", 32 * MIB, params, None).await.unwrap_err();
+    let e = h
+        .create("pvc-vault-crash", 32 * MIB, params, None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
     let crashed = kmshost::csi::volume_id_for("pvc-vault-crash");
     assert_eq!(
         h.record(&crashed).unwrap().encryption.unwrap().key,
         KeyHolding::Pending
     );
-    assert!(h.driver.kms().get("vault-kv", &key_of(&crashed)).await.is_ok());
+    assert!(
+        h.driver
+            .kms()
+            .get("vault-kv", &key_of(&crashed))
+            .await
+            .is_ok()
+    );
     h.delete(&crashed).await.unwrap();
     assert!(matches!(
         h.driver.kms().get("vault-kv", &key_of(&crashed)).await,
