@@ -174,6 +174,24 @@ impl KubeApi {
     }
 }
 
+/// What an API-server status means for a read: `Ok(true)` found,
+/// `Ok(false)` absent (404), else denied (401/403, with `rbac_hint`) or
+/// unavailable.
+fn api_status(status: u16, what: &str, rbac_hint: &str) -> Result<bool, SecretError> {
+    match status {
+        200 | 201 => Ok(true),
+        404 => Ok(false),
+        401 | 403 => Err(SecretError::Denied {
+            secret: what.to_string(),
+            message: format!("the API server refused (HTTP {status}): {rbac_hint}"),
+        }),
+        _ => Err(SecretError::Unavailable {
+            secret: what.to_string(),
+            message: format!("the API server answered HTTP {status}"),
+        }),
+    }
+}
+
 /// Reads Secrets through the API server.
 #[derive(Debug, Clone)]
 pub struct KubeSecrets {
@@ -200,23 +218,8 @@ impl SecretSource for KubeSecrets {
                     secret: secret.to_string(),
                     message,
                 })?;
-        match status {
-            200 => {}
-            404 => return Ok(None),
-            401 | 403 => {
-                return Err(SecretError::Denied {
-                    secret: secret.to_string(),
-                    message: format!(
-                        "the API server refused (HTTP {status}): check the driver's RBAC"
-                    ),
-                });
-            }
-            _ => {
-                return Err(SecretError::Unavailable {
-                    secret: secret.to_string(),
-                    message: format!("the API server answered HTTP {status}"),
-                });
-            }
+        if !api_status(status, &secret.to_string(), "check the driver's RBAC")? {
+            return Ok(None);
         }
         #[derive(serde::Deserialize)]
         struct Secret {
@@ -271,23 +274,8 @@ impl super::ConfigMapSource for KubeConfigMaps {
                     secret: what.clone(),
                     message,
                 })?;
-        match status {
-            200 => {}
-            404 => return Ok(None),
-            401 | 403 => {
-                return Err(SecretError::Denied {
-                    secret: what,
-                    message: format!(
-                        "the API server refused (HTTP {status}): check the driver's RBAC"
-                    ),
-                });
-            }
-            _ => {
-                return Err(SecretError::Unavailable {
-                    secret: what,
-                    message: format!("the API server answered HTTP {status}"),
-                });
-            }
+        if !api_status(status, &what, "check the driver's RBAC")? {
+            return Ok(None);
         }
         #[derive(serde::Deserialize)]
         struct ConfigMap {
@@ -350,24 +338,12 @@ impl SecretSource for KubeServiceAccountTokens {
                 secret: what.clone(),
                 message,
             })?;
-        match status {
-            200 | 201 => {}
-            404 => return Ok(None),
-            401 | 403 => {
-                return Err(SecretError::Denied {
-                    secret: what,
-                    message: format!(
-                        "the API server refused the TokenRequest (HTTP {status}): the driver \
-                         needs create on serviceaccounts/token in this namespace"
-                    ),
-                });
-            }
-            _ => {
-                return Err(SecretError::Unavailable {
-                    secret: what,
-                    message: format!("the API server answered HTTP {status}"),
-                });
-            }
+        if !api_status(
+            status,
+            &what,
+            "the driver needs create on serviceaccounts/token in this namespace",
+        )? {
+            return Ok(None);
         }
         let v: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| SecretError::Unavailable {

@@ -1,6 +1,6 @@
 //! [`ImageFileBackend`]: sparse image files attached with loop devices.
 
-use super::{Backend, BlockSource, VolumeError, io_err, sys};
+use super::{Backend, BlockSource, VolumeError, create_private_dir, io_err, sys};
 use std::path::{Path, PathBuf};
 
 /// Volumes as sparse files `<dir>/<id>.img`, attached with loop devices.
@@ -12,13 +12,8 @@ pub struct ImageFileBackend {
 impl ImageFileBackend {
     /// A backend keeping images in `dir` (created 0700 if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, VolumeError> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = dir.into();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir))?;
+        create_private_dir(&dir)?;
         Ok(ImageFileBackend { dir })
     }
 

@@ -98,6 +98,16 @@ pub trait Backend: Send + Sync {
     fn header_path(&self, id: &str) -> PathBuf;
 }
 
+/// Creates `dir` (and parents) with mode 0700 if missing.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), VolumeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
     move |source| VolumeError::Io {
         path: path.to_path_buf(),

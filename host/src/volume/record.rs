@@ -2,7 +2,7 @@
 //! written atomically (temporary file, fsync, rename), never holding a key
 //! in the clear — only which kmsID holds it, or the provider's wrapped blob.
 
-use super::{VolumeError, io_err};
+use super::{VolumeError, create_private_dir, io_err};
 use crate::kms::WrappedKey;
 use crate::luks::Pbkdf;
 use base64::Engine as _;
@@ -160,13 +160,8 @@ pub struct RecordStore {
 impl RecordStore {
     /// A store in `dir` (created 0700 if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, VolumeError> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = dir.into();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir))?;
+        create_private_dir(&dir)?;
         Ok(RecordStore { dir })
     }
 
