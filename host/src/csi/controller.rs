@@ -3,7 +3,7 @@
 
 use super::proto::{self, volume_capability::AccessType, volume_capability::Mode};
 use super::{
-    CsiError, DEFAULT_CAPACITY, Driver, LUKS_OVERHEAD, MIN_CAPACITY, blocking, check_id, keys,
+    CsiError, DEFAULT_CAPACITY, Driver, MIN_CAPACITY, blocking, check_id, image_size, keys,
     now_unix, params, snapshot_id_for, volume_id_for,
 };
 use crate::kms::generate_passphrase;
@@ -96,10 +96,6 @@ fn fits(range: Option<proto::CapacityRange>, size: u64) -> bool {
         .map(|r| (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64))
         .unwrap_or((0, 0));
     size >= req && (lim == 0 || size <= lim)
-}
-
-fn image_size(capacity: u64, encrypted: bool) -> u64 {
-    capacity + if encrypted { LUKS_OVERHEAD } else { 0 }
 }
 
 pub(super) fn volume_context(r: &VolumeRecord) -> proto::Map {
@@ -292,10 +288,7 @@ impl Driver {
         let encrypted = encryption.is_some();
         let bytes = image_size(size, encrypted);
         if existing.is_none() {
-            let available = {
-                let b = self.backend.clone();
-                blocking(move || Ok(b.available_bytes()?)).await?
-            };
+            let available = self.available_bytes().await?;
             if bytes > available {
                 return Err(CsiError::new(
                     Code::OutOfRange,
@@ -322,22 +315,16 @@ impl Driver {
         self.records.put_volume(&rec)?;
         self.step("create.record")?;
 
-        {
-            let b = self.backend.clone();
-            let (vid, src) = (
-                id.clone(),
-                parent.as_ref().map(|p| (p.source.clone(), p.id.clone())),
-            );
-            blocking(move || {
-                let source = match &src {
-                    None => BlockSource::Empty,
-                    Some((ContentSource::Volume(_), pid)) => BlockSource::Volume(pid),
-                    Some((ContentSource::Snapshot(_), pid)) => BlockSource::Snapshot(pid),
-                };
-                Ok(b.create(&vid, bytes, source)?)
-            })
-            .await?;
-        }
+        let src = parent.as_ref().map(|p| (p.source.clone(), p.id.clone()));
+        self.on_backend(&id, move |b, id| {
+            let source = match &src {
+                None => BlockSource::Empty,
+                Some((ContentSource::Volume(_), pid)) => BlockSource::Volume(pid),
+                Some((ContentSource::Snapshot(_), pid)) => BlockSource::Snapshot(pid),
+            };
+            b.create(id, bytes, source)
+        })
+        .await?;
         self.step("create.blocks")?;
 
         if let Some(enc) = rec.encryption.as_mut() {
@@ -363,9 +350,7 @@ impl Driver {
                 Err(e) => {
                     // No key was stored and the CO never saw this volume:
                     // undo, so a CO that gives up leaves nothing behind.
-                    let b = self.backend.clone();
-                    let vid = id.clone();
-                    let _ = blocking(move || Ok(b.remove(&vid)?)).await;
+                    let _ = self.on_backend(&id, |b, id| b.remove(id)).await;
                     let _ = self.records.remove(&id);
                     return Err(e);
                 }
@@ -391,9 +376,11 @@ impl Driver {
         let Some(mut rec) = self.records.volume(&id)? else {
             return Ok(proto::DeleteVolumeResponse {});
         };
-        let b = self.backend.clone();
-        let vid = id.clone();
-        if blocking(move || Ok(b.attached(&vid)?)).await?.is_some() {
+        if self
+            .on_backend(&id, |b, id| b.attached(id))
+            .await?
+            .is_some()
+        {
             return Err(CsiError::precondition(format!(
                 "volume {id} is still staged on a node; NodeUnstageVolume first"
             )));
@@ -403,9 +390,7 @@ impl Driver {
             self.records.put_volume(&rec)?;
         }
         self.step("delete.mark")?;
-        let b = self.backend.clone();
-        let vid = id.clone();
-        blocking(move || Ok(b.remove(&vid)?)).await?;
+        self.on_backend(&id, |b, id| b.remove(id)).await?;
         self.step("delete.blocks")?;
         if let Some(enc) = &rec.encryption {
             keys::release(&self.kms, enc, &id).await?;
@@ -495,8 +480,7 @@ impl Driver {
 
     /// GetCapacity: bytes free in the data directory.
     pub async fn get_capacity(&self) -> Result<proto::GetCapacityResponse, CsiError> {
-        let b = self.backend.clone();
-        let available = blocking(move || Ok(b.available_bytes()?)).await?;
+        let available = self.available_bytes().await?;
         Ok(proto::GetCapacityResponse {
             available_capacity: available as i64,
         })
@@ -521,8 +505,7 @@ impl Driver {
             .ok_or_else(|| CsiError::invalid("capacity_range is required"))?;
         let size = capacity(Some(range), rec.capacity_bytes)?;
         if size > rec.capacity_bytes {
-            let b = self.backend.clone();
-            let available = blocking(move || Ok(b.available_bytes()?)).await?;
+            let available = self.available_bytes().await?;
             if size - rec.capacity_bytes > available {
                 return Err(CsiError::new(
                     Code::OutOfRange,
@@ -534,9 +517,7 @@ impl Driver {
                 ));
             }
             let bytes = image_size(size, rec.encryption.is_some());
-            let b = self.backend.clone();
-            let vid = id.clone();
-            blocking(move || Ok(b.grow(&vid, bytes)?)).await?;
+            self.on_backend(&id, move |b, id| b.grow(id, bytes)).await?;
             rec.capacity_bytes = size;
             self.records.put_volume(&rec)?;
             tracing::info!(volume = %id, size, "volume expanded");
@@ -599,9 +580,9 @@ impl Driver {
         };
         self.records.put_snapshot(&rec)?;
         self.step("snapshot.record")?;
-        let b = self.backend.clone();
-        let (vid, s) = (src.volume_id.clone(), sid.clone());
-        blocking(move || Ok(b.snapshot(&vid, &s)?)).await?;
+        let s = sid.clone();
+        self.on_backend(&src.volume_id, move |b, vid| b.snapshot(vid, &s))
+            .await?;
         self.step("snapshot.blocks")?;
         if let (Some(enc), Some(src_enc)) = (rec.encryption.as_mut(), &src.encryption) {
             let passphrase = keys::open(&self.kms, src_enc, &src.volume_id).await?;
@@ -636,9 +617,7 @@ impl Driver {
         };
         rec.state = VolumeState::Deleting;
         self.records.put_snapshot(&rec)?;
-        let b = self.backend.clone();
-        let vid = id.clone();
-        blocking(move || Ok(b.remove(&vid)?)).await?;
+        self.on_backend(&id, |b, id| b.remove(id)).await?;
         if let Some(enc) = &rec.encryption {
             keys::release(&self.kms, enc, &id).await?;
         }
@@ -674,10 +653,11 @@ impl Driver {
             )));
         };
         let old = keys::open(&self.kms, &enc, &id).await?;
-        let b = self.backend.clone();
-        let vid = id.clone();
-        let dev =
-            blocking(move || Ok(b.attached(&vid)?.unwrap_or_else(|| b.header_path(&vid)))).await?;
+        let dev = self
+            .on_backend(&id, |b, id| {
+                Ok(b.attached(id)?.unwrap_or_else(|| b.header_path(id)))
+            })
+            .await?;
         let new = generate_passphrase();
         let d = dev.clone();
         let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;

@@ -176,6 +176,30 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Runs the backend operation `f` on volume (or snapshot) `id` off the
+    /// async workers.
+    async fn on_backend<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&dyn Backend, &str) -> Result<T, crate::volume::VolumeError> + Send + 'static,
+    ) -> Result<T, CsiError> {
+        let (b, id) = (self.backend.clone(), id.to_string());
+        blocking(move || Ok(f(b.as_ref(), &id)?)).await
+    }
+
+    /// Bytes the backend has free for new volumes.
+    async fn available_bytes(&self) -> Result<u64, CsiError> {
+        self.on_backend("", |b, _| b.available_bytes()).await
+    }
+}
+
+/// The size of a volume's blocks: the capacity, plus room for the LUKS2
+/// header when encrypted.
+fn image_size(capacity: u64, encrypted: bool) -> u64 {
+    capacity + if encrypted { LUKS_OVERHEAD } else { 0 }
+}
+
 /// Runs blocking work (libcryptsetup, loop devices, mounts) off the async
 /// workers.
 async fn blocking<T: Send + 'static>(

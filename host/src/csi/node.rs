@@ -74,9 +74,22 @@ impl Driver {
             })
             .await;
         }
-        let b = self.backend.clone();
-        let id = rec.volume_id.clone();
-        blocking(move || Ok(b.attached(&id)?)).await
+        self.on_backend(&rec.volume_id, |b, id| b.attached(id))
+            .await
+    }
+
+    /// Closes the volume's LUKS mapping if it is open, then detaches its
+    /// device: the end of NodeUnstage, and the undo of a failed NodeStage.
+    async fn close_and_detach(&self, id: &str) -> Result<(), CsiError> {
+        let (b, id) = (self.backend.clone(), id.to_string());
+        blocking(move || {
+            let name = mapper_name(&id);
+            if luks::is_active(&name) {
+                luks::deactivate(&name)?;
+            }
+            Ok(b.detach(&id)?)
+        })
+        .await
     }
 
     /// Fetches the key, formats on first use, opens the mapping.
@@ -185,22 +198,13 @@ impl Driver {
                 ));
             }
         }
-        let b = self.backend.clone();
-        let vid = id.clone();
-        let dev = blocking(move || Ok(b.attach(&vid)?)).await?;
+        let dev = self.on_backend(&id, |b, id| b.attach(id)).await?;
         self.step("stage.attach")?;
         let device = match rec.encryption.clone() {
             Some(enc) => match self.unlock(&mut rec, &enc, &dev).await {
                 Ok(d) => d,
                 Err(e) => {
-                    let (b, vid, n) = (self.backend.clone(), id.clone(), mapper_name(&id));
-                    let _ = blocking(move || {
-                        if !luks::is_active(&n) {
-                            b.detach(&vid)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
+                    let _ = self.close_and_detach(&id).await;
                     return Err(e);
                 }
             },
@@ -209,8 +213,7 @@ impl Driver {
                 if blocking(move || Ok(sys::probe_type(&d)?)).await?.as_deref()
                     == Some("crypto_LUKS")
                 {
-                    let (b, vid) = (self.backend.clone(), id.clone());
-                    let _ = blocking(move || Ok(b.detach(&vid)?)).await;
+                    let _ = self.close_and_detach(&id).await;
                     return Err(CsiError::precondition(format!(
                         "volume {id} holds a LUKS header but is recorded as unencrypted: refusing \
                          to use it"
@@ -241,14 +244,7 @@ impl Driver {
             .await;
             if let Err(e) = mounted {
                 // Leave the node as it was: close what this call opened.
-                let (b, vid, n) = (self.backend.clone(), id.clone(), mapper_name(&id));
-                let _ = blocking(move || {
-                    if luks::is_active(&n) {
-                        luks::deactivate(&n)?;
-                    }
-                    Ok(b.detach(&vid)?)
-                })
-                .await;
+                let _ = self.close_and_detach(&id).await;
                 return Err(e);
             }
         }
@@ -265,19 +261,14 @@ impl Driver {
         let staging = required_path("staging_target_path", &req.staging_target_path)?;
         let id = req.volume_id.clone();
         let _guard = self.locks.try_lock(&id)?;
-        let b = self.backend.clone();
         blocking(move || {
             if sys::mount_at(&staging)?.is_some() {
                 sys::umount(&staging)?;
             }
-            let name = mapper_name(&id);
-            if luks::is_active(&name) {
-                luks::deactivate(&name)?;
-            }
-            b.detach(&id)?;
             Ok(())
         })
         .await?;
+        self.close_and_detach(&id).await?;
         Ok(proto::NodeUnstageVolumeResponse {})
     }
 
@@ -384,10 +375,8 @@ impl Driver {
         let _guard = self.locks.try_lock(&id)?;
         let rec = self.ready_volume(&id)?;
         let encrypted = rec.encryption.is_some();
-        let bytes = rec.capacity_bytes + if encrypted { super::LUKS_OVERHEAD } else { 0 };
-        let b = self.backend.clone();
-        let vid = id.clone();
-        blocking(move || Ok(b.grow(&vid, bytes)?)).await?;
+        let bytes = super::image_size(rec.capacity_bytes, encrypted);
+        self.on_backend(&id, move |b, id| b.grow(id, bytes)).await?;
         let device = self.staged_device(&rec).await?.ok_or_else(|| {
             CsiError::precondition(format!("volume {id} is not staged on this node"))
         })?;
