@@ -62,7 +62,9 @@ fn describe(name: &str, item: &ComponentItem) -> String {
 }
 
 fn capability_note(import: &str) -> &'static str {
-    if import.starts_with("wasi:http/outgoing-handler") {
+    if import.starts_with("wasi:http/outgoing-handler")
+        || import.starts_with("kmshost:plugin/outbound-http")
+    {
         "  — network: only the kmsID's allowed hosts"
     } else if import.starts_with("kmshost:plugin/secrets") {
         "  — only Secrets granted to the kmsID"

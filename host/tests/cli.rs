@@ -260,7 +260,12 @@ fn plugin_inspect_shows_what_a_reviewer_needs() {
         "{stdout}"
     );
     assert!(stdout.contains("kmshost:plugin/secrets@0.1.0"), "{stdout}");
-    assert!(stdout.contains("wasi:http/outgoing-handler"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "kmshost:plugin/outbound-http@0.1.0 (instance)  — network: only the kmsID's allowed hosts"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("kmshost:plugin/provider@0.1.0"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -257,8 +257,12 @@ mod secret_reader {
 mod http_probe {
     use super::*;
 
-    fn probe(url: &str) -> String {
-        json!({"url": url}).to_string()
+    /// The two ways out of the sandbox; every case runs through both, since
+    /// both must enforce the same policy.
+    const VIAS: [&str; 2] = ["kmshost", "wasi"];
+
+    fn probe(url: &str, via: &str) -> String {
+        json!({"url": url, "via": via}).to_string()
     }
 
     fn status_body(out: &[u8]) -> (u16, Vec<u8>) {
@@ -289,246 +293,270 @@ mod http_probe {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn allow_list_obeyed() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = server().await;
-        let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
-        let out = wrap(&kms, "k", &probe(&format!("{}/ok", srv.url())))
-            .await
-            .unwrap();
-        assert_eq!(status_body(&out), (200, b"hello".to_vec()));
-        let seen = srv.requests.lock().unwrap()[0].clone();
-        assert_eq!(seen.host.as_deref(), Some(srv.addr.to_string().as_str()));
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
+            let out = wrap(&kms, "k", &probe(&format!("{}/ok", srv.url()), via))
+                .await
+                .unwrap();
+            assert_eq!(status_body(&out), (200, b"hello".to_vec()));
+            let seen = srv.requests.lock().unwrap()[0].clone();
+            assert_eq!(seen.host.as_deref(), Some(srv.addr.to_string().as_str()));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn allow_list_violated() {
-        let dir = tempfile::tempdir().unwrap();
-        let allowed = server().await;
-        let other = server().await;
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": allowed.url()}),
-            dir.path(),
-        );
-        let err = wrap(&kms, "k", &probe(&format!("{}/ok", other.url())))
-            .await
-            .unwrap_err();
-        match &err {
-            KmsError::Denied { message, .. } => {
-                assert!(message.contains("not on the allow-list"), "{message}")
-            }
-            e => panic!("expected denied, got {e}"),
-        }
-        assert_eq!(other.count(), 0);
-        // Empty allow-list: nothing at all.
-        let none = guest_kms(HTTP_PROBE, json!({}), dir.path());
-        let err = wrap(&none, "k", &probe(&format!("{}/ok", allowed.url())))
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("no outbound hosts are allowed"),
-            "{err}"
-        );
-        assert_eq!(allowed.count(), 0);
-        // The host keeps serving allowed requests.
-        assert!(
-            wrap(&kms, "k", &probe(&format!("{}/ok", allowed.url())))
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let allowed = server().await;
+            let other = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": allowed.url()}),
+                dir.path(),
+            );
+            let err = wrap(&kms, "k", &probe(&format!("{}/ok", other.url()), via))
                 .await
-                .is_ok()
-        );
+                .unwrap_err();
+            match &err {
+                KmsError::Denied { message, .. } => {
+                    assert!(message.contains("not on the allow-list"), "{message}")
+                }
+                e => panic!("expected denied, got {e}"),
+            }
+            assert_eq!(other.count(), 0);
+            // Empty allow-list: nothing at all.
+            let none = guest_kms(HTTP_PROBE, json!({}), dir.path());
+            let err = wrap(&none, "k", &probe(&format!("{}/ok", allowed.url()), via))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("no outbound hosts are allowed"),
+                "{err}"
+            );
+            assert_eq!(allowed.count(), 0);
+            // The host keeps serving allowed requests.
+            assert!(
+                wrap(&kms, "k", &probe(&format!("{}/ok", allowed.url()), via))
+                    .await
+                    .is_ok()
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn ip_literal_bypass_denied() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = server().await;
-        let port = srv.addr.port();
-        // Allowed by name; the plugin tries the same server by IP, and by
-        // the numeric spellings resolvers accept for 127.0.0.1.
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": format!("http://localhost:{port}")}),
-            dir.path(),
-        );
-        for host in ["127.0.0.1", "2130706433", "127.1", "0x7f.0.0.1"] {
-            let err = wrap(&kms, "k", &probe(&format!("http://{host}:{port}/ok")))
-                .await
-                .unwrap_err();
-            assert!(matches!(err, KmsError::Denied { .. }), "{host}: {err}");
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let port = srv.addr.port();
+            // Allowed by name; the plugin tries the same server by IP, and by
+            // the numeric spellings resolvers accept for 127.0.0.1.
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": format!("http://localhost:{port}")}),
+                dir.path(),
+            );
+            for host in ["127.0.0.1", "2130706433", "127.1", "0x7f.0.0.1"] {
+                let err = wrap(&kms, "k", &probe(&format!("http://{host}:{port}/ok"), via))
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, KmsError::Denied { .. }), "{host}: {err}");
+            }
+            assert_eq!(srv.count(), 0, "an IP-literal request got through");
         }
-        assert_eq!(srv.count(), 0, "an IP-literal request got through");
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn host_header_bypass_denied() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = server().await;
-        let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
-        let spec =
-            json!({"url": format!("{}/ok", srv.url()), "headers": [["host", "evil.example.com"]]});
-        let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
-        assert!(err.to_string().contains("Forbidden"), "{err}");
-        assert!(
-            srv.requests
-                .lock()
-                .unwrap()
-                .iter()
-                .all(|r| r.host.as_deref() != Some("evil.example.com")),
-            "a request carried the forged Host"
-        );
-        // Without the forged header the same request works.
-        assert!(
-            wrap(&kms, "k", &probe(&format!("{}/ok", srv.url())))
-                .await
-                .is_ok()
-        );
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
+            let spec = json!({"url": format!("{}/ok", srv.url()), "headers": [["host", "evil.example.com"]], "via": via});
+            let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
+            assert!(
+                err.to_string().to_lowercase().contains("forbidden"),
+                "{err}"
+            );
+            assert!(
+                srv.requests
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r.host.as_deref() != Some("evil.example.com")),
+                "a request carried the forged Host"
+            );
+            // Without the forged header the same request works.
+            assert!(
+                wrap(&kms, "k", &probe(&format!("{}/ok", srv.url()), via))
+                    .await
+                    .is_ok()
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn redirect_to_other_host_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let allowed = server().await;
-        let other = server().await;
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": allowed.url()}),
-            dir.path(),
-        );
-        let url = format!("{}/redirect/{}", allowed.url(), other.addr);
-        // The host hands the 302 to the plugin instead of following it.
-        let out = wrap(&kms, "k", &probe(&url)).await.unwrap();
-        assert_eq!(status_body(&out).0, 302);
-        // A plugin that follows it itself meets the allow-list again.
-        let spec = json!({"url": url, "follow": true});
-        let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
-        assert!(matches!(err, KmsError::Denied { .. }), "{err}");
-        assert_eq!(other.count(), 0, "the redirect target was contacted");
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let allowed = server().await;
+            let other = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": allowed.url()}),
+                dir.path(),
+            );
+            let url = format!("{}/redirect/{}", allowed.url(), other.addr);
+            // The host hands the 302 to the plugin instead of following it.
+            let out = wrap(&kms, "k", &probe(&url, via)).await.unwrap();
+            assert_eq!(status_body(&out).0, 302);
+            // A plugin that follows it itself meets the allow-list again.
+            let spec = json!({"url": url, "follow": true, "via": via});
+            let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
+            assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+            assert_eq!(other.count(), 0, "the redirect target was contacted");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn response_cap_obeyed() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = server().await;
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": srv.url(), "kmshostMaxResponseBytes": "400000"}),
-            dir.path(),
-        );
-        let out = wrap(&kms, "k", &probe(&format!("{}/big", srv.url())))
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": srv.url(), "kmshostMaxResponseBytes": "400000"}),
+                dir.path(),
+            );
+            let out = wrap(&kms, "k", &probe(&format!("{}/big", srv.url()), via))
+                .await
+                .unwrap();
+            assert_eq!(status_body(&out).1.len(), 300_000);
+            let out = wrap(
+                &kms,
+                "k",
+                &probe(&format!("{}/big-chunked", srv.url()), via),
+            )
             .await
             .unwrap();
-        assert_eq!(status_body(&out).1.len(), 300_000);
-        let out = wrap(&kms, "k", &probe(&format!("{}/big-chunked", srv.url())))
-            .await
-            .unwrap();
-        assert_eq!(status_body(&out).1.len(), 300_000);
+            assert_eq!(status_body(&out).1.len(), 300_000);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn response_cap_violated() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = server().await;
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": srv.url(), "kmshostMaxResponseBytes": "200000"}),
-            dir.path(),
-        );
-        for path in ["/big", "/big-chunked"] {
-            let err = wrap(&kms, "k", &probe(&format!("{}{path}", srv.url())))
-                .await
-                .unwrap_err();
-            assert!(err.to_string().contains("limit"), "{path}: {err}");
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": srv.url(), "kmshostMaxResponseBytes": "200000"}),
+                dir.path(),
+            );
+            for path in ["/big", "/big-chunked"] {
+                let err = wrap(&kms, "k", &probe(&format!("{}{path}", srv.url()), via))
+                    .await
+                    .unwrap_err();
+                assert!(err.to_string().contains("limit"), "{path}: {err}");
+            }
+            assert!(
+                wrap(&kms, "k", &probe(&format!("{}/ok", srv.url()), via))
+                    .await
+                    .is_ok()
+            );
         }
-        assert!(
-            wrap(&kms, "k", &probe(&format!("{}/ok", srv.url())))
-                .await
-                .is_ok()
-        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn tls_uses_the_kms_id_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = test_pki();
-        let srv = TestServer::start_tls(
-            "127.0.0.1:0",
-            Arc::new(|_| Reply::ok("secure")),
-            pki.server.clone(),
-        )
-        .await;
-        let url = format!("https://127.0.0.1:{}/ok", srv.addr.port());
-        let allowed = format!("https://127.0.0.1:{}", srv.addr.port());
-        common::write_secret(dir.path(), "kms-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
-        // With the kmsID's CA: verified and served.
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca"}),
-            dir.path(),
-        );
-        let out = wrap(&kms, "k", &probe(&url)).await.unwrap();
-        assert_eq!(status_body(&out), (200, b"secure".to_vec()));
-        // Without it (system roots): the certificate is refused.
-        let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": allowed}), dir.path());
-        let err = wrap(&kms, "k", &probe(&url)).await.unwrap_err();
-        assert!(
-            matches!(err, KmsError::Denied { .. }) && err.to_string().contains("TLS"),
-            "{err}"
-        );
-        // Skip-verify only when the admin says so.
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": allowed, "kmshostInsecureSkipVerify": "true"}),
-            dir.path(),
-        );
-        assert!(wrap(&kms, "k", &probe(&url)).await.is_ok());
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let pki = test_pki();
+            let srv = TestServer::start_tls(
+                "127.0.0.1:0",
+                Arc::new(|_| Reply::ok("secure")),
+                pki.server.clone(),
+            )
+            .await;
+            let url = format!("https://127.0.0.1:{}/ok", srv.addr.port());
+            let allowed = format!("https://127.0.0.1:{}", srv.addr.port());
+            common::write_secret(dir.path(), "kms-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
+            // With the kmsID's CA: verified and served.
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca"}),
+                dir.path(),
+            );
+            let out = wrap(&kms, "k", &probe(&url, via)).await.unwrap();
+            assert_eq!(status_body(&out), (200, b"secure".to_vec()));
+            // Without it (system roots): the certificate is refused.
+            let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": allowed}), dir.path());
+            let err = wrap(&kms, "k", &probe(&url, via)).await.unwrap_err();
+            assert!(
+                matches!(err, KmsError::Denied { .. }) && err.to_string().contains("TLS"),
+                "{err}"
+            );
+            // Skip-verify only when the admin says so.
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": allowed, "kmshostInsecureSkipVerify": "true"}),
+                dir.path(),
+            );
+            assert!(wrap(&kms, "k", &probe(&url, via)).await.is_ok());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn tls_client_certificate_is_presented_by_the_host() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = test_pki();
-        let srv = TestServer::start_tls(
-            "127.0.0.1:0",
-            Arc::new(|_| Reply::ok("mutual")),
-            pki.server_mtls.clone(),
-        )
-        .await;
-        let url = format!("https://127.0.0.1:{}/ok", srv.addr.port());
-        let allowed = format!("https://127.0.0.1:{}", srv.addr.port());
-        common::write_secret(dir.path(), "kms-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
-        common::write_secret(
-            dir.path(),
-            "kms-client",
-            &[
-                ("tls.crt", pki.client_cert_pem.as_bytes()),
-                ("tls.key", pki.client_key_pem.as_bytes()),
-            ],
-        );
-        // Without a client certificate the server refuses the handshake.
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca"}),
-            dir.path(),
-        );
-        assert!(wrap(&kms, "k", &probe(&url)).await.is_err());
-        assert_eq!(srv.count(), 0);
-        // With the kmsID's client certificate (held by the host) it serves.
-        let kms = guest_kms(
-            HTTP_PROBE,
-            json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca", "kmshostClientCertFromSecret": "kms-client"}),
-            dir.path(),
-        );
-        let out = wrap(&kms, "k", &probe(&url)).await.unwrap();
-        assert_eq!(status_body(&out), (200, b"mutual".to_vec()));
-        // The plugin itself cannot read the key Secret: it is not granted.
-        let reader = common::kms(
-            &json!({"t": {"encryptionKMSType": "test-guest", "kmshostPlugin": SECRET_READER,
-                          "kmshostClientCertFromSecret": "kms-client"}}),
-            dir.path(),
-            None,
-        );
-        let err = wrap(&reader, "k", "kms-client/tls.key").await.unwrap_err();
-        assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let pki = test_pki();
+            let srv = TestServer::start_tls(
+                "127.0.0.1:0",
+                Arc::new(|_| Reply::ok("mutual")),
+                pki.server_mtls.clone(),
+            )
+            .await;
+            let url = format!("https://127.0.0.1:{}/ok", srv.addr.port());
+            let allowed = format!("https://127.0.0.1:{}", srv.addr.port());
+            common::write_secret(dir.path(), "kms-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
+            common::write_secret(
+                dir.path(),
+                "kms-client",
+                &[
+                    ("tls.crt", pki.client_cert_pem.as_bytes()),
+                    ("tls.key", pki.client_key_pem.as_bytes()),
+                ],
+            );
+            // Without a client certificate the server refuses the handshake.
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca"}),
+                dir.path(),
+            );
+            assert!(wrap(&kms, "k", &probe(&url, via)).await.is_err());
+            assert_eq!(srv.count(), 0);
+            // With the kmsID's client certificate (held by the host) it serves.
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": allowed, "kmshostCAFromSecret": "kms-ca", "kmshostClientCertFromSecret": "kms-client"}),
+                dir.path(),
+            );
+            let out = wrap(&kms, "k", &probe(&url, via)).await.unwrap();
+            assert_eq!(status_body(&out), (200, b"mutual".to_vec()));
+            // The plugin itself cannot read the key Secret: it is not granted.
+            let reader = common::kms(
+                &json!({"t": {"encryptionKMSType": "test-guest", "kmshostPlugin": SECRET_READER,
+                              "kmshostClientCertFromSecret": "kms-client"}}),
+                dir.path(),
+                None,
+            );
+            let err = wrap(&reader, "k", "kms-client/tls.key").await.unwrap_err();
+            assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -540,8 +568,10 @@ mod http_probe {
             "b": {"encryptionKMSType": "test-guest", "kmshostPlugin": HTTP_PROBE, "allowedHosts": srv.url()},
         });
         let kms = common::kms(&cfg, dir.path(), None);
-        let spec = probe(&format!("{}/ok", srv.url()));
-        for _ in 0..5 {
+        let spec = probe(&format!("{}/ok", srv.url()), "kmshost");
+        let wasi = probe(&format!("{}/ok", srv.url()), "wasi");
+        kms.wrap("a", &key("k"), &bytes(&wasi)).await.unwrap();
+        for _ in 0..4 {
             kms.wrap("a", &key("k"), &bytes(&spec)).await.unwrap();
         }
         assert_eq!(srv.count(), 5);

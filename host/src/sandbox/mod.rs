@@ -149,6 +149,9 @@ impl Sandbox {
         p::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .and_then(|_| p::secrets::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .and_then(|_| p::cache::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|_| {
+                p::outbound_http::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            })
             .and_then(|_| p::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 

@@ -4,7 +4,12 @@
 //! Redirects are never followed by the host; a plugin that follows one
 //! issues a new request, which meets the allow-list again.
 
+use super::bindings::kmshost::plugin::outbound_http::{
+    Request as HttpRequest, Response as HttpResponse,
+};
+use super::bindings::kmshost::plugin::types::KmsError as WitError;
 use crate::capability::AllowList;
+use crate::capability::allow_list::Target;
 use crate::kms::KmsId;
 use crate::net::{self, Connect, NetError};
 use bytes::Bytes;
@@ -33,6 +38,146 @@ pub struct Outbound {
     pub pool: net::Pool,
 }
 
+impl Outbound {
+    /// Checks `uri` (and a Host header, if the plugin set one) against the
+    /// allow-list. A denial is logged at debug and recorded in `events`.
+    fn authorize(
+        &self,
+        uri: &http::Uri,
+        host_header: Option<&str>,
+        events: &Mutex<Vec<String>>,
+    ) -> Result<Target, String> {
+        let scheme = uri.scheme_str().unwrap_or("");
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        self.allow
+            .check(scheme, authority, host_header)
+            .map_err(|denial| {
+                tracing::debug!(
+                    kms_id = %self.kms_id,
+                    plugin = %self.plugin,
+                    %denial,
+                    "outbound request denied"
+                );
+                let denial = format!("outbound request denied: {denial}");
+                events.lock().unwrap().push(denial.clone());
+                denial
+            })
+    }
+
+    /// The connection settings, with the plugin's timeouts applied where
+    /// they are shorter than the kmsID's.
+    fn connect_within(
+        &self,
+        connect_timeout: Option<Duration>,
+        first_byte: Option<Duration>,
+    ) -> Connect {
+        let mut connect = self.connect.clone();
+        if let Some(t) = connect_timeout {
+            connect.connect_timeout = connect.connect_timeout.min(t.max(Duration::from_millis(1)));
+        }
+        if let Some(t) = first_byte {
+            connect.first_byte_timeout = connect
+                .first_byte_timeout
+                .min(t.max(Duration::from_millis(1)));
+        }
+        connect
+    }
+
+    /// `kmshost:plugin/outbound-http.send`: the whole exchange in one host
+    /// call, under the same allow-list, TLS settings and response cap as the
+    /// `wasi:http` hook, on the same keep-alive connections.
+    pub async fn exchange(
+        &self,
+        req: HttpRequest,
+        events: &Mutex<Vec<String>>,
+    ) -> Result<HttpResponse, WitError> {
+        // Queries may carry credentials: messages show the URL without one.
+        let shown = req.url.split('?').next().unwrap_or("").to_string();
+        let invalid = |what: String| WitError::Other(format!("invalid request to {shown}: {what}"));
+        let uri: http::Uri = req.url.parse().map_err(|e| invalid(format!("URL: {e}")))?;
+        let target = self.authorize(&uri, None, events).map_err(|_| {
+            WitError::Denied(format!(
+                "request to {shown} denied by the host: not on this kmsID's allow-list"
+            ))
+        })?;
+        let method = http::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| invalid(format!("method {:?}", req.method)))?;
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        for (name, value) in &req.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("header name {name:?}")))?;
+            if wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(&name)
+                || name == http::header::CONTENT_LENGTH
+            {
+                let denial = format!("header {name} is forbidden: the host sets it");
+                tracing::debug!(kms_id = %self.kms_id, plugin = %self.plugin, "outbound request denied: {denial}");
+                events
+                    .lock()
+                    .unwrap()
+                    .push(format!("outbound request denied: {denial}"));
+                return Err(WitError::Denied(format!("request to {shown}: {denial}")));
+            }
+            let value = http::HeaderValue::from_bytes(value)
+                .map_err(|_| invalid(format!("value of header {name}")))?;
+            builder = builder.header(name, value);
+        }
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        builder = builder.header(http::header::HOST, authority);
+        if !req.body.is_empty() {
+            builder = builder.header(http::header::CONTENT_LENGTH, req.body.len());
+        }
+        let body = http_body_util::Full::new(Bytes::from(req.body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = builder.body(body).map_err(|e| invalid(e.to_string()))?;
+        let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms.into()));
+        let connect = self.connect_within(timeout, timeout);
+        let resp = self.pool.send(&target, &connect, request).await.map_err(|e| {
+            tracing::debug!(kms_id = %self.kms_id, plugin = %self.plugin, "outbound request failed: {e}");
+            match &e {
+                NetError::Tls { .. } | NetError::ServerName(_) => {
+                    WitError::Denied(format!("TLS with {shown} failed: {e}"))
+                }
+                _ => WitError::Unavailable(format!("{shown}: {e}")),
+            }
+        })?;
+        let limit = self.max_response_bytes;
+        let too_large = |events: &Mutex<Vec<String>>| {
+            events
+                .lock()
+                .unwrap()
+                .push(format!("response body exceeds the limit of {limit} bytes"));
+            WitError::Other(format!(
+                "response from {shown} exceeds the host's size limit"
+            ))
+        };
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(events));
+        }
+        let (parts, incoming) = resp.into_parts();
+        let body = net::read_body_limited(incoming, limit)
+            .await
+            .map_err(|e| WitError::Unavailable(format!("reading the response from {shown}: {e}")))?
+            .ok_or_else(|| too_large(events))?;
+        Ok(HttpResponse {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body,
+        })
+    }
+}
+
 /// The hook object living in each store; records what it denied during the
 /// current call so the host can name the root cause.
 #[derive(Debug)]
@@ -49,6 +194,12 @@ impl OutboundHooks {
             policy,
             events: Arc::default(),
         }
+    }
+
+    /// Sends a request of `kmshost:plugin/outbound-http` under this
+    /// store's policy.
+    pub async fn exchange(&self, req: HttpRequest) -> Result<HttpResponse, WitError> {
+        self.policy.exchange(req, &self.events).await
     }
 
     /// Takes the denials recorded so far.
@@ -89,48 +240,22 @@ impl WasiHttpHooks for OutboundHooks {
         let events = self.events.clone();
         Box::new(async move {
             let uri = request.uri().clone();
-            let scheme = uri.scheme_str().unwrap_or("");
-            let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
             let host_header = request
                 .headers()
                 .get(http::header::HOST)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            let target = match policy
-                .allow
-                .check(scheme, authority, host_header.as_deref())
-            {
-                Ok(t) => t,
-                Err(denial) => {
-                    tracing::debug!(
-                        kms_id = %policy.kms_id,
-                        plugin = %policy.plugin,
-                        %denial,
-                        "outbound request denied"
-                    );
-                    events
-                        .lock()
-                        .unwrap()
-                        .push(format!("outbound request denied: {denial}"));
-                    return Err(Error::HttpRequestDenied);
-                }
-            };
+            let target = policy
+                .authorize(&uri, host_header.as_deref(), &events)
+                .map_err(|_| Error::HttpRequestDenied)?;
             let (mut parts, body) = request.into_parts();
             parts.uri = http::Uri::builder()
                 .path_and_query(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
                 .build()
                 .map_err(|_| Error::HttpRequestUriInvalid)?;
-            let mut connect = policy.connect.clone();
-            if let Some(o) = options {
-                if let Some(t) = o.connect_timeout {
-                    connect.connect_timeout =
-                        connect.connect_timeout.min(t.max(Duration::from_millis(1)));
-                }
-                if let Some(t) = o.first_byte_timeout {
-                    connect.first_byte_timeout = connect
-                        .first_byte_timeout
-                        .min(t.max(Duration::from_millis(1)));
-                }
-            }
+            let connect = policy.connect_within(
+                options.as_ref().and_then(|o| o.connect_timeout),
+                options.as_ref().and_then(|o| o.first_byte_timeout),
+            );
             let body = body
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
                 .boxed_unsync();

@@ -1,8 +1,9 @@
 //! What lives in each plugin store: the WASI context (with no capabilities),
 //! the `wasi:http` context and its outbound hook, the memory limiter, and
-//! the host side of the contract's imports (`secrets`, `cache`, `log`).
+//! the host side of the contract's imports (`secrets`, `outbound-http`,
+//! `cache`, `log`).
 
-use super::bindings::kmshost::plugin::{cache, log, secrets, types};
+use super::bindings::kmshost::plugin::{cache, log, outbound_http, secrets, types};
 use super::kv_cache::KvCache;
 use super::outbound::OutboundHooks;
 use crate::kms::{KmsId, SecretBytes};
@@ -229,6 +230,15 @@ impl secrets::Host for HostState {
             }
             Err(e) => Ok(Err(WitError::Unavailable(e.to_string()))),
         }
+    }
+}
+
+impl outbound_http::Host for HostState {
+    async fn send(
+        &mut self,
+        request: outbound_http::Request,
+    ) -> wasmtime::Result<Result<outbound_http::Response, WitError>> {
+        Ok(self.hooks.exchange(request).await)
     }
 }
 

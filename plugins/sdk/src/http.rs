@@ -1,9 +1,15 @@
-//! A small blocking HTTP client over `wasi:http/outgoing-handler`.
+//! A small blocking HTTP client.
 //!
 //! The host decides where a request may go (the kmsID's allow-list) and does
 //! TLS itself, so a plugin simply names an `https://` URL. Statuses map to
 //! [`KmsError`] cases with [`Response::error_for_status`].
+//!
+//! [`Request::send`] goes through `kmshost:plugin/outbound-http`: one host
+//! call per exchange. [`Request::send_wasi`] goes through the standard
+//! `wasi:http/outgoing-handler` under the same policy (about twenty resource
+//! calls per exchange); both give the same results.
 
+use crate::bindings::kmshost::plugin::outbound_http;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
@@ -113,8 +119,39 @@ impl Request {
         self
     }
 
-    /// Sends the request and reads the whole response.
+    /// Sends the request and reads the whole response (one host call).
     pub fn send(self) -> Result<Response> {
+        let method = match self.method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::List => "LIST",
+        };
+        let timeout_ms = (self.timeout_ns / 1_000_000).min(u32::MAX as u64) as u32;
+        let headers = self
+            .headers
+            .into_iter()
+            .filter(|(n, _)| n != "content-length")
+            .collect();
+        let resp = outbound_http::send(&outbound_http::Request {
+            method: method.into(),
+            url: self.url,
+            headers,
+            body: self.body,
+            timeout_ms,
+        })?;
+        Ok(Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        })
+    }
+
+    /// Sends the request through `wasi:http/outgoing-handler` and reads the
+    /// whole response.
+    pub fn send_wasi(self) -> Result<Response> {
         let (scheme, authority, path) = split_url(&self.url)?;
         let headers = Fields::new();
         for (name, value) in &self.headers {

@@ -1,7 +1,9 @@
 //! Network case: `wrap(_, plaintext)` performs the request described by the
-//! plaintext (JSON `{"method","url","headers":[[name,value]],"follow":bool}`)
-//! and returns `"<status>\n<body>"`. With `follow`, a 3xx answer's
-//! `location` is requested next (a plugin following a redirect itself).
+//! plaintext (JSON `{"method","url","headers":[[name,value]],"follow":bool,
+//! "via":"kmshost"|"wasi"}`) and returns `"<status>\n<body>"`. With
+//! `follow`, a 3xx answer's `location` is requested next (a plugin following
+//! a redirect itself). `via` picks the transport: `kmshost:plugin/
+//! outbound-http` (the default) or `wasi:http/outgoing-handler`.
 use kmshost_plugin_sdk::http::{Method, Request};
 use kmshost_plugin_sdk::{KmsError, Options, PluginInfo, Provider, Result, export_provider};
 
@@ -14,6 +16,8 @@ struct Probe {
     headers: Vec<(String, String)>,
     #[serde(default)]
     follow: bool,
+    #[serde(default)]
+    via: Option<String>,
 }
 
 fn send(spec: &[u8]) -> Result<kmshost_plugin_sdk::http::Response> {
@@ -27,12 +31,14 @@ fn send(spec: &[u8]) -> Result<kmshost_plugin_sdk::http::Response> {
     for (k, v) in probe.headers {
         req = req.header(&k, v);
     }
-    let resp = req.send()?;
+    let wasi = probe.via.as_deref() == Some("wasi");
+    let send = |req: Request| if wasi { req.send_wasi() } else { req.send() };
+    let resp = send(req)?;
     if probe.follow
         && (300..400).contains(&resp.status)
         && let Some(location) = resp.header("location")
     {
-        return Request::get(location).send();
+        return send(Request::get(location));
     }
     Ok(resp)
 }
