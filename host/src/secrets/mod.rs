@@ -9,6 +9,7 @@
 
 mod kube;
 mod mounted;
+mod watch;
 
 pub use kube::{
     KubeApi, KubeConfigMaps, KubeSecrets, KubeServiceAccountTokens, SERVICE_ACCOUNT_TOKEN_PREFIX,

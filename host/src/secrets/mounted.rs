@@ -1,22 +1,63 @@
 //! Secrets mounted as volumes: a directory per Secret, a file per key, as
 //! kubelet writes them. Layout under the root: `<namespace>/<name>/<key>`,
 //! or `<name>/<key>` for Secrets of the driver's own namespace.
+//!
+//! What was read is kept in memory while inotify reports no change in the
+//! root, the namespace directory or the Secret's directory
+//! ([`super::watch`]); any change is seen on the next read, so a rotated
+//! token is never served late. Without inotify every read goes to disk.
 
+use super::watch::DirWatcher;
 use super::{SecretData, SecretError, SecretRef, SecretSource};
 use crate::kms::SecretBytes;
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Reads Secrets from a directory tree.
 #[derive(Debug, Clone)]
 pub struct MountedSecrets {
     root: PathBuf,
+    cache: Arc<Cache>,
+}
+
+/// Secrets read, each with the watcher generation it is valid for.
+#[derive(Debug, Default)]
+struct Cache {
+    watcher: OnceLock<Option<Arc<DirWatcher>>>,
+    entries: Mutex<HashMap<SecretRef, (u64, Option<SecretData>)>>,
+    disk_reads: std::sync::atomic::AtomicU64,
 }
 
 impl MountedSecrets {
     /// Secrets under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        MountedSecrets { root: root.into() }
+        MountedSecrets {
+            root: root.into(),
+            cache: Arc::default(),
+        }
+    }
+
+    fn watcher(&self) -> Option<&Arc<DirWatcher>> {
+        self.cache.watcher.get_or_init(DirWatcher::start).as_ref()
+    }
+
+    /// How many reads went to the disk rather than the cache.
+    pub fn disk_reads(&self) -> u64 {
+        self.cache
+            .disk_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn read_now(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError> {
+        self.cache
+            .disk_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.dir_for(secret) {
+            None => Ok(None),
+            Some(dir) => read_dir(&dir, secret).map(Some),
+        }
     }
 
     fn dir_for(&self, secret: &SecretRef) -> Option<PathBuf> {
@@ -64,9 +105,117 @@ fn read_dir(dir: &Path, secret: &SecretRef) -> Result<SecretData, SecretError> {
 #[async_trait]
 impl SecretSource for MountedSecrets {
     async fn read(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError> {
-        match self.dir_for(secret) {
-            None => Ok(None),
-            Some(dir) => read_dir(&dir, secret).map(Some),
+        let Some(watcher) = self.watcher() else {
+            return self.read_now(secret);
+        };
+        if let Some((generation, data)) = self.cache.entries.lock().unwrap().get(secret)
+            && *generation == watcher.generation()
+        {
+            return Ok(data.clone());
         }
+        // Watch every directory whose change could alter the answer before
+        // reading, and note the generation in between: a change from here
+        // on makes the entry stale.
+        let mut watched = watcher.watch(&self.root);
+        if let Some(ns) = &secret.namespace {
+            let ns_dir = self.root.join(ns);
+            if ns_dir.is_dir() {
+                watched &= watcher.watch(&ns_dir);
+            }
+        }
+        if let Some(dir) = self.dir_for(secret) {
+            watched &= watcher.watch(&dir);
+        }
+        let generation = watcher.generation();
+        let data = self.read_now(secret)?;
+        if watched {
+            self.cache
+                .entries
+                .lock()
+                .unwrap()
+                .insert(secret.clone(), (generation, data.clone()));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(ns: Option<&str>, name: &str) -> SecretRef {
+        SecretRef {
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    async fn value(m: &MountedSecrets, r: &SecretRef, key: &str) -> Option<Vec<u8>> {
+        let data = m.read(r).await.unwrap()?;
+        data.get(key).map(|v| v.expose().to_vec())
+    }
+
+    #[tokio::test]
+    async fn unchanged_secret_is_served_from_memory() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("vault-token")).unwrap();
+        std::fs::write(root.path().join("vault-token/token"), "t1").unwrap();
+        let m = MountedSecrets::new(root.path());
+        let r = secret(None, "vault-token");
+        for _ in 0..10 {
+            assert_eq!(value(&m, &r, "token").await.as_deref(), Some(&b"t1"[..]));
+        }
+        assert_eq!(m.disk_reads(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_change_is_seen_by_the_next_read() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("vault-token");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("token"), "t1").unwrap();
+        let m = MountedSecrets::new(root.path());
+        let r = secret(None, "vault-token");
+        assert_eq!(value(&m, &r, "token").await.as_deref(), Some(&b"t1"[..]));
+
+        // Rewritten in place.
+        std::fs::write(dir.join("token"), "t2").unwrap();
+        assert_eq!(value(&m, &r, "token").await.as_deref(), Some(&b"t2"[..]));
+
+        // kubelet's atomic writer: files are links into `..data`, which is
+        // swapped to a new timestamped directory.
+        std::fs::remove_file(dir.join("token")).unwrap();
+        std::fs::create_dir(dir.join("..2026_01")).unwrap();
+        std::fs::write(dir.join("..2026_01/token"), "t3").unwrap();
+        std::os::unix::fs::symlink("..2026_01", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
+        assert_eq!(value(&m, &r, "token").await.as_deref(), Some(&b"t3"[..]));
+        std::fs::create_dir(dir.join("..2026_02")).unwrap();
+        std::fs::write(dir.join("..2026_02/token"), "t4").unwrap();
+        std::os::unix::fs::symlink("..2026_02", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        assert_eq!(value(&m, &r, "token").await.as_deref(), Some(&b"t4"[..]));
+
+        // A key added, then the Secret removed.
+        std::fs::write(dir.join("extra"), "x").unwrap();
+        assert_eq!(value(&m, &r, "extra").await.as_deref(), Some(&b"x"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(m.read(&r).await.unwrap().is_none());
+
+        // Created again later; and a Secret of the tenant's namespace that
+        // appears takes precedence over the driver's own.
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("token"), "t5").unwrap();
+        let tenant = secret(Some("tenant-a"), "vault-token");
+        assert_eq!(
+            value(&m, &tenant, "token").await.as_deref(),
+            Some(&b"t5"[..])
+        );
+        std::fs::create_dir_all(root.path().join("tenant-a/vault-token")).unwrap();
+        std::fs::write(root.path().join("tenant-a/vault-token/token"), "ta").unwrap();
+        assert_eq!(
+            value(&m, &tenant, "token").await.as_deref(),
+            Some(&b"ta"[..])
+        );
     }
 }
