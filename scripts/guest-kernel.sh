@@ -2,14 +2,18 @@
 # Prepares a guest kernel for the dm-crypt tests: Debian's linux-image
 # (downloaded, unpacked, never installed), its uncompressed vmlinux, and an
 # initramfs with static busybox and the modules for loop devices, dm-crypt,
-# ext4 and virtio-9p. The init script mounts the host's /usr and the repo
-# over 9p and runs /run-in-guest.sh from the repo share.
+# ext4, virtio-9p and virtio-net. The init script brings up loopback and
+# QEMU's user network (10.0.2.15, the host's loopback at 10.0.2.2), mounts
+# the host's /usr and the repo over 9p and runs /run-in-guest.sh from the
+# repo share.
 #
 # usage: scripts/guest-kernel.sh OUT_DIR    (idempotent; reuses OUT_DIR)
 set -eu
 out=$(realpath -m "$1")
 mkdir -p "$out"
-if [ -s "$out/vmlinux" ] && [ -s "$out/initrd.cpio.gz" ]; then
+# Bump when the initramfs changes, so prepared kernels are rebuilt.
+version=2
+if [ -s "$out/vmlinux" ] && [ -s "$out/initrd.cpio.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
     exit 0
 fi
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing (apt-get install qemu-system-x86)" >&2; exit 3; }
@@ -58,7 +62,7 @@ byname = {os.path.basename(k).split('.ko')[0].replace('-', '_'): k for k in deps
 want = ['loop', 'dm_mod', 'dm_crypt', 'xts', 'ecb', 'cbc', 'aes_generic', 'aesni_intel',
         'crc32c_generic', 'crc32c_intel', 'ext4', 'virtio_pci', 'virtio_ring', 'virtio',
         'netfs', '9pnet', '9pnet_virtio', '9p', 'af_alg', 'algif_skcipher', 'algif_hash',
-        'sha256_generic', 'xxhash_generic']
+        'sha256_generic', 'xxhash_generic', 'virtio_net']
 order, seen = [], set()
 def add(path):
     if path in seen: return
@@ -82,6 +86,11 @@ $B mount -t devtmpfs dev /dev
 $B mount -t tmpfs tmp /tmp
 $B mount -t tmpfs run /run
 for m in $($B cat /lib/modules/order); do $B insmod /lib/modules/$m 2>/dev/null; done
+$B ip link set lo up
+if $B ip link set eth0 up 2>/dev/null; then
+    $B ip addr add 10.0.2.15/24 dev eth0
+    $B ip route add default via 10.0.2.2
+fi
 $B mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro usr /usr
 # Host-built dynamic binaries find their loader and libraries under /usr.
 $B ln -s usr/lib64 /lib64
@@ -98,4 +107,5 @@ INIT
 chmod +x root/init
 (cd root && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) > initrd.cpio.gz
 rm -rf pkg root
+echo "$version" > version
 echo "guest kernel $kver ready in $out"

@@ -7,6 +7,10 @@
 //! same test binary's `guest_lifecycle` through the CSI socket: create →
 //! stage (format, open, mkfs, mount) → write → unstage → stage again → read
 //! back → rotate key online → expand online → wrong key refused → delete.
+//! With OpenBao installed, the same guest also runs `guest_vault_lifecycle`:
+//! the encrypted lifecycle with `encryptionKMSID` pointing at a `vault`
+//! kmsID, its key kept in the host's OpenBao (reached through QEMU's user
+//! network, where 10.0.2.2 is the host's loopback).
 
 mod common;
 
@@ -19,6 +23,9 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 const PASS: &str = "GUEST-LIFECYCLE-PASS";
+const VAULT_PASS: &str = "GUEST-VAULT-LIFECYCLE-PASS";
+/// The host's loopback as QEMU's user network shows it to the guest.
+const HOST_FROM_GUEST: &str = "10.0.2.2";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,11 +56,23 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
     );
     // Compile the plugins here so the guest loads them from the shared
     // compile cache instead of compiling under emulation.
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
         let h = CsiHarness::start(&metadata_config()).await;
         h.driver.probe().await.unwrap();
         h.stop().await;
     });
+    // OpenBao on the host for the guest's vault kmsID (kept alive for the
+    // whole guest run).
+    let bao = common::openbao::require_bao("dm-crypt with a vault kmsID")
+        .map(|bin| rt.block_on(common::openbao::OpenBao::start(bin)));
+    let vault_env = match &bao {
+        Some(b) => {
+            let port = b.addr.rsplit(':').next().unwrap();
+            format!("KMSHOST_GUEST_VAULT=http://{HOST_FROM_GUEST}:{port} ")
+        }
+        None => String::new(),
+    };
 
     let work = repo.join("target/guest");
     std::fs::create_dir_all(&work).unwrap();
@@ -63,7 +82,7 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
     std::fs::write(
         work.join("run-in-guest.sh"),
         format!(
-            "cd {host}\nKMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored --exact guest_lifecycle \
+            "cd {host}\n{vault_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
              --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
             host = repo.join("host").display(),
             exe = exe.display(),
@@ -74,7 +93,8 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
     let started = Instant::now();
     let mut qemu = std::process::Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1536M"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .args(["-nographic", "-no-reboot"])
+        .args(["-nic", "user,model=virtio-net-pci"])
         .arg("-kernel")
         .arg(kernel.join("vmlinux"))
         .arg("-initrd")
@@ -115,6 +135,16 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         "guest output:\n{text}\n--- console:\n{}",
         String::from_utf8_lossy(&console.stdout)
     );
+    if let Some(bao) = &bao {
+        assert!(text.contains(VAULT_PASS), "guest output:\n{text}");
+        // The guest deleted its volume: the key is destroyed in Vault, every
+        // version and the metadata.
+        let id = kmshost::csi::volume_id_for("pvc-guest-vault");
+        let gone = rt
+            .block_on(bao.api("GET", &format!("/v1/secret/metadata/{id}"), None, None))
+            .unwrap();
+        assert_eq!(gone.0, 404, "the volume's key outlived it: {gone:?}");
+    }
 }
 
 fn fs_total(path: &Path) -> u64 {
@@ -278,4 +308,73 @@ async fn guest_lifecycle() {
     h.delete(&b).await.unwrap();
     h.stop().await;
     println!("{PASS}");
+}
+
+/// The encrypted lifecycle with a `vault` kmsID, its key stored in the
+/// host's OpenBao: create (key stored in KV) → stage (key fetched from
+/// Vault: format, open, mkfs, mount) → write → unstage → stage → read back
+/// → rotate (the new key replaces the old one in Vault) → restage with it →
+/// delete (key destroyed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_vault_lifecycle() {
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let Ok(addr) = std::env::var("KMSHOST_GUEST_VAULT") else {
+        println!("no OpenBao on the host: the vault lifecycle is not run");
+        return;
+    };
+    let mut config = metadata_config();
+    config["vault-kv"] = serde_json::json!({
+        "encryptionKMSType": "vault", "vaultAddress": addr,
+        "vaultBackendPath": "secret/", "tokenSecretName": "vault-token"
+    });
+    let h = CsiHarness::start(&config).await;
+    common::write_secret(&h.secrets, "vault-token", &[("token", b"root")]);
+    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "vault-kv")];
+    let id = h
+        .create("pvc-guest-vault", 48 * MIB, params, None)
+        .await
+        .unwrap()
+        .volume_id;
+    assert_eq!(id, kmshost::csi::volume_id_for("pvc-guest-vault"));
+    let key_id = KeyId::new(id.clone()).unwrap();
+    assert_eq!(
+        h.record(&id).unwrap().encryption.unwrap().key,
+        KeyHolding::Stored
+    );
+    let first = h.driver.kms().get("vault-kv", &key_id).await.unwrap();
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let staging = h.path("staging");
+
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(mapper.exists(), "dm-crypt mapping open");
+    assert_eq!(blkid_type(&h.image(&id)).as_deref(), Some("crypto_LUKS"));
+    std::fs::write(staging.join("data.txt"), b"kept under a Vault key").unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    assert!(!mapper.exists());
+
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read(staging.join("data.txt")).unwrap(),
+        b"kept under a Vault key"
+    );
+    h.rotate(&id).await.unwrap();
+    let second = h.driver.kms().get("vault-kv", &key_id).await.unwrap();
+    assert_ne!(first, second, "rotation stored a new key in Vault");
+    h.unstage(&id, &staging).await.unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read(staging.join("data.txt")).unwrap(),
+        b"kept under a Vault key"
+    );
+    h.unstage(&id, &staging).await.unwrap();
+
+    h.delete(&id).await.unwrap();
+    let e = h.driver.kms().get("vault-kv", &key_id).await.unwrap_err();
+    assert!(matches!(e, kmshost::kms::KmsError::NotFound { .. }), "{e}");
+    h.stop().await;
+    println!("{VAULT_PASS}");
 }
