@@ -61,15 +61,27 @@ pub fn get(cfg: &VaultConfig, key_id: &str) -> Result<Vec<u8>> {
         )));
     }
     let resp = check(resp, &what)?;
-    let v: serde_json::Value = resp.json()?;
-    let data = match cfg.kv {
-        KvVersion::V1 => &v["data"]["data"],
-        KvVersion::V2 => &v["data"]["data"]["data"],
+    // Typed, so only the passphrase is kept (serde skips the rest).
+    #[derive(serde::Deserialize)]
+    struct Data<T> {
+        data: Option<T>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        passphrase: Option<String>,
+    }
+    let stored = match cfg.kv {
+        KvVersion::V1 => resp.json::<Data<Data<Stored>>>()?.data.and_then(|d| d.data),
+        KvVersion::V2 => resp
+            .json::<Data<Data<Data<Stored>>>>()?
+            .data
+            .and_then(|d| d.data)
+            .and_then(|d| d.data),
     };
-    let pass = data["passphrase"].as_str().ok_or_else(|| {
+    let pass = stored.and_then(|s| s.passphrase).ok_or_else(|| {
         KmsError::Integrity(format!("{what}: no passphrase in the stored secret"))
     })?;
-    Ok(pass.as_bytes().to_vec())
+    Ok(pass.into_bytes())
 }
 
 /// Stores `key` for `key_id`, replacing any previous value.

@@ -85,11 +85,17 @@ fn key_error(cfg: &VaultConfig, e: KmsError) -> KmsError {
 pub fn wrap(cfg: &VaultConfig, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
     let (mount, key) = transit(cfg)?;
     let path = format!("/v1/{mount}/encrypt/{key}");
+    #[derive(serde::Serialize)]
+    struct Encrypt<'a> {
+        plaintext: &'a str,
+        context: &'a str,
+    }
+    let plaintext = Zeroizing::new(b64_encode(plaintext));
     let body = Zeroizing::new(
-        serde_json::to_vec(&serde_json::json!({
-            "plaintext": b64_encode(plaintext),
-            "context": b64_encode(key_id.as_bytes()),
-        }))
+        serde_json::to_vec(&Encrypt {
+            plaintext: &plaintext,
+            context: &b64_encode(key_id.as_bytes()),
+        })
         .map_err(|_| KmsError::Other("cannot encode".into()))?,
     );
     let resp = send(cfg, || {
@@ -99,11 +105,20 @@ pub fn wrap(cfg: &VaultConfig, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>
     })?;
     let resp =
         check(resp, &format!("encrypting with {mount}/{key}")).map_err(|e| key_error(cfg, e))?;
-    let v: serde_json::Value = resp.json()?;
-    let ct = v["data"]["ciphertext"]
-        .as_str()
+    #[derive(serde::Deserialize)]
+    struct Encrypted {
+        data: Option<Ciphertext>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ciphertext {
+        ciphertext: Option<String>,
+    }
+    let v: Encrypted = resp.json()?;
+    let ct = v
+        .data
+        .and_then(|d| d.ciphertext)
         .ok_or_else(|| KmsError::Other("Transit returned no ciphertext".into()))?;
-    Ok(ct.as_bytes().to_vec())
+    Ok(ct.into_bytes())
 }
 
 /// Decrypts a `vault:vN:…` blob for `key_id`.
