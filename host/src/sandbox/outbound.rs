@@ -83,6 +83,25 @@ impl Outbound {
         connect
     }
 
+    /// The declared `content-length` when it exceeds the kmsID's response
+    /// cap (recorded in `events`); `None` if it fits or is not declared.
+    fn declared_too_large(
+        &self,
+        headers: &http::HeaderMap,
+        events: &Mutex<Vec<String>>,
+    ) -> Option<u64> {
+        let limit = self.max_response_bytes;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n > limit as u64)?;
+        events.lock().unwrap().push(format!(
+            "response body of {declared} bytes exceeds the limit of {limit}"
+        ));
+        Some(declared)
+    }
+
     /// `kmshost:plugin/outbound-http.send`: the whole exchange in one host
     /// call, under the same allow-list, TLS settings and response cap as the
     /// `wasi:http` hook, on the same keep-alive connections.
@@ -144,28 +163,25 @@ impl Outbound {
             }
         })?;
         let limit = self.max_response_bytes;
-        let too_large = |events: &Mutex<Vec<String>>| {
-            events
-                .lock()
-                .unwrap()
-                .push(format!("response body exceeds the limit of {limit} bytes"));
+        let too_large = || {
             WitError::Other(format!(
                 "response from {shown} exceeds the host's size limit"
             ))
         };
-        let declared = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large(events));
+        if self.declared_too_large(resp.headers(), events).is_some() {
+            return Err(too_large());
         }
         let (parts, incoming) = resp.into_parts();
         let body = net::read_body_limited(incoming, limit)
             .await
             .map_err(|e| WitError::Unavailable(format!("reading the response from {shown}: {e}")))?
-            .ok_or_else(|| too_large(events))?;
+            .ok_or_else(|| {
+                events
+                    .lock()
+                    .unwrap()
+                    .push(format!("response body exceeds the limit of {limit} bytes"));
+                too_large()
+            })?;
         Ok(HttpResponse {
             status: parts.status.as_u16(),
             headers: parts
@@ -268,17 +284,8 @@ impl WasiHttpHooks for OutboundHooks {
                     map_net_error(&e)
                 })?;
             let limit = policy.max_response_bytes;
-            let declared = resp
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit as u64) {
-                events.lock().unwrap().push(format!(
-                    "response body of {} bytes exceeds the limit of {limit}",
-                    declared.unwrap_or(0)
-                ));
-                return Err(Error::HttpResponseBodySize(declared));
+            if let Some(declared) = policy.declared_too_large(resp.headers(), &events) {
+                return Err(Error::HttpResponseBodySize(Some(declared)));
             }
             let (parts, incoming) = resp.into_parts();
             let capped = CappedBody {
