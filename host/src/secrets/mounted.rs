@@ -25,7 +25,7 @@ pub struct MountedSecrets {
 /// Secrets read, each with the watcher generation it is valid for.
 #[derive(Debug, Default)]
 struct Cache {
-    watcher: OnceLock<Option<Arc<DirWatcher>>>,
+    watcher: OnceLock<Option<DirWatcher>>,
     entries: Mutex<HashMap<SecretRef, (u64, Option<SecretData>)>>,
     disk_reads: std::sync::atomic::AtomicU64,
 }
@@ -39,7 +39,7 @@ impl MountedSecrets {
         }
     }
 
-    fn watcher(&self) -> Option<&Arc<DirWatcher>> {
+    fn watcher(&self) -> Option<&DirWatcher> {
         self.cache.watcher.get_or_init(DirWatcher::start).as_ref()
     }
 
@@ -50,23 +50,27 @@ impl MountedSecrets {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn read_now(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError> {
+    /// Reads the Secret from `dir`, where [`Self::dir_for`] found it.
+    fn read_at(
+        &self,
+        dir: Option<&Path>,
+        secret: &SecretRef,
+    ) -> Result<Option<SecretData>, SecretError> {
         self.cache
             .disk_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match self.dir_for(secret) {
-            None => Ok(None),
-            Some(dir) => read_dir(&dir, secret).map(Some),
-        }
+        dir.map(|d| read_dir(d, secret)).transpose()
     }
 
+    /// The Secret's directory: `<namespace>/<name>` if it exists, else
+    /// `<name>`; `None` if neither exists or a name could leave the root.
     fn dir_for(&self, secret: &SecretRef) -> Option<PathBuf> {
-        // Names are validated as DNS names by the config layer; check again
-        // so a reference can never walk out of the root.
-        let ok = |s: &str| {
-            !s.is_empty() && !s.contains('/') && !s.contains('\\') && s != "." && s != ".."
-        };
-        if !ok(&secret.name) || secret.namespace.as_deref().is_some_and(|n| !ok(n)) {
+        if !is_plain_name(&secret.name)
+            || secret
+                .namespace
+                .as_deref()
+                .is_some_and(|n| !is_plain_name(n))
+        {
             return None;
         }
         if let Some(ns) = &secret.namespace {
@@ -78,6 +82,12 @@ impl MountedSecrets {
         let p = self.root.join(&secret.name);
         p.is_dir().then_some(p)
     }
+}
+
+/// Names are validated as DNS names by the config layer; checked again so a
+/// reference can never walk out of the root.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.contains('\\') && s != "." && s != ".."
 }
 
 fn read_dir(dir: &Path, secret: &SecretRef) -> Result<SecretData, SecretError> {
@@ -106,7 +116,7 @@ fn read_dir(dir: &Path, secret: &SecretRef) -> Result<SecretData, SecretError> {
 impl SecretSource for MountedSecrets {
     async fn read(&self, secret: &SecretRef) -> Result<Option<SecretData>, SecretError> {
         let Some(watcher) = self.watcher() else {
-            return self.read_now(secret);
+            return self.read_at(self.dir_for(secret).as_deref(), secret);
         };
         if let Some((generation, data)) = self.cache.entries.lock().unwrap().get(secret)
             && *generation == watcher.generation()
@@ -117,17 +127,18 @@ impl SecretSource for MountedSecrets {
         // reading, and note the generation in between: a change from here
         // on makes the entry stale.
         let mut watched = watcher.watch(&self.root);
-        if let Some(ns) = &secret.namespace {
+        if let Some(ns) = secret.namespace.as_deref().filter(|n| is_plain_name(n)) {
             let ns_dir = self.root.join(ns);
             if ns_dir.is_dir() {
                 watched &= watcher.watch(&ns_dir);
             }
         }
-        if let Some(dir) = self.dir_for(secret) {
-            watched &= watcher.watch(&dir);
+        let dir = self.dir_for(secret);
+        if let Some(dir) = &dir {
+            watched &= watcher.watch(dir);
         }
         let generation = watcher.generation();
-        let data = self.read_now(secret)?;
+        let data = self.read_at(dir.as_deref(), secret)?;
         if watched {
             self.cache
                 .entries

@@ -17,8 +17,8 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// What is watched: creation, removal, renames, writes and attribute
 /// changes of the directory's entries, and of the directory itself.
@@ -44,7 +44,7 @@ pub struct DirWatcher {
 impl DirWatcher {
     /// A watcher; `None` when inotify is unavailable here (then callers
     /// must not cache).
-    pub fn start() -> Option<Arc<DirWatcher>> {
+    pub fn start() -> Option<DirWatcher> {
         // SAFETY: plain syscall; the returned descriptor is owned below.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
         if fd < 0 {
@@ -56,12 +56,11 @@ impl DirWatcher {
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let watcher = Arc::new(DirWatcher {
+        Some(DirWatcher {
             fd,
             generation: AtomicU64::new(0),
             watches: Mutex::default(),
-        });
-        Some(watcher)
+        })
     }
 
     /// The number of changes seen so far, including every change whose
@@ -103,15 +102,15 @@ impl DirWatcher {
         true
     }
 
-    /// Reads whatever events are queued; returns how many there were.
-    fn drain(&self, w: &mut (HashMap<i32, PathBuf>, HashMap<PathBuf, i32>)) -> usize {
+    /// Reads whatever events are queued, bumping the generation if there
+    /// were any.
+    fn drain(&self, w: &mut (HashMap<i32, PathBuf>, HashMap<PathBuf, i32>)) {
         let mut buf = [0u8; 4096];
-        let mut seen = 0;
         loop {
             // SAFETY: reading into a local buffer of the given length.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
-                return seen;
+                return;
             }
             let n = n as usize;
             let header = std::mem::size_of::<libc::inotify_event>();
@@ -129,7 +128,6 @@ impl DirWatcher {
                     }
                 }
                 off += header + ev.len as usize;
-                seen += 1;
             }
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
