@@ -35,22 +35,9 @@ pub const VAULT_TENANT_KEYS: &[&str] = &[
     "vaultCAVerify",
 ];
 
-/// The options a tenant may set for `vaulttenantsa`: those of
-/// `vaulttokens` plus the service account and Kubernetes-auth settings.
-pub const VAULT_TENANT_SA_KEYS: &[&str] = &[
-    "vaultAddress",
-    "vaultBackend",
-    "vaultBackendPath",
-    "vaultAuthNamespace",
-    "vaultNamespace",
-    "vaultDestroyKeys",
-    "vaultTLSServerName",
-    "vaultCAFromSecret",
-    "vaultCAVerify",
-    "tenantSAName",
-    "vaultAuthPath",
-    "vaultRole",
-];
+/// The options a tenant may set for `vaulttenantsa` on top of
+/// [`VAULT_TENANT_KEYS`]: the service account and Kubernetes-auth settings.
+pub const VAULT_TENANT_SA_EXTRA_KEYS: &[&str] = &["tenantSAName", "vaultAuthPath", "vaultRole"];
 
 /// Default tenant service account (`tenantSAName`).
 pub const DEFAULT_TENANT_SA: &str = "ceph-csi-vault-sa";
@@ -141,11 +128,12 @@ impl KmsTable {
             }
             "vaulttokens" | "vaulttenantsa" => {
                 let sa_mode = base.kms_type == "vaulttenantsa";
-                let allowed = if sa_mode {
-                    VAULT_TENANT_SA_KEYS
+                let extra: &[&str] = if sa_mode {
+                    VAULT_TENANT_SA_EXTRA_KEYS
                 } else {
-                    VAULT_TENANT_KEYS
+                    &[]
                 };
+                let allowed: Vec<&str> = VAULT_TENANT_KEYS.iter().chain(extra).copied().collect();
                 let tenants = obj.remove("tenants");
                 let from_config = obj
                     .get("tenantConfigName")
@@ -279,6 +267,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // The service-account settings are `vaulttenantsa`'s only.
+        let sa: BTreeMap<String, String> = [("vaultRole".to_string(), "admin".to_string())].into();
+        assert!(matches!(
+            t.tenant_entry("vt", "team-b", Some(&sa)),
+            Err(KmsError::InvalidConfig { .. })
+        ));
         assert!(t.tenant_entry("vt", "../x", None).is_err());
     }
 
