@@ -265,15 +265,11 @@ fn service_account_jwt() -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kubernetes_auth_logs_in_once_for_many_operations() {
-    let Some(bin) = require_bao("kubernetes_auth") else {
-        return;
-    };
-    let bao = OpenBao::start(bin).await;
-    let jwt = service_account_jwt();
-    let apiserver =
-        TestServer::start("127.0.0.1:0", token_review("reviewer-jwt", jwt.clone())).await;
+/// Enables OpenBao's Kubernetes auth against `apiserver` (which reviews
+/// tokens with the reviewer JWT `reviewer-jwt`) and binds the role
+/// `csi-kubernetes` to the service account `namespace/sa`, with a policy
+/// `policy` allowing read and write on `secret/*`.
+async fn kubernetes_auth(bao: &OpenBao, apiserver: &str, namespace: &str, sa: &str, policy: &str) {
     let pki = common::http::test_pki();
     bao.ok(
         "POST",
@@ -285,24 +281,36 @@ async fn kubernetes_auth_logs_in_once_for_many_operations() {
         "POST",
         "/v1/auth/kubernetes/config",
         Some(
-            json!({"kubernetes_host": apiserver.url(), "kubernetes_ca_cert": pki.ca_pem,
+            json!({"kubernetes_host": apiserver, "kubernetes_ca_cert": pki.ca_pem,
                     "token_reviewer_jwt": "reviewer-jwt", "disable_local_ca_jwt": true}),
         ),
     )
     .await;
     bao.ok(
         "PUT",
-        "/v1/sys/policies/acl/kmshost",
+        &format!("/v1/sys/policies/acl/{policy}"),
         Some(json!({"policy": "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\"] }"})),
     )
     .await;
     bao.ok(
         "POST",
         "/v1/auth/kubernetes/role/csi-kubernetes",
-        Some(json!({"bound_service_account_names": ["kmshost"], "bound_service_account_namespaces": ["kmshost"],
-                    "token_policies": ["kmshost"], "ttl": "1h"})),
+        Some(json!({"bound_service_account_names": [sa], "bound_service_account_namespaces": [namespace],
+                    "token_policies": [policy], "ttl": "1h"})),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_auth_logs_in_once_for_many_operations() {
+    let Some(bin) = require_bao("kubernetes_auth") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    let jwt = service_account_jwt();
+    let apiserver =
+        TestServer::start("127.0.0.1:0", token_review("reviewer-jwt", jwt.clone())).await;
+    kubernetes_auth(&bao, &apiserver.url(), "kmshost", "kmshost", "kmshost").await;
 
     let dir = tempfile::tempdir().unwrap();
     let sa_token = dir.path().join("sa-token");
@@ -563,34 +571,12 @@ async fn vaulttenantsa_logs_in_as_the_tenants_service_account() {
         }),
     )
     .await;
-    let pki = common::http::test_pki();
-    bao.ok(
-        "POST",
-        "/v1/sys/auth/kubernetes",
-        Some(json!({"type": "kubernetes"})),
-    )
-    .await;
-    bao.ok(
-        "POST",
-        "/v1/auth/kubernetes/config",
-        Some(
-            json!({"kubernetes_host": apiserver.url(), "kubernetes_ca_cert": pki.ca_pem,
-                    "token_reviewer_jwt": "reviewer-jwt", "disable_local_ca_jwt": true}),
-        ),
-    )
-    .await;
-    bao.ok(
-        "PUT",
-        "/v1/sys/policies/acl/team-a",
-        Some(json!({"policy": "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\"] }"})),
-    )
-    .await;
-    bao.ok(
-        "POST",
-        "/v1/auth/kubernetes/role/csi-kubernetes",
-        Some(json!({"bound_service_account_names": ["ceph-csi-vault-sa"],
-                    "bound_service_account_namespaces": ["team-a"],
-                    "token_policies": ["team-a"], "ttl": "1h"})),
+    kubernetes_auth(
+        &bao,
+        &apiserver.url(),
+        "team-a",
+        "ceph-csi-vault-sa",
+        "team-a",
     )
     .await;
 
