@@ -9,6 +9,7 @@
 pub mod capability;
 pub mod config;
 pub mod csi;
+pub mod deadline;
 pub mod demo;
 pub mod host_setup;
 pub mod inspect;

@@ -137,7 +137,7 @@ impl Pool {
             Some(s) => s,
             None => connect::<PoolBody>(target, conn).await?,
         };
-        let resp = tokio::time::timeout(conn.first_byte_timeout, sender.send_request(req))
+        let resp = crate::deadline::timeout(conn.first_byte_timeout, sender.send_request(req))
             .await
             .map_err(|_| NetError::Timeout(key.clone()))?
             .map_err(|source| NetError::Http {
@@ -171,7 +171,7 @@ where
         Host::V4(a) => format!("{a}:{}", target.port),
         Host::V6(a) => format!("[{a}]:{}", target.port),
     };
-    let tcp = tokio::time::timeout(conn.connect_timeout, TcpStream::connect(&addr))
+    let tcp = crate::deadline::timeout(conn.connect_timeout, TcpStream::connect(&addr))
         .await
         .map_err(|_| NetError::Timeout(t.clone()))?
         .map_err(|source| NetError::Connect {
@@ -195,7 +195,7 @@ where
                     (None, Host::V4(a)) => ServerName::IpAddress((*a).into()),
                     (None, Host::V6(a)) => ServerName::IpAddress((*a).into()),
                 };
-            let s = tokio::time::timeout(
+            let s = crate::deadline::timeout(
                 conn.connect_timeout,
                 tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
             )

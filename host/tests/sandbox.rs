@@ -10,6 +10,7 @@ use kmshost::kms::{KeyId, Kms, KmsError, SandboxCause, SecretBytes};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 
@@ -277,6 +278,9 @@ mod http_probe {
             Arc::new(|r| match r.path.as_str() {
                 "/big" => Reply::ok(vec![b'x'; 300_000]),
                 "/big-chunked" => Reply::Chunked(200, vec![vec![b'y'; 100_000]; 3]),
+                "/slow" => Reply::Delayed(Duration::from_millis(200), Box::new(Reply::ok("late"))),
+                "/silent" => Reply::Delayed(Duration::from_secs(600), Box::new(Reply::ok("never"))),
+                "/stalled" => Reply::Stalled(200, b"half".to_vec()),
                 p if p.starts_with("/redirect/") => Reply::Full(
                     302,
                     vec![(
@@ -289,6 +293,103 @@ mod http_probe {
             }),
         )
         .await
+    }
+
+    /// Fails the test, rather than hanging it, if no deadline fires.
+    async fn guard<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("no deadline fired within 30 s")
+    }
+
+    /// A server that answers slowly, within the kmsID's timeout.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn network_deadline_obeyed() {
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": srv.url(), "kmshostTimeoutMs": "5000"}),
+                dir.path(),
+            );
+            let out = wrap(&kms, "k", &probe(&format!("{}/slow", srv.url()), via))
+                .await
+                .unwrap();
+            assert_eq!(status_body(&out), (200, b"late".to_vec()), "via {via}");
+        }
+    }
+
+    /// A server that sends its head and then stalls mid-body: no request
+    /// timeout covers the body, so the call's deadline ends it (the plugin
+    /// is parked in the host, not running, so the epoch cannot).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn network_deadline_violated() {
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": srv.url(), "kmshostTimeoutMs": "300"}),
+                dir.path(),
+            );
+            let t = Instant::now();
+            let err = guard(wrap(
+                &kms,
+                "k",
+                &probe(&format!("{}/stalled", srv.url()), via),
+            ))
+            .await
+            .unwrap_err();
+            assert_eq!(
+                cause(&err),
+                &SandboxCause::Deadline(300),
+                "via {via}: {err}"
+            );
+            assert!(err.is_retryable());
+            let took = t.elapsed();
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+                "via {via}: took {took:?}"
+            );
+            let out = wrap(&kms, "k", &probe(&format!("{}/ok", srv.url()), via))
+                .await
+                .unwrap();
+            assert_eq!(
+                status_body(&out),
+                (200, b"hello".to_vec()),
+                "host keeps serving"
+            );
+        }
+    }
+
+    /// A plugin's own request timeout, shorter than the kmsID's, is kept:
+    /// a silent server is given up on after it, and the plugin gets to
+    /// handle the failure (a retryable error, not a killed instance).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn request_timeout_obeyed() {
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = server().await;
+            let kms = guest_kms(
+                HTTP_PROBE,
+                json!({"allowedHosts": srv.url(), "kmshostTimeoutMs": "20000"}),
+                dir.path(),
+            );
+            let spec =
+                json!({"url": format!("{}/silent", srv.url()), "via": via, "timeout_secs": 1});
+            let t = Instant::now();
+            let err = guard(wrap(&kms, "k", &spec.to_string())).await.unwrap_err();
+            let took = t.elapsed();
+            assert!(
+                matches!(err, KmsError::Unavailable { .. }),
+                "via {via}: {err}"
+            );
+            assert!(
+                took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+                "via {via}: took {took:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -376,7 +477,7 @@ mod http_probe {
             let srv = server().await;
             let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": srv.url()}), dir.path());
             let spec = json!({"url": format!("{}/ok", srv.url()), "headers": [["host", "evil.example.com"]], "via": via});
-            let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
+            let err = guard(wrap(&kms, "k", &spec.to_string())).await.unwrap_err();
             assert!(
                 err.to_string().to_lowercase().contains("forbidden"),
                 "{err}"
@@ -415,7 +516,7 @@ mod http_probe {
             assert_eq!(status_body(&out).0, 302);
             // A plugin that follows it itself meets the allow-list again.
             let spec = json!({"url": url, "follow": true, "via": via});
-            let err = wrap(&kms, "k", &spec.to_string()).await.unwrap_err();
+            let err = guard(wrap(&kms, "k", &spec.to_string())).await.unwrap_err();
             assert!(matches!(err, KmsError::Denied { .. }), "{err}");
             assert_eq!(other.count(), 0, "the redirect target was contacted");
         }

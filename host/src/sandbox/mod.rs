@@ -24,7 +24,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the engine's epoch advances: the granularity of deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub const EPOCH_TICK: Duration = crate::deadline::TICK;
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -160,21 +160,23 @@ impl Sandbox {
             None => None,
         };
 
+        // The engine's epoch advances on the process's one ticking thread
+        // (which also fires call deadlines) until this sandbox is dropped.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let weak = engine.weak();
         let stop2 = stop.clone();
-        std::thread::Builder::new()
-            .name("kmshost-epoch".into())
-            .spawn(move || {
-                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => break,
-                    }
+        crate::deadline::on_tick(move || {
+            if stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                return false;
+            }
+            match weak.upgrade() {
+                Some(e) => {
+                    e.increment_epoch();
+                    true
                 }
-            })
-            .map_err(SandboxError::Cache)?;
+                None => false,
+            }
+        });
 
         Ok(Arc::new(Sandbox {
             engine,

@@ -227,7 +227,7 @@ impl PluginRuntime {
         let mut store = Store::new(self.sandbox.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.deadline_ticks());
-        let started = tokio::time::timeout(self.limits.timeout, async {
+        let started = crate::deadline::timeout(self.limits.timeout, async {
             let bindings = self.plugin.pre.instantiate_async(&mut store).await?;
             let configured = bindings
                 .kmshost_plugin_provider()
@@ -260,7 +260,7 @@ impl PluginRuntime {
     pub async fn info(&self) -> Result<PluginInfo, KmsError> {
         let mut w = self.take_or_instantiate().await?;
         w.store.set_epoch_deadline(self.deadline_ticks());
-        let r = tokio::time::timeout(
+        let r = crate::deadline::timeout(
             self.limits.timeout,
             w.bindings.kmshost_plugin_provider().call_info(&mut w.store),
         )
@@ -314,7 +314,7 @@ impl PluginRuntime {
             data.hooks.take_events();
         }
         w.store.set_epoch_deadline(self.deadline_ticks());
-        let result = tokio::time::timeout(self.limits.timeout, invoke(&mut w, op)).await;
+        let result = crate::deadline::timeout(self.limits.timeout, invoke(&mut w, op)).await;
         self.flush_output(&w.store);
         let mut denials = std::mem::take(&mut w.store.data_mut().denials);
         denials.extend(w.store.data().hooks.take_events());

@@ -35,6 +35,11 @@ pub enum Reply {
     Full(u16, Vec<(String, String)>, Vec<u8>),
     /// A chunked body (no content-length).
     Chunked(u16, Vec<Vec<u8>>),
+    /// The reply, after a pause.
+    Delayed(std::time::Duration, Box<Reply>),
+    /// The head and a first chunk, then nothing more, ever: a server
+    /// stalled mid-body.
+    Stalled(u16, Vec<u8>),
 }
 
 impl Reply {
@@ -141,9 +146,26 @@ impl TestServer {
                                     headers,
                                     body,
                                 };
-                                let reply = handler(&rec);
+                                let mut reply = handler(&rec);
                                 reqs.lock().unwrap().push(rec);
+                                while let Reply::Delayed(pause, inner) = reply {
+                                    tokio::time::sleep(pause).await;
+                                    reply = *inner;
+                                }
                                 let resp = match reply {
+                                    Reply::Delayed(..) => unreachable!("unwrapped above"),
+                                    Reply::Stalled(status, first) => {
+                                        let stream = futures::StreamExt::chain(
+                                            futures::stream::iter([Ok::<_, Infallible>(
+                                                Frame::data(Bytes::from(first)),
+                                            )]),
+                                            futures::stream::pending(),
+                                        );
+                                        hyper::Response::builder()
+                                            .status(status)
+                                            .body(StreamBody::new(stream).boxed())
+                                            .unwrap()
+                                    }
                                     Reply::Full(status, headers, body) => {
                                         let mut b = hyper::Response::builder().status(status);
                                         for (k, v) in headers {

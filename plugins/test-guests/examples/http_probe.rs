@@ -1,6 +1,6 @@
 //! Network case: `wrap(_, plaintext)` performs the request described by the
 //! plaintext (JSON `{"method","url","headers":[[name,value]],"follow":bool,
-//! "via":"kmshost"|"wasi"}`) and returns `"<status>\n<body>"`. With
+//! "via":"kmshost"|"wasi","timeout_secs":n}`) and returns `"<status>\n<body>"`. With
 //! `follow`, a 3xx answer's `location` is requested next (a plugin following
 //! a redirect itself). `via` picks the transport: `kmshost:plugin/
 //! outbound-http` (the default) or `wasi:http/outgoing-handler`.
@@ -18,6 +18,8 @@ struct Probe {
     follow: bool,
     #[serde(default)]
     via: Option<String>,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
 }
 
 fn send(spec: &[u8]) -> Result<kmshost_plugin_sdk::http::Response> {
@@ -30,6 +32,9 @@ fn send(spec: &[u8]) -> Result<kmshost_plugin_sdk::http::Response> {
     let mut req = Request::new(method, probe.url);
     for (k, v) in probe.headers {
         req = req.header(&k, v);
+    }
+    if let Some(t) = probe.timeout_secs {
+        req = req.timeout_secs(t);
     }
     let wasi = probe.via.as_deref() == Some("wasi");
     let send = |req: Request| if wasi { req.send_wasi() } else { req.send() };
