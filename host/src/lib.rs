@@ -20,3 +20,4 @@ pub mod plugins;
 pub mod sandbox;
 pub mod secrets;
 pub mod volume;
+pub mod watch;

@@ -404,3 +404,103 @@ async fn third_party_plugin_from_plugin_dir_and_sha256_pin() {
         e => panic!("{e}"),
     }
 }
+
+/// The kmsIDs of the current table, and the `secretName` of `m` if any.
+fn seen(src: &ConfigSource) -> (Vec<String>, Option<String>) {
+    let t = src.load().unwrap();
+    let ids = t.iter().map(|(id, _)| id.to_string()).collect();
+    let secret = t.get("m").ok().and_then(|e| {
+        e.plugin_options
+            .iter()
+            .find(|(k, _)| k == "secretName")
+            .map(|(_, v)| v.clone())
+    });
+    (ids, secret)
+}
+
+fn metadata(secret: &str) -> String {
+    json!({"m": {"encryptionKMSType": "metadata", "secretName": secret}}).to_string()
+}
+
+#[test]
+fn unchanged_config_is_served_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, metadata("a")).unwrap();
+    let src = ConfigSource::new(&cfg, HostDefaults::default());
+    for _ in 0..20 {
+        assert_eq!(seen(&src).1.as_deref(), Some("a"));
+    }
+    assert_eq!(src.disk_reads(), 1);
+    // A change in the directory that is not the configuration costs one
+    // read, and the same table.
+    let t1 = src.load().unwrap();
+    std::fs::write(dir.path().join("other"), "x").unwrap();
+    let t2 = src.load().unwrap();
+    assert_eq!(src.disk_reads(), 2);
+    assert!(Arc::ptr_eq(&t1, &t2), "same content is not parsed again");
+}
+
+#[test]
+fn every_config_change_is_seen_by_the_next_use() {
+    // In place.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, metadata("a")).unwrap();
+    let src = ConfigSource::new(&cfg, HostDefaults::default());
+    assert_eq!(seen(&src).1.as_deref(), Some("a"));
+    std::fs::write(&cfg, metadata("b")).unwrap();
+    assert_eq!(seen(&src).1.as_deref(), Some("b"));
+
+    // kubelet's ConfigMap volume: config.json -> ..data/config.json, and an
+    // update swaps the `..data` link to a new timestamped directory.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let version = |name: &str, secret: &str| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join("config.json"), metadata(secret)).unwrap();
+    };
+    version("..2026_11_22_v1", "a");
+    std::os::unix::fs::symlink("..2026_11_22_v1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.json", d.join("config.json")).unwrap();
+    let src = ConfigSource::new(d, HostDefaults::default());
+    assert_eq!(seen(&src).1.as_deref(), Some("a"));
+    assert_eq!(seen(&src).1.as_deref(), Some("a"));
+    let reads = src.disk_reads();
+    version("..2026_11_22_v2", "b");
+    std::os::unix::fs::symlink("..2026_11_22_v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    std::fs::remove_dir_all(d.join("..2026_11_22_v1")).unwrap();
+    assert_eq!(seen(&src).1.as_deref(), Some("b"));
+    assert!(src.disk_reads() > reads);
+
+    // An admin's link to a file in another directory, edited there.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("kms.json");
+    std::fs::write(&real, metadata("a")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("config.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let src = ConfigSource::new(&link, HostDefaults::default());
+    assert_eq!(seen(&src).1.as_deref(), Some("a"));
+    std::fs::write(&real, metadata("b")).unwrap();
+    assert_eq!(seen(&src).1.as_deref(), Some("b"));
+
+    // Rook's connection-details directory: a kmsID added as a file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("one"),
+        json!({"encryptionKMSType": "metadata", "secretName": "a"}).to_string(),
+    )
+    .unwrap();
+    let src = ConfigSource::new(dir.path(), HostDefaults::default());
+    assert_eq!(seen(&src).0, vec!["one".to_string()]);
+    std::fs::write(
+        dir.path().join("two"),
+        json!({"encryptionKMSType": "metadata", "secretName": "b"}).to_string(),
+    )
+    .unwrap();
+    let mut ids = seen(&src).0;
+    ids.sort();
+    assert_eq!(ids, vec!["one".to_string(), "two".to_string()]);
+}

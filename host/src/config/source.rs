@@ -1,11 +1,15 @@
-//! Reading the configuration from disk, re-read on every use so a change to
-//! the mounted ConfigMap applies without a restart (as in ceph-csi).
+//! Reading the configuration from disk, so a change to the mounted ConfigMap
+//! applies without a restart (as in ceph-csi, which re-reads it on every
+//! use). Here it is read again only when inotify reports a change in its
+//! directory ([`crate::watch`]); the next use after any change sees it.
 
 use super::{HostDefaults, KmsTable};
 use crate::kms::KmsError;
+use crate::watch::DirWatcher;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A configuration file or a mounted ConfigMap directory.
 ///
@@ -17,7 +21,18 @@ use std::sync::{Arc, Mutex};
 pub struct ConfigSource {
     path: PathBuf,
     defaults: HostDefaults,
-    last: Mutex<Option<([u8; 32], Arc<KmsTable>)>>,
+    /// The last table read, its content hash, and the watcher generation
+    /// it is valid for (`None`: not known to be current, read again).
+    last: Mutex<Option<Loaded>>,
+    watcher: OnceLock<Option<DirWatcher>>,
+    disk_reads: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    hash: [u8; 32],
+    table: Arc<KmsTable>,
+    generation: Option<u64>,
 }
 
 impl ConfigSource {
@@ -27,6 +42,8 @@ impl ConfigSource {
             path: path.into(),
             defaults,
             last: Mutex::new(None),
+            watcher: OnceLock::new(),
+            disk_reads: AtomicU64::new(0),
         }
     }
 
@@ -36,7 +53,13 @@ impl ConfigSource {
         Ok(ConfigSource {
             path: PathBuf::new(),
             defaults,
-            last: Mutex::new(Some(([0; 32], Arc::new(table)))),
+            last: Mutex::new(Some(Loaded {
+                hash: [0; 32],
+                table: Arc::new(table),
+                generation: None,
+            })),
+            watcher: OnceLock::new(),
+            disk_reads: AtomicU64::new(0),
         })
     }
 
@@ -45,26 +68,88 @@ impl ConfigSource {
         &self.defaults
     }
 
-    /// The current table: re-read from disk, re-parsed only if the content
-    /// changed.
+    /// The directories whose changes can change what is read: the
+    /// configuration's own directory, and where its files really live when
+    /// they are symlinks elsewhere (kubelet's `..data/<file>` links; an
+    /// admin's link to a file in another directory).
+    fn directories(&self) -> Vec<PathBuf> {
+        let parent = |p: &Path| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let (dir, files) = if self.path.is_dir() {
+            let files = std::fs::read_dir(&self.path)
+                .map(|it| it.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            (self.path.clone(), files)
+        } else {
+            (parent(&self.path), vec![self.path.clone()])
+        };
+        // One watch per directory (inotify gives one descriptor per inode,
+        // so the same directory under two names must not be watched twice).
+        let mut real_dirs = vec![dir.canonicalize().unwrap_or_else(|_| dir.clone())];
+        let mut dirs = vec![dir];
+        for f in files {
+            if let Ok(real) = f.canonicalize() {
+                let d = parent(&real);
+                if !real_dirs.contains(&d) {
+                    real_dirs.push(d.clone());
+                    dirs.push(d);
+                }
+            }
+        }
+        dirs
+    }
+
+    /// How many loads read the disk rather than the table in memory.
+    pub fn disk_reads(&self) -> u64 {
+        self.disk_reads.load(Ordering::Relaxed)
+    }
+
+    /// The current table: served from memory while nothing changed in the
+    /// configuration's directory, else read again (and parsed again only if
+    /// the content changed). Without inotify, read on every use.
     pub fn load(&self) -> Result<Arc<KmsTable>, KmsError> {
         if self.path.as_os_str().is_empty() {
             let last = self.last.lock().unwrap();
-            return Ok(last.as_ref().map(|(_, t)| t.clone()).unwrap_or_default());
+            return Ok(last.as_ref().map(|l| l.table.clone()).unwrap_or_default());
         }
+        let watcher = self.watcher.get_or_init(DirWatcher::start).as_ref();
+        if let Some(w) = watcher {
+            let last = self.last.lock().unwrap();
+            if let Some(l) = last.as_ref()
+                && l.generation.is_some()
+                && l.generation == Some(w.generation())
+            {
+                return Ok(l.table.clone());
+            }
+        }
+        // Watch first, then note the generation, then read: a change from
+        // here on bumps the generation, so what is read is never served
+        // past it.
+        let generation = watcher.and_then(|w| {
+            let dirs = self.directories();
+            (!dirs.is_empty() && dirs.iter().all(|d| w.watch(d))).then(|| w.generation())
+        });
+        self.disk_reads.fetch_add(1, Ordering::Relaxed);
         let text = read_config(&self.path)?;
         let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         let mut last = self.last.lock().unwrap();
-        if let Some((h, t)) = last.as_ref()
-            && *h == hash
+        if let Some(l) = last.as_mut()
+            && l.hash == hash
         {
-            return Ok(t.clone());
+            l.generation = generation;
+            return Ok(l.table.clone());
         }
         let table = Arc::new(KmsTable::parse(&text, &self.defaults)?);
         if last.is_some() {
             tracing::info!(path = %self.path.display(), "KMS configuration changed; reloaded");
         }
-        *last = Some((hash, table.clone()));
+        *last = Some(Loaded {
+            hash,
+            table: table.clone(),
+            generation,
+        });
         Ok(table)
     }
 }

@@ -9,7 +9,6 @@
 
 mod kube;
 mod mounted;
-mod watch;
 
 pub use kube::{
     KubeApi, KubeConfigMaps, KubeSecrets, KubeServiceAccountTokens, SERVICE_ACCOUNT_TOKEN_PREFIX,

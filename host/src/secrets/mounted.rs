@@ -4,12 +4,12 @@
 //!
 //! What was read is kept in memory while inotify reports no change in the
 //! root, the namespace directory or the Secret's directory
-//! ([`super::watch`]); any change is seen on the next read, so a rotated
+//! ([`crate::watch`]); any change is seen on the next read, so a rotated
 //! token is never served late. Without inotify every read goes to disk.
 
-use super::watch::DirWatcher;
 use super::{SecretData, SecretError, SecretRef, SecretSource};
 use crate::kms::SecretBytes;
+use crate::watch::DirWatcher;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
-//! Change notification for mounted Secret directories (Linux inotify), so a
-//! Secret read once is served from memory until kubelet (or anyone) changes
-//! it — without a syscall per read and without a TTL that would delay a
-//! rotated token.
+//! Change notification for mounted directories (Linux inotify): Secrets and
+//! the KMS ConfigMap. What was read once is served from memory until kubelet
+//! (or anyone) changes it — without a syscall per read and without a TTL
+//! that would delay a rotated token or an admin's edit.
 //!
 //! The contract is deliberately coarse: any event in any watched directory
 //! bumps one generation counter. The kernel queues an event before the
