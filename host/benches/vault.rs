@@ -1,7 +1,10 @@
 //! The cost of the sandbox against a real OpenBao on loopback: the same KV
 //! get and Transit wrap through the `vault` plugin (the whole facade: config,
 //! token Secret, sandbox, `outbound-http`) and through a native Rust client
-//! (reqwest) in the same process, interleaved call by call.
+//! (reqwest) in the same process, interleaved call by call. A third client,
+//! native Rust on the host's own transport (`net::Pool::fetch`, the one
+//! `outbound-http` uses), separates the sandbox's cost from the transport's
+//! gain.
 //!
 //! Run: `cargo bench -p kmshost --bench vault` (`-- --quick` for a short
 //! run). Needs OpenBao (scripts/test.sh installs it into
@@ -11,8 +14,10 @@
 mod common;
 
 use base64::Engine as _;
+use kmshost::capability::allow_list::Target;
 use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::kms::{KeyId, Kms, SecretBytes};
+use kmshost::net::{Connect, Pool, PoolBody};
 use kmshost::sandbox::{Sandbox, SandboxConfig};
 use kmshost::secrets::MountedSecrets;
 use serde_json::json;
@@ -131,55 +136,126 @@ fn main() {
             }
         };
 
-        // Warm up both paths (connections, plugin instances, caches).
+        // Native Rust on the host's transport: what `outbound-http` does,
+        // without the sandbox around it.
+        let pool = Pool::default();
+        let target = Target::parse_url(&bao.addr).unwrap();
+        let connect = Connect {
+            tls: None,
+            server_name: None,
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(30),
+        };
+        let host_req = |method: &str, path: String, body: Vec<u8>| {
+            use http_body_util::BodyExt as _;
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", target.to_string().trim_start_matches("http://"))
+                .header("x-vault-token", "root");
+            if !body.is_empty() {
+                b = b
+                    .header("content-type", "application/json")
+                    .header("content-length", body.len());
+            }
+            let body: PoolBody = http_body_util::Full::new(bytes::Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            b.body(body).unwrap()
+        };
+        let host_get = || {
+            let req = host_req("GET", format!("/v1/secret/data/{volume}"), vec![]);
+            let (pool, target, connect) = (&pool, &target, &connect);
+            async move {
+                let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
+                v["data"]["data"]["data"]["passphrase"].as_str().unwrap().len()
+            }
+        };
+        let host_wrap = || {
+            let body = json!({"plaintext": b64.encode(pass.expose()), "context": b64.encode(volume.as_str())});
+            let req = host_req("POST", "/v1/transit/encrypt/volumes".into(), serde_json::to_vec(&body).unwrap());
+            let (pool, target, connect) = (&pool, &target, &connect);
+            async move {
+                let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
+                v["data"]["ciphertext"].as_str().unwrap().len()
+            }
+        };
+
+        // Warm up every path (connections, plugin instances, caches).
         for _ in 0..100 {
             kms.get("v", &volume).await.unwrap();
             native_get().await;
+            host_get().await;
             kms.wrap("v", &volume, &pass).await.unwrap();
             native_wrap().await;
+            host_wrap().await;
         }
         let (mut pg, mut ng, mut pw, mut nw) = (vec![], vec![], vec![], vec![]);
+        let (mut hg, mut hw) = (vec![], vec![]);
+        // Each round runs the three clients of an operation back to back,
+        // rotating which goes first, so none always follows the same one.
+        macro_rules! timed {
+            ($v:expr, $e:expr) => {{
+                let t = Instant::now();
+                std::hint::black_box($e);
+                $v.push(t.elapsed());
+            }};
+        }
         for i in 0..n {
-            // Alternate which goes first, so neither always follows the other.
-            let t = Instant::now();
-            if i % 2 == 0 {
-                kms.get("v", &volume).await.unwrap();
-                pg.push(t.elapsed());
-                let t = Instant::now();
-                std::hint::black_box(native_get().await);
-                ng.push(t.elapsed());
-            } else {
-                std::hint::black_box(native_get().await);
-                ng.push(t.elapsed());
-                let t = Instant::now();
-                kms.get("v", &volume).await.unwrap();
-                pg.push(t.elapsed());
+            for k in 0..3 {
+                match (i + k) % 3 {
+                    0 => timed!(pg, kms.get("v", &volume).await.unwrap()),
+                    1 => timed!(ng, native_get().await),
+                    _ => timed!(hg, host_get().await),
+                }
             }
-            let t = Instant::now();
-            if i % 2 == 0 {
-                kms.wrap("v", &volume, &pass).await.unwrap();
-                pw.push(t.elapsed());
-                let t = Instant::now();
-                std::hint::black_box(native_wrap().await);
-                nw.push(t.elapsed());
-            } else {
-                std::hint::black_box(native_wrap().await);
-                nw.push(t.elapsed());
-                let t = Instant::now();
-                kms.wrap("v", &volume, &pass).await.unwrap();
-                pw.push(t.elapsed());
+            for k in 0..3 {
+                match (i + k) % 3 {
+                    0 => timed!(pw, kms.wrap("v", &volume, &pass).await.unwrap()),
+                    1 => timed!(nw, native_wrap().await),
+                    _ => timed!(hw, host_wrap().await),
+                }
             }
         }
         let (rg, rw) = (median_pair_ratio(&pg, &ng), median_pair_ratio(&pw, &nw));
         let (dg, dw) = (median_pair_diff(&pg, &ng), median_pair_diff(&pw, &nw));
-        let (pg, ng, pw, nw) = (median(pg), median(ng), median(pw), median(nw));
-        println!("kmshost vault benchmark: OpenBao on loopback, {n} interleaved pairs each");
+        let (sg, sw) = (median_pair_diff(&pg, &hg), median_pair_diff(&pw, &hw));
+        let (hrg, hrw) = (median_pair_ratio(&pg, &hg), median_pair_ratio(&pw, &hw));
+        let (pg, ng, pw, nw, hg, hw) = (
+            median(pg),
+            median(ng),
+            median(pw),
+            median(nw),
+            median(hg),
+            median(hw),
+        );
+        println!("kmshost vault benchmark: OpenBao on loopback, {n} interleaved rounds");
+        println!();
+        println!("plugin vs. native reqwest (the target):");
         println!(
             "              median plugin   median native   ratio of medians   median pair ratio   median pair diff   target"
         );
         for (op, p, nat, r, d) in [("KV get", pg, ng, rg, dg), ("Transit wrap", pw, nw, rw, dw)] {
             println!(
                 "{op:<13} {:>10.1} µs   {:>10.1} µs   {:>16.3}   {r:>17.3}   {d:>13.1} µs   <= 1.05",
+                micros(p),
+                micros(nat),
+                p.as_secs_f64() / nat.as_secs_f64(),
+            );
+        }
+        println!();
+        println!("plugin vs. native Rust on the host's transport (the sandbox alone):");
+        println!(
+            "              median plugin   median native   ratio of medians   median pair ratio   median pair diff"
+        );
+        for (op, p, nat, r, d) in [
+            ("KV get", pg, hg, hrg, sg),
+            ("Transit wrap", pw, hw, hrw, sw),
+        ] {
+            println!(
+                "{op:<13} {:>10.1} µs   {:>10.1} µs   {:>16.3}   {r:>17.3}   {d:>13.1} µs",
                 micros(p),
                 micros(nat),
                 p.as_secs_f64() / nat.as_secs_f64(),

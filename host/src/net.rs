@@ -7,7 +7,10 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -26,6 +29,9 @@ pub enum NetError {
     /// Connect or first-byte timeout.
     #[error("timed out talking to {0}")]
     Timeout(String),
+    /// The connection closed before the response was complete.
+    #[error("{0} closed the connection before the response was complete")]
+    Closed(String),
     /// The TLS handshake failed (certificate, protocol).
     #[error("TLS with {target}: {source}")]
     Tls {
@@ -98,13 +104,24 @@ pub type PoolBody =
 /// Most idle connections kept per target.
 pub const MAX_IDLE_PER_TARGET: usize = 8;
 
+type Sender = hyper::client::conn::http1::SendRequest<PoolBody>;
+type Driver = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Box<dyn Stream>>, PoolBody>>>;
+
+/// An idle keep-alive connection.
+enum Idle {
+    /// Driven by whoever uses it ([`Pool::fetch`]): polled only during an
+    /// exchange, on the caller's task.
+    Inline(Sender, Driver),
+    /// Driven by a spawned task ([`Pool::send`], whose response body
+    /// streams after the call returns).
+    Spawned(Sender),
+}
+
 /// Keep-alive connections of one kmsID, per target. Never shared between
 /// kmsIDs (each has its own TLS identity and allow-list).
 #[derive(Default)]
 pub struct Pool {
-    idle: std::sync::Mutex<
-        std::collections::HashMap<String, Vec<hyper::client::conn::http1::SendRequest<PoolBody>>>,
-    >,
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Idle>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -114,7 +131,174 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// A whole response, read by [`Pool::fetch`].
+#[derive(Debug)]
+pub struct Fetched {
+    /// Status and headers.
+    pub parts: http::response::Parts,
+    /// The body; `None` if it exceeded the limit (declared or received).
+    pub body: Option<Vec<u8>>,
+}
+
+/// Whether an idle inline connection is still open: polls its driver once
+/// (it reads the server's close, if one arrived, and finishes).
+fn still_open(driver: &mut Driver) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    driver.as_mut().poll(&mut cx).is_pending()
+}
+
+/// Polls `fut` while driving the connection, on the calling task. `None`
+/// if the connection ended first (`fut` then fails or never completes).
+async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if let Some(d) = driver.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            *driver = None;
+            // The dispatcher is gone: whatever it owed `fut` is settled now.
+            return Poll::Ready(match fut.as_mut().poll(cx) {
+                Poll::Ready(v) => Some(v),
+                Poll::Pending => None,
+            });
+        }
+        if driver.is_none() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 impl Pool {
+    fn take_idle(&self, key: &str) -> Option<Idle> {
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.get_mut(key)?;
+        while let Some(c) = list.pop() {
+            match c {
+                Idle::Spawned(s) if s.is_closed() => continue,
+                Idle::Spawned(s) if !s.is_ready() => {
+                    // Still reading an earlier response: keep it, look on.
+                    let rest = Self::take_from(list);
+                    list.push(Idle::Spawned(s));
+                    return rest;
+                }
+                Idle::Inline(s, mut d) => {
+                    if still_open(&mut d) {
+                        return Some(Idle::Inline(s, d));
+                    }
+                }
+                c => return Some(c),
+            }
+        }
+        None
+    }
+
+    fn take_from(list: &mut Vec<Idle>) -> Option<Idle> {
+        let i = list.iter().position(|c| match c {
+            Idle::Spawned(s) => s.is_ready(),
+            Idle::Inline(..) => true,
+        })?;
+        Some(list.swap_remove(i))
+    }
+
+    fn put_back(&self, key: String, c: Idle) {
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push(c);
+        }
+    }
+
+    /// Sends `req` (origin-form URI) to `target` and reads the whole
+    /// response, its body up to `limit` bytes, all on the calling task: the
+    /// connection is driven here rather than by a spawned task, so the
+    /// request goes out and the response comes in without a hand-over
+    /// between threads. Reuses an idle connection when there is one.
+    pub async fn fetch(
+        &self,
+        target: &Target,
+        conn: &Connect,
+        req: http::Request<PoolBody>,
+        limit: usize,
+    ) -> Result<Fetched, NetError> {
+        let key = target.to_string();
+        let http_err = |source| NetError::Http {
+            target: key.clone(),
+            source,
+        };
+        let (mut sender, driver) = match self.take_idle(&key) {
+            Some(Idle::Inline(s, d)) => (s, d),
+            Some(Idle::Spawned(mut s)) => {
+                // A connection the `wasi:http` path set up: use it as it is.
+                let resp = crate::deadline::timeout(conn.first_byte_timeout, s.send_request(req))
+                    .await
+                    .map_err(|_| NetError::Timeout(key.clone()))?
+                    .map_err(http_err)?;
+                self.put_back(key.clone(), Idle::Spawned(s));
+                return read_whole(resp, limit).await.map_err(http_err);
+            }
+            None => connect_inline(target, conn).await?,
+        };
+        let mut driver = Some(driver);
+        let closed = || NetError::Closed(key.clone());
+        // Ready for a request (an idle connection is; a fresh one after
+        // its handshake settles).
+        driving(
+            &mut driver,
+            std::future::poll_fn(|cx| sender.poll_ready(cx)),
+        )
+        .await
+        .ok_or_else(closed)?
+        .map_err(http_err)?;
+        let resp = crate::deadline::timeout(
+            conn.first_byte_timeout,
+            driving(&mut driver, sender.send_request(req)),
+        )
+        .await
+        .map_err(|_| NetError::Timeout(key.clone()))?
+        .ok_or_else(closed)?
+        .map_err(http_err)?;
+        let (parts, mut body) = resp.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            // Not read: the connection is dropped with the rest of it.
+            return Ok(Fetched { parts, body: None });
+        }
+        let mut out = Vec::new();
+        loop {
+            let frame = match driving(&mut driver, body.frame()).await {
+                Some(Some(f)) => f.map_err(http_err)?,
+                Some(None) => break,
+                None => return Err(closed()),
+            };
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > limit {
+                    return Ok(Fetched { parts, body: None });
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        drop(body);
+        if let Some(mut d) = driver {
+            // Let the dispatcher see the response is done, then keep it
+            // unless it is closing (`connection: close`, an error).
+            if still_open(&mut d) && !sender.is_closed() {
+                self.put_back(key, Idle::Inline(sender, d));
+            }
+        }
+        Ok(Fetched {
+            parts,
+            body: Some(out),
+        })
+    }
+
     /// Sends `req` (origin-form URI) to `target`, reusing an idle connection
     /// if one is ready; the response body streams while the connection task
     /// (spawned on the current runtime) runs.
@@ -125,46 +309,61 @@ impl Pool {
         req: http::Request<PoolBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, NetError> {
         let key = target.to_string();
-        let reused = {
-            let mut idle = self.idle.lock().unwrap();
-            let list = idle.entry(key.clone()).or_default();
-            list.retain(|s| !s.is_closed());
-            list.iter()
-                .position(|s| s.is_ready())
-                .map(|i| list.swap_remove(i))
+        let mut sender = match self.take_idle(&key) {
+            Some(Idle::Spawned(s)) => s,
+            Some(Idle::Inline(s, d)) => {
+                // Hand the connection to a task of its own from now on.
+                tokio::spawn(async move {
+                    let _ = d.await;
+                });
+                s
+            }
+            None => {
+                let (s, d) = connect_inline(target, conn).await?;
+                tokio::spawn(async move {
+                    let _ = d.await;
+                });
+                s
+            }
         };
-        let mut sender = match reused {
-            Some(s) => s,
-            None => connect::<PoolBody>(target, conn).await?,
-        };
-        let resp = crate::deadline::timeout(conn.first_byte_timeout, sender.send_request(req))
-            .await
-            .map_err(|_| NetError::Timeout(key.clone()))?
-            .map_err(|source| NetError::Http {
-                target: key.clone(),
-                source,
-            })?;
+        let resp = crate::deadline::timeout(conn.first_byte_timeout, async {
+            std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
+            sender.send_request(req).await
+        })
+        .await
+        .map_err(|_| NetError::Timeout(key.clone()))?
+        .map_err(|source| NetError::Http {
+            target: key.clone(),
+            source,
+        })?;
         // Back to the pool: it becomes ready again once this response's
-        // body has been read; until then `send` skips it.
-        let mut idle = self.idle.lock().unwrap();
-        let list = idle.entry(key).or_default();
-        if list.len() < MAX_IDLE_PER_TARGET {
-            list.push(sender);
-        }
+        // body has been read; until then `take_idle` skips it.
+        self.put_back(key, Idle::Spawned(sender));
         Ok(resp)
     }
 }
 
+/// Reads a response's whole body up to `limit` bytes.
+async fn read_whole(
+    resp: http::Response<hyper::body::Incoming>,
+    limit: usize,
+) -> Result<Fetched, hyper::Error> {
+    let (parts, body) = resp.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(Fetched { parts, body: None });
+    }
+    let body = read_body_limited(body, limit).await?;
+    Ok(Fetched { parts, body })
+}
+
 /// Opens a connection (TCP, TLS for https) and performs the HTTP/1.1
-/// handshake; the connection task is spawned.
-async fn connect<B>(
-    target: &Target,
-    conn: &Connect,
-) -> Result<hyper::client::conn::http1::SendRequest<B>, NetError>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// handshake; whoever gets the driver must poll it for the connection to
+/// make progress.
+async fn connect_inline(target: &Target, conn: &Connect) -> Result<(Sender, Driver), NetError> {
     let t = target.to_string();
     let addr = match &target.host {
         Host::Name(n) => format!("{n}:{}", target.port),
@@ -214,10 +413,7 @@ where
             target: t.clone(),
             source,
         })?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    Ok((sender, Box::pin(connection)))
 }
 
 /// Reads a whole body up to `limit` bytes; `None` if it is larger.

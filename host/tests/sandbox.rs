@@ -671,11 +671,16 @@ mod http_probe {
         let kms = common::kms(&cfg, dir.path(), None);
         let spec = probe(&format!("{}/ok", srv.url()), "kmshost");
         let wasi = probe(&format!("{}/ok", srv.url()), "wasi");
+        // Both transports, in both orders, on one connection: the host
+        // drives it itself for `outbound-http`, and hands it to a task of
+        // its own once `wasi:http` (which streams the body later) used it.
+        kms.wrap("a", &key("k"), &bytes(&spec)).await.unwrap();
         kms.wrap("a", &key("k"), &bytes(&wasi)).await.unwrap();
-        for _ in 0..4 {
+        for _ in 0..3 {
             kms.wrap("a", &key("k"), &bytes(&spec)).await.unwrap();
         }
-        assert_eq!(srv.count(), 5);
+        kms.wrap("a", &key("k"), &bytes(&wasi)).await.unwrap();
+        assert_eq!(srv.count(), 6);
         assert_eq!(
             srv.connections.load(std::sync::atomic::Ordering::SeqCst),
             1,
@@ -684,5 +689,46 @@ mod http_probe {
         // Another kmsID never shares the first one's connections.
         kms.wrap("b", &key("k"), &bytes(&spec)).await.unwrap();
         assert_eq!(srv.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A server that closes idle keep-alive connections (as every server
+    /// does after its idle timeout): the next request notices before
+    /// reusing one and opens a new connection, instead of failing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn idle_connection_closed_by_the_server_is_not_reused() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nidle")
+                    .unwrap();
+                // Kept alive as far as the client knows, closed soon after.
+                std::thread::sleep(Duration::from_millis(50));
+                drop(stream);
+            }
+        });
+        for via in VIAS {
+            let dir = tempfile::tempdir().unwrap();
+            let kms = guest_kms(HTTP_PROBE, json!({"allowedHosts": url}), dir.path());
+            for _ in 0..2 {
+                let out = wrap(&kms, "k", &probe(&format!("{url}/x"), via))
+                    .await
+                    .unwrap();
+                assert_eq!(status_body(&out), (200, b"idle".to_vec()), "via {via}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }

@@ -153,7 +153,8 @@ impl Outbound {
         let request = builder.body(body).map_err(|e| invalid(e.to_string()))?;
         let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms.into()));
         let connect = self.connect_within(timeout, timeout);
-        let resp = self.pool.send(&target, &connect, request).await.map_err(|e| {
+        let limit = self.max_response_bytes;
+        let fetched = self.pool.fetch(&target, &connect, request, limit).await.map_err(|e| {
             tracing::debug!(kms_id = %self.kms_id, plugin = %self.plugin, "outbound request failed: {e}");
             match &e {
                 NetError::Tls { .. } | NetError::ServerName(_) => {
@@ -162,26 +163,22 @@ impl Outbound {
                 _ => WitError::Unavailable(format!("{shown}: {e}")),
             }
         })?;
-        let limit = self.max_response_bytes;
         let too_large = || {
             WitError::Other(format!(
                 "response from {shown} exceeds the host's size limit"
             ))
         };
-        if self.declared_too_large(resp.headers(), events).is_some() {
+        let net::Fetched { parts, body } = fetched;
+        if self.declared_too_large(&parts.headers, events).is_some() {
             return Err(too_large());
         }
-        let (parts, incoming) = resp.into_parts();
-        let body = net::read_body_limited(incoming, limit)
-            .await
-            .map_err(|e| WitError::Unavailable(format!("reading the response from {shown}: {e}")))?
-            .ok_or_else(|| {
-                events
-                    .lock()
-                    .unwrap()
-                    .push(format!("response body exceeds the limit of {limit} bytes"));
-                too_large()
-            })?;
+        let body = body.ok_or_else(|| {
+            events
+                .lock()
+                .unwrap()
+                .push(format!("response body exceeds the limit of {limit} bytes"));
+            too_large()
+        })?;
         Ok(HttpResponse {
             status: parts.status.as_u16(),
             headers: parts
@@ -231,7 +228,7 @@ fn map_net_error(e: &NetError) -> Error {
         NetError::Tls { .. } if e.is_certificate_error() => Error::TlsCertificateError,
         NetError::Tls { .. } => Error::TlsProtocolError,
         NetError::ServerName(_) => Error::TlsCertificateError,
-        NetError::Http { .. } => Error::HttpProtocolError,
+        NetError::Http { .. } | NetError::Closed(_) => Error::HttpProtocolError,
     }
 }
 

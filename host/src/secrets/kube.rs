@@ -160,15 +160,14 @@ impl KubeApi {
                 .boxed_unsync(),
         };
         let req = builder.body(body).map_err(|e| e.to_string())?;
-        let resp = self
+        let fetched = self
             .pool
-            .send(&self.target, &self.connect, req)
+            .fetch(&self.target, &self.connect, req, 4 << 20)
             .await
             .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = net::read_body_limited(resp.into_body(), 4 << 20)
-            .await
-            .map_err(|e| e.to_string())?
+        let status = fetched.parts.status.as_u16();
+        let body = fetched
+            .body
             .ok_or_else(|| "response larger than 4 MiB".to_string())?;
         Ok((status, body))
     }
