@@ -263,11 +263,7 @@ impl Pool {
         .ok_or_else(closed)?
         .map_err(http_err)?;
         let (parts, mut body) = resp.into_parts();
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+        if declares_more_than(&parts, limit) {
             // Not read: the connection is dropped with the rest of it.
             return Ok(Fetched { parts, body: None });
         }
@@ -343,17 +339,22 @@ impl Pool {
     }
 }
 
+/// Whether the response's `content-length` exceeds `limit`.
+fn declares_more_than(parts: &http::response::Parts, limit: usize) -> bool {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
 /// Reads a response's whole body up to `limit` bytes.
 async fn read_whole(
     resp: http::Response<hyper::body::Incoming>,
     limit: usize,
 ) -> Result<Fetched, hyper::Error> {
     let (parts, body) = resp.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declares_more_than(&parts, limit) {
         return Ok(Fetched { parts, body: None });
     }
     let body = read_body_limited(body, limit).await?;
