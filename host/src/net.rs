@@ -174,31 +174,17 @@ async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> Option<F::Ou
 }
 
 impl Pool {
+    /// An idle connection to `key` ready for a request, the most recently
+    /// used first; connections that closed meanwhile are dropped.
     fn take_idle(&self, key: &str) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap();
         let list = idle.get_mut(key)?;
-        while let Some(c) = list.pop() {
-            match c {
-                Idle::Spawned(s) if s.is_closed() => continue,
-                Idle::Spawned(s) if !s.is_ready() => {
-                    // Still reading an earlier response: keep it, look on.
-                    let rest = Self::take_from(list);
-                    list.push(Idle::Spawned(s));
-                    return rest;
-                }
-                Idle::Inline(s, mut d) => {
-                    if still_open(&mut d) {
-                        return Some(Idle::Inline(s, d));
-                    }
-                }
-                c => return Some(c),
-            }
-        }
-        None
-    }
-
-    fn take_from(list: &mut Vec<Idle>) -> Option<Idle> {
-        let i = list.iter().position(|c| match c {
+        list.retain_mut(|c| match c {
+            Idle::Spawned(s) => !s.is_closed(),
+            Idle::Inline(_, d) => still_open(d),
+        });
+        // A spawned one still reading an earlier response is not ready.
+        let i = list.iter().rposition(|c| match c {
             Idle::Spawned(s) => s.is_ready(),
             Idle::Inline(..) => true,
         })?;
@@ -232,13 +218,9 @@ impl Pool {
         };
         let (mut sender, driver) = match self.take_idle(&key) {
             Some(Idle::Inline(s, d)) => (s, d),
-            Some(Idle::Spawned(mut s)) => {
+            Some(Idle::Spawned(s)) => {
                 // A connection the `wasi:http` path set up: use it as it is.
-                let resp = crate::deadline::timeout(conn.first_byte_timeout, s.send_request(req))
-                    .await
-                    .map_err(|_| NetError::Timeout(key.clone()))?
-                    .map_err(http_err)?;
-                self.put_back(key.clone(), Idle::Spawned(s));
+                let resp = self.send_spawned(key.clone(), s, conn, req).await?;
                 return read_whole(resp, limit).await.map_err(http_err);
             }
             None => connect_inline(target, conn).await?,
@@ -305,23 +287,33 @@ impl Pool {
         req: http::Request<PoolBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, NetError> {
         let key = target.to_string();
-        let mut sender = match self.take_idle(&key) {
+        let sender = match self.take_idle(&key) {
             Some(Idle::Spawned(s)) => s,
-            Some(Idle::Inline(s, d)) => {
-                // Hand the connection to a task of its own from now on.
-                tokio::spawn(async move {
-                    let _ = d.await;
-                });
-                s
-            }
-            None => {
-                let (s, d) = connect_inline(target, conn).await?;
+            idle => {
+                let (s, d) = match idle {
+                    Some(Idle::Inline(s, d)) => (s, d),
+                    _ => connect_inline(target, conn).await?,
+                };
+                // The connection runs in a task of its own from now on.
                 tokio::spawn(async move {
                     let _ = d.await;
                 });
                 s
             }
         };
+        self.send_spawned(key, sender, conn, req).await
+    }
+
+    /// Sends `req` on a connection whose driver runs in a spawned task, and
+    /// puts it back in the pool at once: it becomes ready again once this
+    /// response's body has been read; until then `take_idle` skips it.
+    async fn send_spawned(
+        &self,
+        key: String,
+        mut sender: Sender,
+        conn: &Connect,
+        req: http::Request<PoolBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, NetError> {
         let resp = crate::deadline::timeout(conn.first_byte_timeout, async {
             std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
             sender.send_request(req).await
@@ -332,20 +324,21 @@ impl Pool {
             target: key.clone(),
             source,
         })?;
-        // Back to the pool: it becomes ready again once this response's
-        // body has been read; until then `take_idle` skips it.
         self.put_back(key, Idle::Spawned(sender));
         Ok(resp)
     }
 }
 
+/// The response's declared `content-length`, if any.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
 /// Whether the response's `content-length` exceeds `limit`.
 fn declares_more_than(parts: &http::response::Parts, limit: usize) -> bool {
-    parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > limit as u64)
+    declared_length(&parts.headers).is_some_and(|n| n > limit as u64)
 }
 
 /// Reads a response's whole body up to `limit` bytes.

@@ -91,11 +91,7 @@ impl Outbound {
         events: &Mutex<Vec<String>>,
     ) -> Option<u64> {
         let limit = self.max_response_bytes;
-        let declared = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|n| *n > limit as u64)?;
+        let declared = net::declared_length(headers).filter(|n| *n > limit as u64)?;
         events.lock().unwrap().push(format!(
             "response body of {declared} bytes exceeds the limit of {limit}"
         ));
@@ -169,16 +165,17 @@ impl Outbound {
             ))
         };
         let net::Fetched { parts, body } = fetched;
-        if self.declared_too_large(&parts.headers, events).is_some() {
+        let Some(body) = body else {
+            // Over the cap: as declared (recorded with its size), or as
+            // received.
+            if self.declared_too_large(&parts.headers, events).is_none() {
+                events
+                    .lock()
+                    .unwrap()
+                    .push(format!("response body exceeds the limit of {limit} bytes"));
+            }
             return Err(too_large());
-        }
-        let body = body.ok_or_else(|| {
-            events
-                .lock()
-                .unwrap()
-                .push(format!("response body exceeds the limit of {limit} bytes"));
-            too_large()
-        })?;
+        };
         Ok(HttpResponse {
             status: parts.status.as_u16(),
             headers: parts
