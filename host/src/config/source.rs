@@ -50,17 +50,13 @@ impl ConfigSource {
     /// A fixed in-memory configuration (tests, the demo).
     pub fn from_text(text: &str, defaults: HostDefaults) -> Result<Self, KmsError> {
         let table = KmsTable::parse(text, &defaults)?;
-        Ok(ConfigSource {
-            path: PathBuf::new(),
-            defaults,
-            last: Mutex::new(Some(Loaded {
-                hash: [0; 32],
-                table: Arc::new(table),
-                generation: None,
-            })),
-            watcher: OnceLock::new(),
-            disk_reads: AtomicU64::new(0),
-        })
+        let mut source = ConfigSource::new(PathBuf::new(), defaults);
+        *source.last.get_mut().unwrap() = Some(Loaded {
+            hash: [0; 32],
+            table: Arc::new(table),
+            generation: None,
+        });
+        Ok(source)
     }
 
     /// The host defaults.
@@ -118,7 +114,6 @@ impl ConfigSource {
         if let Some(w) = watcher {
             let last = self.last.lock().unwrap();
             if let Some(l) = last.as_ref()
-                && l.generation.is_some()
                 && l.generation == Some(w.generation())
             {
                 return Ok(l.table.clone());
@@ -129,7 +124,7 @@ impl ConfigSource {
         // past it.
         let generation = watcher.and_then(|w| {
             let dirs = self.directories();
-            (!dirs.is_empty() && dirs.iter().all(|d| w.watch(d))).then(|| w.generation())
+            dirs.iter().all(|d| w.watch(d)).then(|| w.generation())
         });
         self.disk_reads.fetch_add(1, Ordering::Relaxed);
         let text = read_config(&self.path)?;
