@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,12 @@ pub struct Elapsed;
 
 type Hook = Box<dyn FnMut() -> bool + Send>;
 
+/// Locks `m`; a panic elsewhere while it was held leaves nothing here
+/// half-updated (inserts and removals of whole entries), so go on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Registry {
     /// Armed deadlines, earliest first; the id keeps keys unique.
     armed: Mutex<BTreeMap<(Instant, u64), Waker>>,
@@ -47,7 +53,7 @@ impl Registry {
     fn tick(&self) {
         let now = Instant::now();
         let due: Vec<Waker> = {
-            let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut armed = lock(&self.armed);
             let later = armed.split_off(&(now, u64::MAX));
             std::mem::replace(&mut *armed, later)
                 .into_values()
@@ -56,10 +62,7 @@ impl Registry {
         for w in due {
             w.wake();
         }
-        self.hooks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain_mut(|h| h());
+        lock(&self.hooks).retain_mut(|h| h());
     }
 }
 
@@ -86,11 +89,7 @@ fn registry() -> &'static Registry {
 
 /// Runs `hook` on every tick until it returns `false`.
 pub fn on_tick(hook: impl FnMut() -> bool + Send + 'static) {
-    registry()
-        .hooks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Box::new(hook));
+    lock(&registry().hooks).push(Box::new(hook));
 }
 
 /// Requires `future` to finish within `limit`; like `tokio::time::timeout`
@@ -120,10 +119,7 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some((id, _)) = this.armed.take() {
-                registry()
-                    .armed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                lock(&registry().armed)
                     .remove(&(*this.at, id));
             }
         }
@@ -157,10 +153,7 @@ impl<F: Future> Future for Timeout<F> {
                     Some((id, _)) => *id,
                     None => r.next_id.fetch_add(1, Ordering::Relaxed),
                 };
-                r.armed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((*this.at, id), cx.waker().clone());
+                lock(&r.armed).insert((*this.at, id), cx.waker().clone());
                 *armed = Some((id, cx.waker().clone()));
             }
         }
