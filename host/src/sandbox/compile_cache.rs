@@ -1,45 +1,105 @@
 //! On-disk cache of compiled plugin components, so a restart does not run
 //! Cranelift again.
 //!
+//! Loading a cached artifact maps native code, so an entry is trusted only
+//! when all of these hold, and is otherwise discarded and recompiled:
+//!
+//! - the cache directory is owned by the host's effective user, is not a
+//!   symlink, and is not group- or world-writable (checked at open);
+//! - the entry is a regular file owned by that user, opened without
+//!   following symlinks, not group- or world-writable;
+//! - its HMAC-SHA256 tag verifies under the **cache key**, a 256-bit key
+//!   kept outside the cache directory (`<cache dir>.key`, mode 0600, same
+//!   ownership rules), over the engine's compatibility hash, the sha256 of
+//!   the exact wasm bytes, and the compiled code. An entry copied from
+//!   another plugin, another engine or another machine does not verify.
+//!
 //! Entries are keyed by the sha256 of the component and the engine's
-//! compatibility hash (Wasmtime version and compilation settings), written
-//! atomically with mode 0600 in a directory created 0700. Loading a cached
-//! artifact maps native code: the directory must be writable only by the
-//! host's user, which is why kmshost creates it itself and refuses one that
-//! is group- or world-writable.
+//! compatibility hash, written atomically with mode 0600 in a directory
+//! created 0700.
 
+use ring::hmac;
+use std::fs::{File, Metadata};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// A compile cache directory.
-#[derive(Debug, Clone)]
+/// Bytes of the tag at the start of every entry.
+const TAG_LEN: usize = 32;
+/// Domain separation for the tag.
+const TAG_DOMAIN: &[u8] = b"kmshost compile cache v1\0";
+
+/// A compile cache directory and its key.
+#[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for CompileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileCache")
+            .field("dir", &self.dir)
+            .field("key", &"REDACTED")
+            .finish()
+    }
+}
+
+fn refuse(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, message)
+}
+
+/// Owner is the effective user and nobody else may write.
+fn check_owned(path: &Path, meta: &Metadata, forbidden_mode: u32) -> std::io::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err(refuse(format!(
+            "{} is owned by uid {}, not by kmshost's uid {euid}",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & forbidden_mode != 0 {
+        return Err(refuse(format!(
+            "{} has mode {:o}: it must not be accessible to group or others beyond {:o}",
+            path.display(),
+            meta.mode() & 0o777,
+            0o777 & !forbidden_mode
+        )));
+    }
+    Ok(())
+}
+
+fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 impl CompileCache {
-    /// Opens (creating, mode 0700) the cache at `dir`.
+    /// Opens (creating, mode 0700) the cache at `dir`, with its key at
+    /// `<dir>.key` (created on first use).
     pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        let mode = std::fs::metadata(&dir)?.permissions().mode();
-        if mode & 0o022 != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "compile cache {} is group- or world-writable",
-                    dir.display()
-                ),
-            ));
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if !meta.is_dir() {
+            return Err(refuse(format!(
+                "compile cache {} is not a directory (symlinks are refused)",
+                dir.display()
+            )));
         }
-        Ok(CompileCache { dir })
+        check_owned(&dir, &meta, 0o022)?;
+        let key = load_or_create_key(&key_path(&dir))?;
+        Ok(CompileCache { dir, key })
     }
 
     /// The directory.
@@ -48,14 +108,53 @@ impl CompileCache {
     }
 
     fn path_for(&self, engine: &Engine, sha256: &[u8; 32]) -> PathBuf {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        self.dir
-            .join(format!("{}-{:016x}.cwasm", hex::encode(sha256), h.finish()))
+        self.dir.join(format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(sha256),
+            compat_hash(engine)
+        ))
+    }
+
+    fn tag(&self, engine: &Engine, sha256: &[u8; 32], code: &[u8]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(TAG_DOMAIN);
+        ctx.update(&compat_hash(engine).to_le_bytes());
+        ctx.update(sha256);
+        ctx.update(code);
+        ctx.sign()
+    }
+
+    /// The compiled code of a trusted entry at `path`, or why it is not.
+    fn read_entry(
+        &self,
+        engine: &Engine,
+        sha256: &[u8; 32],
+        path: &Path,
+    ) -> std::io::Result<Vec<u8>> {
+        let mut f = open_nofollow(path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(refuse(format!("{} is not a regular file", path.display())));
+        }
+        check_owned(path, &meta, 0o022)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        f.read_to_end(&mut bytes)?;
+        if bytes.len() < TAG_LEN {
+            return Err(refuse(format!("{} is truncated", path.display())));
+        }
+        let code = bytes.split_off(TAG_LEN);
+        if !constant_time_eq(self.tag(engine, sha256, &code).as_ref(), &bytes) {
+            return Err(refuse(format!(
+                "{} does not carry this host's tag for these wasm bytes",
+                path.display()
+            )));
+        }
+        Ok(code)
     }
 
     /// The compiled component for `wasm` (whose sha256 is `sha256`): from
-    /// the cache, or compiled and stored. Returns whether it was a hit.
+    /// the cache if a trusted entry exists, else compiled and stored.
+    /// Returns whether it was a hit.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
@@ -63,39 +162,126 @@ impl CompileCache {
         sha256: &[u8; 32],
     ) -> wasmtime::Result<(Component, bool)> {
         let path = self.path_for(engine, sha256);
-        if path.is_file() {
-            // SAFETY: the file was written by `precompile_component` of an
-            // engine with the same compatibility hash, into a directory only
-            // this user can write (checked in `open`).
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "dropping unusable compile cache entry: {e}");
-                    let _ = std::fs::remove_file(&path);
+        match self.read_entry(engine, sha256, &path) {
+            Ok(code) => {
+                // SAFETY: the tag proves these bytes were produced by
+                // `precompile_component` of an engine with this
+                // compatibility hash, for exactly these wasm bytes, by a
+                // holder of this host's cache key.
+                match unsafe { Component::deserialize(engine, &code) } {
+                    Ok(c) => return Ok((c, true)),
+                    Err(e) => self.discard(&path, &format!("{e:#}")),
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => self.discard(&path, &e.to_string()),
         }
         let compiled = engine.precompile_component(wasm)?;
-        if let Err(e) = write_atomic(&path, &compiled) {
+        let tag = self.tag(engine, sha256, &compiled);
+        if let Err(e) = write_atomic(&path, &[tag.as_ref(), &compiled]) {
             tracing::warn!(path = %path.display(), "cannot write compile cache entry: {e}");
         }
         // SAFETY: `compiled` was just produced by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled)? };
         Ok((component, false))
     }
+
+    fn discard(&self, path: &Path, why: &str) {
+        tracing::warn!(path = %path.display(), "discarding compile cache entry: {why}");
+        if let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), "cannot remove compile cache entry: {e}");
+        }
+    }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+/// Equality that takes the same time wherever the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn compat_hash(engine: &Engine) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.finish()
+}
+
+/// `<dir>.key`: beside the cache, never inside it.
+fn key_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    dir.with_file_name(name)
+}
+
+/// The cache key at `path`, created on first use. Created complete under a
+/// temporary name and hard-linked into place, so a concurrent opener sees
+/// either no key or the whole key.
+fn load_or_create_key(path: &Path) -> std::io::Result<hmac::Key> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    if let Err(e) = read_key(path, &mut raw) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e);
+        }
+        use rand::RngCore;
+        rand::rng().fill_bytes(&mut raw[..]);
+        let tmp = temp_beside(path);
+        write_new(&tmp, &[&raw[..]])?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path, &mut raw)?,
+            Err(e) => return Err(e),
+        }
     }
-    std::fs::rename(&tmp, path)
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &raw[..]))
+}
+
+fn read_key(path: &Path, raw: &mut [u8; 32]) -> std::io::Result<()> {
+    let mut f = open_nofollow(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() != 32 {
+        return Err(refuse(format!(
+            "compile cache key {} must be a 32-byte regular file",
+            path.display()
+        )));
+    }
+    check_owned(path, &meta, 0o077)?;
+    f.read_exact(&mut raw[..])
+}
+
+/// A fresh name beside `path` for a file written before it is renamed or
+/// linked into place.
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".tmp{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    path.with_file_name(name)
+}
+
+/// Writes `parts` to a new file (mode 0600, never through a symlink).
+fn write_new(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    for p in parts {
+        f.write_all(p)?;
+    }
+    f.sync_all()
+}
+
+fn write_atomic(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let tmp = temp_beside(path);
+    let written = write_new(&tmp, parts).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
