@@ -65,7 +65,9 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
     .map_err(|e| KmsError::Config(e.to_string()))?;
     let mut secrets = ChainedSecrets::new();
     if let Some(d) = &s.secrets_dir {
-        secrets = secrets.with(Arc::new(MountedSecrets::new(d)));
+        secrets = secrets.with(Arc::new(
+            MountedSecrets::new(d).with_own_namespace(namespace.clone()),
+        ));
     }
     secrets = secrets.with(Arc::new(ServiceAccountToken::new(
         s.service_account_token

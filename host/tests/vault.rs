@@ -632,3 +632,74 @@ async fn vaulttenantsa_logs_in_as_the_tenants_service_account() {
     // driver's own account — which this test never granted.
     assert!(kms.get("sa", &key("pvc-team-a")).await.is_err());
 }
+
+/// Tenant ConfigMaps served from memory: a fake of the API server's
+/// ConfigMap reads, for tests that need no server.
+#[derive(Debug, Default)]
+struct FakeTenantConfigMaps(
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+);
+
+#[async_trait::async_trait]
+impl kmshost::secrets::ConfigMapSource for FakeTenantConfigMaps {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, kmshost::secrets::SecretError>
+    {
+        Ok(self.0.get(&format!("{namespace}/{name}")).cloned())
+    }
+}
+
+/// A hostile tenant points its `vaulttokens` settings at its own server and
+/// has no token Secret of its own: the driver's token Secret of the same
+/// name (in the driver's namespace) is never looked up for it, so the
+/// tenant's server never sees it. With the tenant's own token, the same
+/// server gets that one (the server is reachable: the test can fail).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_never_receives_the_drivers_token() {
+    let evil = TestServer::start(
+        "127.0.0.1:0",
+        Arc::new(|_: &Recorded| Reply::json(404, json!({"errors": []}))),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(
+        dir.path(),
+        "ceph-csi-kms-token",
+        &[("token", b"driver-token-never-leaves")],
+    );
+    let tenant_cm = [(
+        "team-x/ceph-csi-kms-config".to_string(),
+        [("vaultAddress".to_string(), evil.url())].into(),
+    )];
+    let kms = common::kms(
+        &json!({"vt": {"encryptionKMSType": "vaulttokens",
+                       "vaultAddress": "https://vault.internal.example:8200"}}),
+        dir.path(),
+        None,
+    )
+    .with_config_maps(Arc::new(FakeTenantConfigMaps(tenant_cm.into())));
+    let team_x = kms.tenant(Some("team-x"));
+    let err = team_x.get("vt", &key("pvc-1")).await.unwrap_err();
+    assert!(err.to_string().contains("ceph-csi-kms-token"), "{err}");
+    let seen = |token: &str| {
+        evil.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.header("x-vault-token") == Some(token))
+    };
+    assert!(!seen("driver-token-never-leaves"));
+
+    common::write_secret(
+        &dir.path().join("team-x"),
+        "ceph-csi-kms-token",
+        &[("token", b"team-x-token")],
+    );
+    let err = team_x.get("vt", &key("pvc-1")).await.unwrap_err();
+    assert!(matches!(err, KmsError::NotFound { .. }), "{err}");
+    assert!(seen("team-x-token"));
+    assert!(!seen("driver-token-never-leaves"));
+}

@@ -463,10 +463,12 @@ fn parse_entry(
         }
     }
 
-    // TLS.
+    // TLS: read by the host from the same namespace as every other Secret
+    // of the entry (a tenant's own for per-tenant entries), and never
+    // readable by the plugin, whatever else grants them.
     let tls_opts: &TlsOptions = reg.map(|r| &r.tls).unwrap_or(&GENERIC_TLS);
-    let mut tls = resolve_tls(&opts, tls_opts, &kms_id)?;
-    let generic = resolve_tls(&opts, &GENERIC_TLS, &kms_id)?;
+    let mut tls = resolve_tls(&opts, tls_opts, &kms_id, &default_ns)?;
+    let generic = resolve_tls(&opts, &GENERIC_TLS, &kms_id, &default_ns)?;
     tls.ca = tls.ca.or(generic.ca);
     tls.client_cert = tls.client_cert.or(generic.client_cert);
     tls.client_key = tls.client_key.or(generic.client_key);
@@ -476,9 +478,7 @@ fn parse_entry(
         .into_iter()
         .flatten()
     {
-        // TLS Secrets are read by the host; the plugin is not granted them
-        // unless its registration grants them by name for other reasons.
-        let _ = r;
+        grants.withhold(&r.secret);
     }
 
     let mut plugin_options: Vec<(String, String)> = opts
@@ -507,14 +507,17 @@ fn resolve_tls(
     opts: &BTreeMap<String, String>,
     t: &TlsOptions,
     kms_id: &KmsId,
+    namespace: &Option<String>,
 ) -> Result<TlsRefs, KmsError> {
     let pick = |list: &[(&str, &str)]| -> Result<Option<SecretKeyRef>, KmsError> {
         for (option, key) in list {
             if let Some(name) = opts.get(*option).filter(|v| !v.is_empty()) {
-                let secret = secret_ref(name, None).map_err(|message| KmsError::InvalidConfig {
-                    kms_id: kms_id.clone(),
-                    option: option.to_string(),
-                    message,
+                let secret = secret_ref(name, namespace.clone()).map_err(|message| {
+                    KmsError::InvalidConfig {
+                        kms_id: kms_id.clone(),
+                        option: option.to_string(),
+                        message,
+                    }
                 })?;
                 return Ok(Some(SecretKeyRef {
                     secret,

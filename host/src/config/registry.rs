@@ -118,32 +118,10 @@ pub static REGISTRY: &[Registration] = &[
             },
         ],
         secrets: &[
+            // The TLS Secrets (CA, client certificate and key) are the
+            // host's: see `tls` below. They are never granted.
             SecretOption {
                 option: "tokenSecretName",
-                default: None,
-            },
-            SecretOption {
-                option: "vaultCAFromSecret",
-                default: None,
-            },
-            SecretOption {
-                option: "vaultClientCertFromSecret",
-                default: None,
-            },
-            SecretOption {
-                option: "vaultClientCertKeyFromSecret",
-                default: None,
-            },
-            SecretOption {
-                option: "VAULT_CACERT",
-                default: None,
-            },
-            SecretOption {
-                option: "VAULT_CLIENT_CERT",
-                default: None,
-            },
-            SecretOption {
-                option: "VAULT_CLIENT_KEY",
                 default: None,
             },
         ],

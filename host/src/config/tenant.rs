@@ -277,6 +277,53 @@ mod tests {
     }
 
     #[test]
+    fn tls_secrets_are_the_hosts_and_a_tenants_come_from_its_namespace() {
+        let t = table(serde_json::json!({
+            "v": {
+                "encryptionKMSType": "vault",
+                "vaultAddress": "https://vault.example:8200",
+                "vaultCAFromSecret": "vault-ca",
+                "vaultClientCertFromSecret": "vault-client",
+                "vaultClientCertKeyFromSecret": "vault-client-key",
+                "kmshostSecrets": "vault-client-key,other",
+            },
+            "vt": {
+                "encryptionKMSType": "vaulttokens",
+                "vaultAddress": "https://vault.example:8200",
+                "vaultCAFromSecret": "vault-ca",
+            },
+        }));
+        let v = t.get("v").unwrap();
+        for name in ["vault-ca", "vault-client", "vault-client-key"] {
+            assert!(v.grants.lookup(name).is_none(), "{name} granted");
+            assert!(v.grants.is_withheld(name), "{name}");
+        }
+        assert!(v.grants.lookup("other").is_some());
+        assert_eq!(
+            v.tls.client_key.as_ref().unwrap().secret.name,
+            "vault-client-key"
+        );
+        assert_eq!(v.tls.ca.as_ref().unwrap().secret.namespace, None);
+
+        // A tenant's CA (its own or its ConfigMap's) is read in its namespace.
+        let a = t.tenant_entry("vt", "team-a", None).unwrap();
+        let ca = &a.tls.ca.as_ref().unwrap().secret;
+        assert_eq!(
+            (ca.namespace.as_deref(), ca.name.as_str()),
+            (Some("team-a"), "vault-ca")
+        );
+        let cm: BTreeMap<String, String> =
+            [("vaultCAFromSecret".to_string(), "team-ca".to_string())].into();
+        let b = t.tenant_entry("vt", "team-b", Some(&cm)).unwrap();
+        let ca = &b.tls.ca.as_ref().unwrap().secret;
+        assert_eq!(
+            (ca.namespace.as_deref(), ca.name.as_str()),
+            (Some("team-b"), "team-ca")
+        );
+        assert!(b.grants.lookup("team-ca").is_none());
+    }
+
+    #[test]
     fn metadata_secret_namespace_defaults_to_the_tenant() {
         let t = table(serde_json::json!({
             "m": {"encryptionKMSType": "metadata", "secretName": "pass"},

@@ -22,8 +22,8 @@ use types::KmsError as WitError;
 
 /// Bytes of stdout/stderr kept per instance (the rest is dropped).
 pub const CAPTURE_BYTES: usize = 16 << 10;
-/// Longest log message accepted from a plugin.
-pub const MAX_LOG_MESSAGE: usize = 2048;
+/// Longest log message passed on from a plugin (escaped, then capped).
+pub const MAX_LOG_MESSAGE: usize = super::plugin_text::MAX_PLUGIN_TEXT;
 /// Log records a plugin may emit per call.
 pub const MAX_LOG_RECORDS_PER_CALL: u32 = 200;
 
@@ -176,8 +176,12 @@ impl HostState {
     }
 
     fn deny(&mut self, what: String) -> WitError {
+        // `what` names what the plugin asked for: its text, so capped.
+        let what = super::plugin_text::sanitize(&what);
         tracing::debug!(kms_id = %self.shared.kms_id, plugin = %self.shared.plugin, "denied: {what}");
-        self.denials.push(what.clone());
+        if self.denials.len() < super::outbound::Events::KEPT {
+            self.denials.push(what.clone());
+        }
         WitError::Denied(what)
     }
 }
@@ -211,6 +215,11 @@ impl secrets::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
         let Some(secret) = self.shared.grants.lookup(&name).cloned() else {
             let kms_id = self.shared.kms_id.clone();
+            if self.shared.grants.is_withheld(&name) {
+                return Ok(Err(self.deny(format!(
+                    "Secret {name:?} holds kmsID {kms_id}'s TLS material: the host reads it, plugins never do"
+                ))));
+            }
             return Ok(Err(self.deny(format!(
                 "Secret {name:?} is not granted to kmsID {kms_id}"
             ))));
@@ -266,15 +275,7 @@ impl log::Host for HostState {
         if self.log_records > MAX_LOG_RECORDS_PER_CALL {
             return Ok(());
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = super::plugin_text::sanitize_to(&message, MAX_LOG_MESSAGE);
         let kms_id = &self.shared.kms_id;
         let plugin = &self.shared.plugin;
         match level {

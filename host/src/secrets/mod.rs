@@ -119,9 +119,14 @@ impl SecretSource for ChainedSecrets {
 }
 
 /// The Secrets one kmsID may read, by the name its plugin asks for.
+///
+/// Secrets the host reads for the kmsID's TLS are *withheld*: never
+/// granted, whatever option names them, so a certificate's private key never
+/// reaches a plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     by_name: BTreeMap<String, SecretRef>,
+    withheld: std::collections::BTreeSet<SecretRef>,
 }
 
 impl Grants {
@@ -129,15 +134,29 @@ impl Grants {
     pub fn none() -> Self {
         Self::default()
     }
-    /// Grants `secret` under its own name.
+    /// Grants `secret` under its own name (unless it is withheld).
     pub fn grant(&mut self, secret: SecretRef) {
-        self.by_name.insert(secret.name.clone(), secret);
+        if !self.withheld.contains(&secret) {
+            self.by_name.insert(secret.name.clone(), secret);
+        }
+    }
+    /// Withholds `secret` for good: it is the host's (TLS material). Any
+    /// grant of it, earlier or later, is dropped.
+    pub fn withhold(&mut self, secret: &SecretRef) {
+        self.by_name.retain(|_, s| s != secret);
+        self.withheld.insert(secret.clone());
+    }
+    /// Whether `name` names a Secret the host keeps for itself.
+    pub fn is_withheld(&self, name: &str) -> bool {
+        self.withheld.iter().any(|s| s.name == name)
     }
     /// Grants `secret` under the name `name` the plugin asks for (a
     /// per-tenant entry maps the service-account pseudo-Secret to the
     /// tenant's service account).
     pub fn grant_as(&mut self, name: &str, secret: SecretRef) {
-        self.by_name.insert(name.to_string(), secret);
+        if !self.withheld.contains(&secret) {
+            self.by_name.insert(name.to_string(), secret);
+        }
     }
     /// The reference granted under `name`, if any.
     pub fn lookup(&self, name: &str) -> Option<&SecretRef> {

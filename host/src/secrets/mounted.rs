@@ -2,6 +2,12 @@
 //! kubelet writes them. Layout under the root: `<namespace>/<name>/<key>`,
 //! or `<name>/<key>` for Secrets of the driver's own namespace.
 //!
+//! A lookup reads exactly one namespace: a Secret of namespace `X` is
+//! `<X>/<name>` and nothing else — never the driver's `<name>` of the same
+//! name, so a tenant can never be handed the driver's Secrets. Only when `X`
+//! is the driver's own namespace ([`MountedSecrets::with_own_namespace`]) is
+//! the top-level `<name>` the same Secret and read too.
+//!
 //! What was read is kept in memory while inotify reports no change in the
 //! root, the namespace directory or the Secret's directory
 //! ([`crate::watch`]); any change is seen on the next read, so a rotated
@@ -19,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug, Clone)]
 pub struct MountedSecrets {
     root: PathBuf,
+    own_namespace: Option<String>,
     cache: Arc<Cache>,
 }
 
@@ -35,8 +42,16 @@ impl MountedSecrets {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         MountedSecrets {
             root: root.into(),
+            own_namespace: None,
             cache: Arc::default(),
         }
+    }
+
+    /// The driver's own namespace: a Secret named with it explicitly is also
+    /// found at the top level (`<name>`), where unqualified Secrets live.
+    pub fn with_own_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.own_namespace = Some(namespace.into());
+        self
     }
 
     fn watcher(&self) -> Option<&DirWatcher> {
@@ -62,8 +77,9 @@ impl MountedSecrets {
         dir.map(|d| read_dir(d, secret)).transpose()
     }
 
-    /// The Secret's directory: `<namespace>/<name>` if it exists, else
-    /// `<name>`; `None` if neither exists or a name could leave the root.
+    /// The Secret's directory, in its own namespace only: `<namespace>/<name>`
+    /// (or, for the driver's own namespace, `<name>`); `None` if it does not
+    /// exist or a name could leave the root.
     fn dir_for(&self, secret: &SecretRef) -> Option<PathBuf> {
         if !is_plain_name(&secret.name)
             || secret
@@ -73,14 +89,20 @@ impl MountedSecrets {
         {
             return None;
         }
-        if let Some(ns) = &secret.namespace {
-            let p = self.root.join(ns).join(&secret.name);
-            if p.is_dir() {
-                return Some(p);
+        let top = self.root.join(&secret.name);
+        match &secret.namespace {
+            None => top.is_dir().then_some(top),
+            Some(ns) => {
+                let p = self.root.join(ns).join(&secret.name);
+                if p.is_dir() {
+                    Some(p)
+                } else if self.own_namespace.as_ref() == Some(ns) && top.is_dir() {
+                    Some(top)
+                } else {
+                    None
+                }
             }
         }
-        let p = self.root.join(&secret.name);
-        p.is_dir().then_some(p)
     }
 }
 
@@ -213,20 +235,47 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(m.read(&r).await.unwrap().is_none());
 
-        // Created again later; and a Secret of the tenant's namespace that
-        // appears takes precedence over the driver's own.
+        // Created again later; a tenant's Secret of the same name is its
+        // own: absent until it appears in the tenant's directory, never the
+        // driver's.
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("token"), "t5").unwrap();
+        assert_eq!(value(&m, &r, "token").await.as_deref(), Some(&b"t5"[..]));
         let tenant = secret(Some("tenant-a"), "vault-token");
-        assert_eq!(
-            value(&m, &tenant, "token").await.as_deref(),
-            Some(&b"t5"[..])
-        );
+        assert!(m.read(&tenant).await.unwrap().is_none());
         std::fs::create_dir_all(root.path().join("tenant-a/vault-token")).unwrap();
         std::fs::write(root.path().join("tenant-a/vault-token/token"), "ta").unwrap();
         assert_eq!(
             value(&m, &tenant, "token").await.as_deref(),
             Some(&b"ta"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_lookup_reads_exactly_one_namespace() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("token")).unwrap();
+        std::fs::write(root.path().join("token/token"), "driver").unwrap();
+        let plain = MountedSecrets::new(root.path());
+        let own = MountedSecrets::new(root.path()).with_own_namespace("ceph-csi");
+        for m in [&plain, &own] {
+            assert!(
+                m.read(&secret(Some("team-a"), "token"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert_eq!(
+                value(m, &secret(None, "token"), "token").await.as_deref(),
+                Some(&b"driver"[..])
+            );
+        }
+        // The driver's namespace named explicitly is the top level too.
+        let driver_ns = secret(Some("ceph-csi"), "token");
+        assert_eq!(
+            value(&own, &driver_ns, "token").await.as_deref(),
+            Some(&b"driver"[..])
+        );
+        assert!(plain.read(&driver_ns).await.unwrap().is_none());
     }
 }
