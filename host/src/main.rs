@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use kmshost::host_setup::{HostSettings, build_kms};
 use kmshost::kms::{KeyId, SecretBytes, WrappedKey};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 /// kmshost: a WebAssembly-plugin host for KMS providers (LUKS2 volume keys
@@ -249,13 +250,17 @@ struct KeyArgs {
 
 #[derive(Subcommand, Debug)]
 enum KmsOp {
-    /// Store a key: read from stdin (or --in), never from the command line.
+    /// Store a key: read from stdin (or --in), never from the command line,
+    /// byte for byte (see --text); `get` must return it before this succeeds.
     Put {
         #[command(flatten)]
         key: KeyArgs,
         /// Read the key from this file instead of stdin.
         #[arg(long = "in")]
         input: Option<PathBuf>,
+        /// The key is text: drop one trailing line ending (as `echo` adds).
+        #[arg(long)]
+        text: bool,
     },
     /// Fetch a key: written to --out (mode 0600), or to stdout with --reveal.
     Get {
@@ -273,13 +278,17 @@ enum KmsOp {
         #[command(flatten)]
         key: KeyArgs,
     },
-    /// Wrap a key read from stdin (or --in); prints the blob in base64.
+    /// Wrap a key read from stdin (or --in), byte for byte (see --text);
+    /// prints the blob in base64 once it is verified to unwrap to the key.
     Wrap {
         #[command(flatten)]
         key: KeyArgs,
         /// Read the key from this file instead of stdin.
         #[arg(long = "in")]
         input: Option<PathBuf>,
+        /// The key is text: drop one trailing line ending (as `echo` adds).
+        #[arg(long)]
+        text: bool,
     },
     /// Re-wrap a base64 blob (stdin or --in) under the provider's newest key
     /// version; prints the new blob in base64.
@@ -315,7 +324,10 @@ enum PluginOp {
     },
 }
 
-fn read_input(input: &Option<PathBuf>) -> Result<SecretBytes> {
+/// Reads a key from `input` (or stdin) exactly as given: binary input is
+/// never changed. With `text`, one trailing line ending (`\n` or `\r\n`)
+/// is removed, as typed or piped from `echo`.
+fn read_input(input: &Option<PathBuf>, text: bool) -> Result<SecretBytes> {
     let mut buf = Vec::new();
     match input {
         Some(p) => buf = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
@@ -325,8 +337,11 @@ fn read_input(input: &Option<PathBuf>) -> Result<SecretBytes> {
                 .context("reading stdin")?;
         }
     }
-    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+    if text && buf.last() == Some(&b'\n') {
         buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
     }
     if buf.is_empty() {
         bail!("no input: pipe the value on stdin or pass --in FILE");
@@ -335,7 +350,7 @@ fn read_input(input: &Option<PathBuf>) -> Result<SecretBytes> {
 }
 
 fn read_blob(input: &Option<PathBuf>) -> Result<WrappedKey> {
-    let blob = read_input(input)?;
+    let blob = read_input(input, false)?;
     let text = std::str::from_utf8(blob.expose()).context("blob is not base64 text")?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
@@ -346,15 +361,7 @@ fn read_blob(input: &Option<PathBuf>) -> Result<WrappedKey> {
 fn emit_secret(value: &SecretBytes, out: &Option<PathBuf>, reveal: bool) -> Result<()> {
     match (out, reveal) {
         (Some(p), _) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(p)
-                .with_context(|| format!("writing {}", p.display()))?;
-            f.write_all(value.expose())?;
+            write_key_file(p, value).with_context(|| format!("writing {}", p.display()))?;
             eprintln!("wrote {} bytes to {}", value.len(), p.display());
         }
         (None, true) => {
@@ -369,6 +376,24 @@ fn emit_secret(value: &SecretBytes, out: &Option<PathBuf>, reveal: bool) -> Resu
             );
         }
     }
+    Ok(())
+}
+
+/// Writes a key to `path` as a new file of mode 0600 renamed into place: an
+/// existing file's mode is never kept, and a symlink at `path` is replaced,
+/// never followed.
+fn write_key_file(path: &std::path::Path, value: &SecretBytes) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut f = tempfile::Builder::new()
+        .prefix(".kmshost-key")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    f.write_all(value.expose())?;
+    f.as_file().sync_all()?;
+    f.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -497,9 +522,9 @@ async fn main() -> Result<()> {
             let key_id = KeyId::new(key.key_id.clone())?;
             let id = key.kms_id.as_str();
             match op {
-                KmsOp::Put { input, .. } => {
-                    let v = read_input(&input)?;
-                    kms.put(id, &key_id, &v).await?;
+                KmsOp::Put { input, text, .. } => {
+                    let v = read_input(&input, text)?;
+                    kms.tenant(None).put_verified(id, &key_id, &v).await?;
                     eprintln!("stored {} bytes for {key_id}", v.len());
                 }
                 KmsOp::Get { out, reveal, .. } => {
@@ -510,9 +535,9 @@ async fn main() -> Result<()> {
                     kms.delete(id, &key_id).await?;
                     eprintln!("deleted {key_id}");
                 }
-                KmsOp::Wrap { input, .. } => {
-                    let v = read_input(&input)?;
-                    let w = kms.wrap(id, &key_id, &v).await?;
+                KmsOp::Wrap { input, text, .. } => {
+                    let v = read_input(&input, text)?;
+                    let w = kms.tenant(None).wrap_verified(id, &key_id, &v).await?;
                     println!(
                         "{}",
                         base64::engine::general_purpose::STANDARD.encode(w.as_bytes())

@@ -396,3 +396,105 @@ fn csi_driver_and_volume_commands_run_a_lifecycle() {
     driver.kill().unwrap();
     let _ = driver.wait();
 }
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Binary keys are wrapped byte for byte (`--in FILE` or stdin); `--text`
+/// is the one explicit way to drop a trailing line ending.
+#[test]
+fn kms_wrap_keeps_binary_keys_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    // Through `metadata` the blob is opaque: the round trip is the check.
+    let base = |op: &'static str, id: &'static str| -> Vec<String> {
+        [
+            op,
+            "--config",
+            &cfg,
+            "--secrets-dir",
+            &secrets,
+            "--kms-id",
+            "meta",
+            id,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let unwrap_to_file = |blob: &[u8], name: &str| -> Vec<u8> {
+        let out_file = dir.path().join(name);
+        let mut a = vec!["kms".to_string()];
+        a.extend(base("unwrap", "pvc-b"));
+        a.extend(["--out".into(), out_file.display().to_string()]);
+        let out = run(&strs(&a), Some(blob));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::read(out_file).unwrap()
+    };
+    let key = b"abc\n\n\r\n\x00\xff";
+    let key_file = dir.path().join("key.bin");
+    std::fs::write(&key_file, key).unwrap();
+    let mut a = vec!["kms".to_string()];
+    a.extend(base("wrap", "pvc-b"));
+    a.extend(["--in".into(), key_file.display().to_string()]);
+    let out = run(&strs(&a), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(unwrap_to_file(&out.stdout, "from-file"), key);
+
+    // On stdin too; with --text exactly one line ending goes.
+    let mut a = vec!["kms".to_string()];
+    a.extend(base("wrap", "pvc-b"));
+    let out = run(&strs(&a), Some(b"abc\n\n"));
+    assert_eq!(unwrap_to_file(&out.stdout, "stdin"), b"abc\n\n");
+    a.push("--text".into());
+    let out = run(&strs(&a), Some(b"abc\r\n"));
+    assert_eq!(unwrap_to_file(&out.stdout, "text"), b"abc");
+}
+
+/// `--out` always leaves a 0600 file and never writes through a symlink.
+#[test]
+fn key_files_are_0600_and_never_follow_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let base = [
+        "--config",
+        &cfg,
+        "--secrets-dir",
+        &secrets,
+        "--kms-id",
+        "meta",
+        "pvc-1",
+    ];
+    let mut wrap = vec!["kms", "wrap"];
+    wrap.extend(base);
+    let blob = run(&wrap, Some(b"file-mode-key")).stdout;
+    let unwrap_to = |target: &Path| {
+        let t = target.display().to_string();
+        let mut a = vec!["kms", "unwrap"];
+        a.extend(base);
+        a.extend(["--out", &t]);
+        let out = run(&a, Some(&blob));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    // An existing world-readable file: replaced by a 0600 one.
+    let existing = dir.path().join("existing.key");
+    std::fs::write(&existing, "old").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    unwrap_to(&existing);
+    let meta = std::fs::metadata(&existing).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read(&existing).unwrap(), b"file-mode-key");
+    // A symlink planted at the target: the file it points to is untouched.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "victim data").unwrap();
+    let link = dir.path().join("link.key");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    unwrap_to(&link);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim data");
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.is_file(), "the link was replaced by a regular file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read(&link).unwrap(), b"file-mode-key");
+}

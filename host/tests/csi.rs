@@ -13,6 +13,8 @@ use kmshost::luks;
 use kmshost::volume::{KeyHolding, VolumeState};
 use tonic::Code;
 
+include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
+
 const ENC_A: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "meta-a")];
 
 /// The passphrase the KMS holds for an encrypted volume (or snapshot).
@@ -982,6 +984,35 @@ async fn metadata_reads_its_passphrase_from_the_pvc_namespace() {
         .unwrap_err();
     assert!(e.message().contains("tenant-pass"), "{e:?}");
     assert!(h.record(&kmshost::csi::volume_id_for("pvc-y")).is_none());
+    h.delete(&id).await.unwrap();
+    h.stop().await;
+}
+
+/// A plugin that passes sealing at CreateVolume and then hands back a
+/// 1-byte key at the first NodeStage: the volume is never formatted with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_is_formatted_only_with_a_generated_key() {
+    let mut config = metadata_config();
+    config["liar"] = serde_json::json!({"encryptionKMSType": "test-guest",
+        "kmshostPlugin": KEY_LIAR, "mode": "lie-later"});
+    let h = CsiHarness::start(&config).await;
+    let params = [("encrypted", "true"), ("encryptionKMSID", "liar")];
+    let id = h
+        .create("pvc-liar", 32 * MIB, &params, None)
+        .await
+        .unwrap()
+        .volume_id;
+    let e = h
+        .stage(&id, &h.path("staging-liar"), mount_cap(""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("did not generate"), "{}", e.message());
+    assert!(!luks::is_luks2(&h.image(&id)), "never formatted");
+    assert!(
+        h.driver.backend().attached(&id).unwrap().is_none(),
+        "detached again"
+    );
     h.delete(&id).await.unwrap();
     h.stop().await;
 }

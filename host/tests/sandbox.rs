@@ -91,7 +91,7 @@ mod memory_hog {
             json!({"kmshostMemoryLimitMiB": "64"}),
             dir.path(),
         );
-        assert!(wrap(&kms, "16", "").await.is_ok());
+        assert!(wrap(&kms, "16", "x").await.is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -102,10 +102,10 @@ mod memory_hog {
             json!({"kmshostMemoryLimitMiB": "64"}),
             dir.path(),
         );
-        let err = wrap(&kms, "200", "").await.unwrap_err();
+        let err = wrap(&kms, "200", "x").await.unwrap_err();
         assert_eq!(cause(&err), &SandboxCause::Memory(64 << 20), "{err}");
         assert!(!err.is_retryable());
-        assert!(wrap(&kms, "1", "").await.is_ok(), "host keeps serving");
+        assert!(wrap(&kms, "1", "x").await.is_ok(), "host keeps serving");
     }
 }
 
@@ -116,7 +116,7 @@ mod recursion {
     async fn stack_limit_obeyed() {
         let dir = tempfile::tempdir().unwrap();
         let kms = guest_kms(RECURSION, json!({}), dir.path());
-        let out = wrap(&kms, "1000", "").await.unwrap();
+        let out = wrap(&kms, "1000", "x").await.unwrap();
         assert_eq!(u64::from_le_bytes(out.try_into().unwrap()), 1000);
     }
 
@@ -124,9 +124,9 @@ mod recursion {
     async fn stack_limit_violated() {
         let dir = tempfile::tempdir().unwrap();
         let kms = guest_kms(RECURSION, json!({}), dir.path());
-        let err = wrap(&kms, "100000000", "").await.unwrap_err();
+        let err = wrap(&kms, "100000000", "x").await.unwrap_err();
         assert_eq!(cause(&err), &SandboxCause::StackOverflow, "{err}");
-        assert!(wrap(&kms, "10", "").await.is_ok(), "host keeps serving");
+        assert!(wrap(&kms, "10", "x").await.is_ok(), "host keeps serving");
     }
 }
 
@@ -264,6 +264,44 @@ mod http_probe {
 
     fn probe(url: &str, via: &str) -> String {
         json!({"url": url, "via": via}).to_string()
+    }
+
+    /// Secrets the host reads for TLS (a CA, a client certificate and its
+    /// private key) are never readable by the plugin, even when another
+    /// option grants the same Secret by name.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tls_secrets_are_withheld_from_the_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = test_pki();
+        common::write_secret(
+            dir.path(),
+            "client-tls",
+            &[
+                ("tls.crt", pki.client_cert_pem.as_bytes()),
+                ("tls.key", pki.client_key_pem.as_bytes()),
+            ],
+        );
+        common::write_secret(dir.path(), "ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
+        common::write_secret(dir.path(), "creds", &[("token", b"plain")]);
+        let kms = guest_kms(
+            SECRET_READER,
+            json!({"kmshostSecrets": "creds,client-tls,ca",
+                   "kmshostClientCertFromSecret": "client-tls",
+                   "kmshostCAFromSecret": "ca"}),
+            dir.path(),
+        );
+        for spec in ["client-tls/tls.key", "client-tls/tls.crt", "ca/ca.crt"] {
+            let err = wrap(&kms, "v", spec).await.unwrap_err();
+            match &err {
+                KmsError::Denied { message, .. } => {
+                    assert!(message.contains("TLS material"), "{message}")
+                }
+                other => panic!("{spec}: expected denied, got {other}"),
+            }
+            assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+        }
+        // The rest of the grant still works.
+        assert_eq!(wrap(&kms, "v", "creds/token").await.unwrap(), b"plain");
     }
 
     fn status_body(out: &[u8]) -> (u16, Vec<u8>) {
@@ -730,5 +768,202 @@ mod http_probe {
             }
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+}
+
+/// Compile-cache poisoning: a cached entry is trusted only if it carries
+/// this host's tag for exactly these wasm bytes, is owned by the host's
+/// user and is not reached through a symlink.
+mod compile_cache {
+    use super::*;
+    use kmshost::config::{ConfigSource, HostDefaults};
+    use kmshost::sandbox::{Sandbox, SandboxConfig};
+    use kmshost::secrets::MountedSecrets;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn sandbox(cache: &Path) -> Result<Arc<Sandbox>, kmshost::sandbox::SandboxError> {
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache.to_path_buf()),
+            max_instances: 4,
+            ..Default::default()
+        })
+    }
+
+    /// kmsID `trapper` (pinned) and `spin`, over a private cache.
+    fn facade(cache: &Path, pin: Option<[u8; 32]>) -> Kms {
+        let mut trapper = json!({"encryptionKMSType": "test-guest", "kmshostPlugin": TRAPPER});
+        if let Some(p) = pin {
+            trapper["kmshostPluginSHA256"] = json!(hex::encode(p));
+        }
+        let config = json!({"trapper": trapper,
+            "spin": {"encryptionKMSType": "test-guest", "kmshostPlugin": SPIN}});
+        Kms::new(
+            ConfigSource::from_text(&config.to_string(), HostDefaults::default()).unwrap(),
+            sandbox(cache).unwrap(),
+            Arc::new(MountedSecrets::new(cache.join("no-secrets"))),
+        )
+    }
+
+    fn entry_of(cache: &Path, sha256: &[u8; 32]) -> std::path::PathBuf {
+        let prefix = hex::encode(sha256);
+        std::fs::read_dir(cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(&prefix) && name.ends_with(".cwasm")
+            })
+            .expect("cache entry")
+    }
+
+    /// Compiles both guests into `cache`; returns (trapper's sha256 and
+    /// entry, spin's entry).
+    async fn fill(cache: &Path) -> ([u8; 32], std::path::PathBuf, std::path::PathBuf) {
+        let kms = facade(cache, None);
+        let t = kms.runtime("trapper").await.unwrap();
+        let s = kms.runtime("spin").await.unwrap();
+        let sha = t.plugin().sha256;
+        (
+            sha,
+            entry_of(cache, &sha),
+            entry_of(cache, &s.plugin().sha256),
+        )
+    }
+
+    async fn loaded(cache: &Path, pin: [u8; 32]) -> (bool, String) {
+        let rt = facade(cache, Some(pin)).runtime("trapper").await.unwrap();
+        (rt.plugin().from_cache, rt.info().await.unwrap().name)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn another_plugins_code_is_refused_and_the_pinned_plugin_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let (pin, trapper, spin) = fill(&cache).await;
+        assert_eq!(loaded(&cache, pin).await, (true, "trapper".into()));
+        // A local user swaps spin's compiled code in under trapper's name.
+        std::fs::copy(&spin, &trapper).unwrap();
+        assert_eq!(loaded(&cache, pin).await, (false, "trapper".into()));
+        // The entry was rewritten with the right code and is trusted again.
+        assert_eq!(loaded(&cache, pin).await, (true, "trapper".into()));
+        let k = facade(&cache, Some(pin));
+        let w = k.wrap("trapper", &key("fine"), &bytes("ok")).await.unwrap();
+        assert_eq!(w.as_bytes(), b"ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn entries_of_another_owner_or_behind_a_symlink_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let (pin, trapper, _) = fill(&cache).await;
+        // Owned by another user (as root here; a real attacker owns the file).
+        std::os::unix::fs::chown(&trapper, Some(65534), Some(65534)).unwrap();
+        assert_eq!(loaded(&cache, pin).await, (false, "trapper".into()));
+        // A symlink to a genuine entry elsewhere is not followed.
+        let elsewhere = dir.path().join("genuine.cwasm");
+        std::fs::rename(&trapper, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &trapper).unwrap();
+        assert_eq!(loaded(&cache, pin).await, (false, "trapper".into()));
+        assert!(!std::fs::symlink_metadata(&trapper).unwrap().is_symlink());
+        assert_eq!(loaded(&cache, pin).await, (true, "trapper".into()));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unsafe_cache_directory_or_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        sandbox(&cache).unwrap();
+        let key = dir.path().join("cache.key");
+        assert_eq!(
+            std::fs::read(&key).unwrap().len(),
+            32,
+            "key beside the cache"
+        );
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&key, 0o644);
+        let e = sandbox(&cache)
+            .err()
+            .expect("readable key refused")
+            .to_string();
+        assert!(e.contains("cache.key") && e.contains("644"), "{e}");
+        mode(&key, 0o600);
+        mode(&cache, 0o777);
+        let e = sandbox(&cache)
+            .err()
+            .expect("writable dir refused")
+            .to_string();
+        assert!(e.contains("777"), "{e}");
+        mode(&cache, 0o700);
+        std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
+        let e = sandbox(&cache)
+            .err()
+            .expect("foreign dir refused")
+            .to_string();
+        assert!(e.contains("uid 65534"), "{e}");
+        // SAFETY: geteuid has no preconditions.
+        std::os::unix::fs::chown(&cache, Some(unsafe { libc::geteuid() }), None).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&cache, &link).unwrap();
+        assert!(sandbox(&link).is_err(), "symlinked cache refused");
+        assert!(sandbox(&cache).is_ok());
+    }
+}
+
+/// Key invariants: nothing a plugin returns can weaken a volume. Sealing a
+/// volume key (what CreateVolume and rotation do) verifies the blob, the
+/// round trip and the binding to the key-id before anything is recorded.
+mod key_liar {
+    use super::*;
+    use kmshost::kms::{Sealed, generate_passphrase};
+
+    fn liar(mode: &str, dir: &Path) -> Kms {
+        guest_kms(KEY_LIAR, json!({"mode": mode}), dir)
+    }
+
+    async fn seal(kms: &Kms, id: &str) -> Result<Sealed, KmsError> {
+        kms.tenant(None)
+            .seal("t", &key(id), &generate_passphrase())
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn key_invariants_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = liar("honest", dir.path());
+        let p = generate_passphrase();
+        let Sealed::Wrapped(w) = kms.tenant(None).seal("t", &key("pvc-1"), &p).await.unwrap()
+        else {
+            panic!("honest wraps")
+        };
+        assert_eq!(kms.unwrap("t", &key("pvc-1"), &w).await.unwrap(), p);
+        // Bound to its key-id.
+        let e = kms.unwrap("t", &key("pvc-2"), &w).await.unwrap_err();
+        assert!(matches!(e, KmsError::Integrity { .. }), "{e}");
+        assert!(matches!(seal(&kms, "pvc-2").await, Ok(Sealed::Wrapped(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn key_invariants_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, says) in [
+            ("echo", "contains the key in clear"),
+            ("unbound", "does not bind blobs"),
+            ("short", "another key than the one just sealed"),
+            ("huge", "returned 1048576 bytes"),
+            ("store-liar", "get after put returned another key"),
+        ] {
+            let kms = liar(mode, dir.path());
+            match seal(&kms, "pvc-1").await {
+                Err(e @ KmsError::Integrity { .. }) => {
+                    assert!(e.to_string().contains(says), "{mode}: {e}");
+                    assert!(!e.is_retryable(), "{mode}");
+                }
+                other => panic!("{mode}: expected integrity, got {other:?}"),
+            }
+        }
+        // The host keeps serving an honest kmsID.
+        assert!(seal(&liar("honest", dir.path()), "pvc-1").await.is_ok());
     }
 }

@@ -3,15 +3,16 @@
 //! it when the volume is gone.
 
 use super::CsiError;
-use crate::kms::{KeyId, Kms, KmsError, Passphrase};
+use crate::kms::{KeyId, Kms, KmsError, Passphrase, Sealed};
 use crate::volume::{Encryption, KeyHolding};
 
 fn key_id(id: &str) -> Result<KeyId, CsiError> {
     KeyId::new(id).map_err(|e| CsiError::invalid(e.to_string()))
 }
 
-/// Hands `passphrase` to `kms_id` under `id`: a wrapping provider returns a
-/// blob kmshost keeps with the volume; a provider that does not wrap
+/// Hands `passphrase` to `kms_id` under `id`, verified
+/// ([`crate::kms::TenantKms::seal`]): a wrapping provider returns a blob
+/// kmshost keeps with the volume; a provider that does not wrap
 /// (`unsupported`) stores it instead.
 pub async fn seal(
     kms: &Kms,
@@ -21,15 +22,12 @@ pub async fn seal(
     passphrase: &Passphrase,
 ) -> Result<KeyHolding, CsiError> {
     let key = key_id(id)?;
-    let kms = kms.tenant(tenant);
-    match kms.wrap(kms_id, &key, passphrase).await {
-        Ok(w) => Ok(KeyHolding::wrapped(&w)),
-        Err(KmsError::Unsupported { .. }) => {
-            kms.put(kms_id, &key, passphrase).await?;
-            Ok(KeyHolding::Stored)
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(
+        match kms.tenant(tenant).seal(kms_id, &key, passphrase).await? {
+            Sealed::Wrapped(w) => KeyHolding::wrapped(&w),
+            Sealed::Stored => KeyHolding::Stored,
+        },
+    )
 }
 
 /// The passphrase of the volume (or snapshot) `id`.

@@ -115,6 +115,16 @@ impl Driver {
         let d = dev.to_path_buf();
         let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;
         if !is_luks {
+            // Only a key of the exact shape kmshost generates formats a
+            // volume: whatever a plugin returns, a weak key never does.
+            if !crate::kms::checks::is_generated_passphrase(&passphrase) {
+                return Err(CsiError::precondition(format!(
+                    "volume {id}: kmsID {} returned a key of {} bytes that kmshost did not generate; \
+                     refusing to format the volume with it",
+                    enc.kms_id,
+                    passphrase.len()
+                )));
+            }
             let params = FormatParams {
                 cipher: enc.cipher.clone(),
                 cipher_mode: enc.cipher_mode.clone(),

@@ -93,6 +93,14 @@ pub enum KmsError {
         /// Detail.
         message: String,
     },
+    /// A key handed to the facade is unusable (empty or too large).
+    #[error("kmsID {kms_id}: invalid key: {message}")]
+    InvalidKey {
+        /// The kmsID.
+        kms_id: KmsId,
+        /// What is wrong (never the key).
+        message: String,
+    },
     /// Another plugin-reported failure.
     #[error("kmsID {kms_id}: {message}")]
     Plugin {
@@ -159,7 +167,9 @@ impl KmsError {
     /// The gRPC status code a CSI call failing with this error returns.
     pub fn grpc_code(&self) -> GrpcCode {
         match self {
-            KmsError::UnknownKmsId(_) | KmsError::Id(_) => GrpcCode::InvalidArgument,
+            KmsError::UnknownKmsId(_) | KmsError::Id(_) | KmsError::InvalidKey { .. } => {
+                GrpcCode::InvalidArgument
+            }
             KmsError::InvalidConfig { .. } | KmsError::Config(_) | KmsError::PluginLoad { .. } => {
                 GrpcCode::FailedPrecondition
             }

@@ -1,6 +1,6 @@
 //! [`Kms`]: the one facade the rest of the host calls.
 
-use super::{KeyId, KmsError, KmsId, Passphrase, SecretBytes, WrappedKey};
+use super::{KeyId, KmsError, KmsId, Passphrase, SecretBytes, WrappedKey, checks};
 use crate::capability::TlsSettings;
 use crate::config::{ConfigSource, KmsEntry, PluginSource, SecretKeyRef};
 use crate::net::Connect;
@@ -22,7 +22,17 @@ pub struct Kms {
     sandbox: Arc<Sandbox>,
     secrets: Arc<dyn SecretSource>,
     config_maps: Option<Arc<dyn ConfigMapSource>>,
-    runtimes: Mutex<HashMap<RuntimeSlot, (RuntimeKey, Arc<PluginRuntime>)>>,
+    runtimes: Mutex<HashMap<RuntimeSlot, Arc<Bound>>>,
+}
+
+/// A runtime as built for one configuration of a (kmsID, tenant), and what
+/// the host has verified about it.
+struct Bound {
+    key: RuntimeKey,
+    rt: Arc<PluginRuntime>,
+    /// Set once a blob of this runtime failed to unwrap under another
+    /// key-id ([`checks::binding`]).
+    binding_verified: std::sync::atomic::AtomicBool,
 }
 
 /// One runtime per (kmsID, tenant).
@@ -161,6 +171,10 @@ impl Kms {
         kms_id: &str,
         tenant: Option<&str>,
     ) -> Result<Arc<PluginRuntime>, KmsError> {
+        Ok(self.bound_for(kms_id, tenant).await?.rt.clone())
+    }
+
+    async fn bound_for(&self, kms_id: &str, tenant: Option<&str>) -> Result<Arc<Bound>, KmsError> {
         let entry = self.entry_for(kms_id, tenant).await?;
         let slot = (entry.kms_id.clone(), tenant.map(str::to_string));
         let key = RuntimeKey {
@@ -172,17 +186,18 @@ impl Kms {
                 PluginSource::Embedded(_) => None,
             },
         };
-        if let Some((k, rt)) = self.runtimes.lock().unwrap().get(&slot)
-            && *k == key
+        if let Some(b) = self.runtimes.lock().unwrap().get(&slot)
+            && b.key == key
         {
-            return Ok(rt.clone());
+            return Ok(b.clone());
         }
-        let rt = Arc::new(self.build_runtime(&entry).await?);
-        self.runtimes
-            .lock()
-            .unwrap()
-            .insert(slot, (key, rt.clone()));
-        Ok(rt)
+        let bound = Arc::new(Bound {
+            key,
+            rt: Arc::new(self.build_runtime(&entry).await?),
+            binding_verified: Default::default(),
+        });
+        self.runtimes.lock().unwrap().insert(slot, bound.clone());
+        Ok(bound)
     }
 
     async fn build_runtime(&self, entry: &KmsEntry) -> Result<PluginRuntime, KmsError> {
@@ -377,15 +392,7 @@ impl Kms {
         wrapped: &WrappedKey,
     ) -> Result<WrappedKey, KmsError> {
         let key = self.unwrap(kms_id, key_id, wrapped).await?;
-        let fresh = self.wrap(kms_id, key_id, &key).await?;
-        let check = self.unwrap(kms_id, key_id, &fresh).await?;
-        if check != key {
-            return Err(KmsError::Integrity {
-                kms_id: KmsId::new(kms_id)?,
-                message: "the re-wrapped key does not unwrap to the same key".into(),
-            });
-        }
-        Ok(fresh)
+        self.tenant(None).wrap_verified(kms_id, key_id, &key).await
     }
 }
 
@@ -424,7 +431,9 @@ impl TenantKms<'_> {
     /// Key store: the key stored for `key_id`.
     pub async fn get(&self, kms_id: &str, key_id: &KeyId) -> Result<Passphrase, KmsError> {
         let v = self.kms.call(kms_id, self.tenant, Op::Get(key_id)).await?;
-        Ok(SecretBytes::new(Kms::expect_bytes(kms_id, v)?))
+        let key = SecretBytes::new(Kms::expect_bytes(kms_id, v)?);
+        checks::key_out(kms_id, "get", key.expose())?;
+        Ok(key)
     }
 
     /// Key store: stores `key` for `key_id`.
@@ -434,6 +443,7 @@ impl TenantKms<'_> {
         key_id: &KeyId,
         key: &Passphrase,
     ) -> Result<(), KmsError> {
+        checks::key_in(kms_id, key)?;
         self.kms
             .call(kms_id, self.tenant, Op::Put(key_id, key.expose()))
             .await
@@ -455,6 +465,7 @@ impl TenantKms<'_> {
         key_id: &KeyId,
         key: &Passphrase,
     ) -> Result<WrappedKey, KmsError> {
+        checks::key_in(kms_id, key)?;
         let v = self
             .kms
             .call(kms_id, self.tenant, Op::Wrap(key_id, key.expose()))
@@ -473,6 +484,95 @@ impl TenantKms<'_> {
             .kms
             .call(kms_id, self.tenant, Op::Unwrap(key_id, wrapped.as_bytes()))
             .await?;
-        Ok(SecretBytes::new(Kms::expect_bytes(kms_id, v)?))
+        let key = SecretBytes::new(Kms::expect_bytes(kms_id, v)?);
+        checks::key_out(kms_id, "unwrap", key.expose())?;
+        Ok(key)
     }
+
+    /// Hands a new volume key to `kms_id`, verified before the caller records
+    /// anything: a wrapping provider's blob must hide the key and unwrap to
+    /// it (and, once per kmsID configuration, must not unwrap under another
+    /// key-id); a provider that does not wrap (`unsupported`) stores it, and
+    /// `get` must return it.
+    pub async fn seal(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        key: &Passphrase,
+    ) -> Result<Sealed, KmsError> {
+        match self.wrap_verified(kms_id, key_id, key).await {
+            Ok(w) => Ok(Sealed::Wrapped(w)),
+            Err(KmsError::Unsupported { .. }) => {
+                self.put_verified(kms_id, key_id, key).await?;
+                Ok(Sealed::Stored)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Envelope, verified: [`Self::wrap`], then the checks of [`Self::seal`]
+    /// and the blob size cap. Use this for every blob that is kept; plain
+    /// [`Self::wrap`] is the unverified primitive.
+    pub async fn wrap_verified(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        key: &Passphrase,
+    ) -> Result<WrappedKey, KmsError> {
+        let blob = self.wrap(kms_id, key_id, key).await?;
+        checks::blob_out(kms_id, blob.as_bytes())?;
+        checks::blob_hides_key(kms_id, key, &blob)?;
+        let back = self.unwrap(kms_id, key_id, &blob).await?;
+        checks::round_trip(kms_id, "unwrap(wrap(key))", key, &back)?;
+        self.verify_binding(kms_id, key_id, &blob).await?;
+        Ok(blob)
+    }
+
+    /// Key store, verified: [`Self::put`], then `get` must return the key.
+    pub async fn put_verified(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        key: &Passphrase,
+    ) -> Result<(), KmsError> {
+        self.put(kms_id, key_id, key).await?;
+        let back = self.get(kms_id, key_id).await?;
+        checks::round_trip(kms_id, "get after put", key, &back)
+    }
+
+    /// Once per runtime (kmsID configuration and tenant): `blob`, wrapped
+    /// for `key_id`, must not unwrap under another key-id.
+    async fn verify_binding(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        blob: &WrappedKey,
+    ) -> Result<(), KmsError> {
+        use std::sync::atomic::Ordering;
+        let bound = self.kms.bound_for(kms_id, self.tenant).await?;
+        if bound.binding_verified.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let other = if key_id.as_str() == BINDING_PROBE_ID {
+            KeyId::new(format!("{BINDING_PROBE_ID}-2"))?
+        } else {
+            KeyId::new(BINDING_PROBE_ID)?
+        };
+        checks::binding(kms_id, self.unwrap(kms_id, &other, blob).await)?;
+        bound.binding_verified.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The key-id a blob is unwrapped under to check that blobs are bound to
+/// their volume.
+const BINDING_PROBE_ID: &str = "kmshost-binding-check";
+
+/// Where a sealed volume key lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sealed {
+    /// Wrapped by the provider: the blob is kept with the volume.
+    Wrapped(WrappedKey),
+    /// Stored in the provider under the volume's key-id.
+    Stored,
 }

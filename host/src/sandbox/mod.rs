@@ -7,6 +7,7 @@ pub mod bindings;
 pub mod compile_cache;
 pub mod kv_cache;
 pub mod outbound;
+pub mod plugin_text;
 mod runtime;
 pub mod state;
 

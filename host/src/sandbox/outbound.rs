@@ -45,13 +45,14 @@ impl Outbound {
         &self,
         uri: &http::Uri,
         host_header: Option<&str>,
-        events: &Mutex<Vec<String>>,
+        events: &Events,
     ) -> Result<Target, String> {
         let scheme = uri.scheme_str().unwrap_or("");
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
         self.allow
             .check(scheme, authority, host_header)
             .map_err(|denial| {
+                let denial = super::plugin_text::sanitize(&denial.to_string());
                 tracing::debug!(
                     kms_id = %self.kms_id,
                     plugin = %self.plugin,
@@ -59,7 +60,7 @@ impl Outbound {
                     "outbound request denied"
                 );
                 let denial = format!("outbound request denied: {denial}");
-                events.lock().unwrap().push(denial.clone());
+                events.push(denial.clone());
                 denial
             })
     }
@@ -85,14 +86,10 @@ impl Outbound {
 
     /// The declared `content-length` when it exceeds the kmsID's response
     /// cap (recorded in `events`); `None` if it fits or is not declared.
-    fn declared_too_large(
-        &self,
-        headers: &http::HeaderMap,
-        events: &Mutex<Vec<String>>,
-    ) -> Option<u64> {
+    fn declared_too_large(&self, headers: &http::HeaderMap, events: &Events) -> Option<u64> {
         let limit = self.max_response_bytes;
         let declared = net::declared_length(headers).filter(|n| *n > limit as u64)?;
-        events.lock().unwrap().push(format!(
+        events.push(format!(
             "response body of {declared} bytes exceeds the limit of {limit}"
         ));
         Some(declared)
@@ -104,7 +101,7 @@ impl Outbound {
     pub async fn exchange(
         &self,
         req: HttpRequest,
-        events: &Mutex<Vec<String>>,
+        events: &Events,
     ) -> Result<HttpResponse, WitError> {
         // Queries may carry credentials: messages show the URL without one.
         let shown = req.url.split('?').next().unwrap_or("").to_string();
@@ -128,10 +125,7 @@ impl Outbound {
             {
                 let denial = format!("header {name} is forbidden: the host sets it");
                 tracing::debug!(kms_id = %self.kms_id, plugin = %self.plugin, "outbound request denied: {denial}");
-                events
-                    .lock()
-                    .unwrap()
-                    .push(format!("outbound request denied: {denial}"));
+                events.push(format!("outbound request denied: {denial}"));
                 return Err(WitError::Denied(format!("request to {shown}: {denial}")));
             }
             let value = http::HeaderValue::from_bytes(value)
@@ -169,10 +163,7 @@ impl Outbound {
             // Over the cap: as declared (recorded with its size), or as
             // received.
             if self.declared_too_large(&parts.headers, events).is_none() {
-                events
-                    .lock()
-                    .unwrap()
-                    .push(format!("response body exceeds the limit of {limit} bytes"));
+                events.push(format!("response body exceeds the limit of {limit} bytes"));
             }
             return Err(too_large());
         };
@@ -194,7 +185,7 @@ impl Outbound {
 pub struct OutboundHooks {
     policy: Arc<Outbound>,
     /// Denials and limit hits seen since the last [`OutboundHooks::take_events`].
-    events: Arc<Mutex<Vec<String>>>,
+    events: Arc<Events>,
 }
 
 impl OutboundHooks {
@@ -214,7 +205,7 @@ impl OutboundHooks {
 
     /// Takes the denials recorded so far.
     pub fn take_events(&self) -> Vec<String> {
-        std::mem::take(&mut *self.events.lock().unwrap())
+        self.events.take()
     }
 }
 
@@ -302,7 +293,7 @@ struct CappedBody {
     incoming: Option<hyper::body::Incoming>,
     remaining: usize,
     limit: usize,
-    events: Arc<Mutex<Vec<String>>>,
+    events: Arc<Events>,
 }
 
 impl Body for CappedBody {
@@ -324,8 +315,6 @@ impl Body for CappedBody {
                     if d.len() > self.remaining {
                         let limit = self.limit;
                         self.events
-                            .lock()
-                            .unwrap()
                             .push(format!("response body exceeds the limit of {limit} bytes"));
                         self.incoming = None;
                         return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(
@@ -337,5 +326,37 @@ impl Body for CappedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
         }
+    }
+}
+
+/// Denials and limit hits of one call, for the error the host reports: the
+/// first [`Events::KEPT`], each sanitized, and a count of the rest, so a
+/// plugin looping over refused requests cannot grow host memory.
+#[derive(Debug, Default)]
+pub struct Events(Mutex<(Vec<String>, usize)>);
+
+impl Events {
+    /// Events kept per call.
+    pub const KEPT: usize = 8;
+
+    /// Records `event` (plugin text in it is capped and escaped).
+    pub fn push(&self, event: String) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.len() < Self::KEPT {
+            g.0.push(super::plugin_text::sanitize(&event));
+        } else {
+            g.1 += 1;
+        }
+    }
+
+    /// What was recorded since the last call, with a count of what was not
+    /// kept.
+    pub fn take(&self) -> Vec<String> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut kept, dropped) = (std::mem::take(&mut g.0), std::mem::take(&mut g.1));
+        if dropped > 0 {
+            kept.push(format!("and {dropped} more"));
+        }
+        kept
     }
 }

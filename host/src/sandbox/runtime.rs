@@ -7,7 +7,7 @@ use super::bindings::kmshost::plugin::types::{KmsError as WitError, PluginInfo};
 use super::kv_cache::KvCache;
 use super::outbound::{Outbound, OutboundHooks};
 use super::state::{HostState, KmsShared};
-use super::{EPOCH_TICK, LoadedPlugin, Sandbox};
+use super::{EPOCH_TICK, LoadedPlugin, Sandbox, plugin_text};
 use crate::config::Limits;
 use crate::kms::{KeyId, KmsError, KmsId, SandboxCause};
 use crate::secrets::{Grants, SecretSource};
@@ -171,21 +171,34 @@ impl PluginRuntime {
         if text.contains("maximum concurrent") || text.contains("concurrent limit") {
             return SandboxCause::Capacity;
         }
-        let mut short: String = text.chars().take(400).collect();
-        if short.len() < text.len() {
-            short.push('…');
-        }
-        SandboxCause::Trap(short)
+        // The chain can carry the plugin's own names (its name section).
+        SandboxCause::Trap(plugin_text::sanitize_to(&text, 400))
     }
 
+    /// The host's error for a plugin's: every string in it is the plugin's,
+    /// so each is capped and escaped ([`plugin_text`]).
     fn map_wit(&self, e: WitError, denials: &[String]) -> KmsError {
         let kms_id = self.shared.kms_id.clone();
         let with_host = |message: String| {
             if denials.is_empty() {
                 message
             } else {
-                format!("{message} (host: {})", denials.join("; "))
+                let host = plugin_text::sanitize(&denials.join("; "));
+                format!("{message} (host: {host})")
             }
+        };
+        let e = match e {
+            WitError::NotFound(m) => WitError::NotFound(plugin_text::sanitize(&m)),
+            WitError::Denied(m) => WitError::Denied(plugin_text::sanitize(&m)),
+            WitError::Unavailable(m) => WitError::Unavailable(plugin_text::sanitize(&m)),
+            WitError::InvalidConfig(mut c) => {
+                c.option = plugin_text::sanitize_to(&c.option, 128);
+                c.message = plugin_text::sanitize(&c.message);
+                WitError::InvalidConfig(c)
+            }
+            WitError::Unsupported(m) => WitError::Unsupported(plugin_text::sanitize(&m)),
+            WitError::Integrity(m) => WitError::Integrity(plugin_text::sanitize(&m)),
+            WitError::Other(m) => WitError::Other(plugin_text::sanitize(&m)),
         };
         match e {
             WitError::NotFound(m) => KmsError::NotFound { kms_id, message: m },
@@ -216,7 +229,7 @@ impl PluginRuntime {
                 plugin = %self.plugin.name,
                 dropped_bytes = dropped,
                 "plugin output: {}",
-                String::from_utf8_lossy(&out)
+                plugin_text::sanitize_bytes(&out)
             );
         }
     }
