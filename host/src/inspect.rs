@@ -1,13 +1,23 @@
 //! `kmshost plugin inspect`: what a security reviewer reads first.
 
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::{Sandbox, SandboxConfig, plugin_text};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use wasmtime::component::{Component, types::ComponentItem};
 
-/// A human-readable report: sha256, size, imports, exports, and whether it
-/// fits the `kms-plugin` world.
-pub fn inspect(wasm: &[u8]) -> Result<String, String> {
+/// What `inspect` found.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The human-readable report.
+    pub report: String,
+    /// Whether the host would load it (the same check as loading).
+    pub loads: bool,
+}
+
+/// A human-readable report: sha256, size, imports, exports, and whether the
+/// host would load it as a kms-plugin — and if not, why. Names come from
+/// the component and are capped and escaped.
+pub fn inspect(wasm: &[u8]) -> Result<Inspection, String> {
     let sandbox = Sandbox::new(SandboxConfig::default()).map_err(|e| e.to_string())?;
     let engine = sandbox.engine();
     let component =
@@ -36,6 +46,11 @@ pub fn inspect(wasm: &[u8]) -> Result<String, String> {
             "NOT a kmshost plugin (does not export kmshost:plugin/provider@0.1)"
         }
     );
+    let verdict = sandbox.check_links(&component);
+    let _ = match &verdict {
+        Ok(()) => writeln!(out, "loads:   yes"),
+        Err(why) => writeln!(out, "loads:   NO, it will not load: it {why}"),
+    };
     let _ = writeln!(out, "imports: ({})", imports.len());
     for i in &imports {
         let note = capability_note(i);
@@ -45,7 +60,10 @@ pub fn inspect(wasm: &[u8]) -> Result<String, String> {
     for e in &exports {
         let _ = writeln!(out, "  {e}");
     }
-    Ok(out)
+    Ok(Inspection {
+        report: out,
+        loads: verdict.is_ok(),
+    })
 }
 
 fn describe(name: &str, item: &ComponentItem) -> String {
@@ -58,7 +76,7 @@ fn describe(name: &str, item: &ComponentItem) -> String {
         ComponentItem::Type(_) => "type",
         ComponentItem::Resource(_) => "resource",
     };
-    format!("{name} ({kind})")
+    format!("{} ({kind})", plugin_text::sanitize_to(name, 256))
 }
 
 fn capability_note(import: &str) -> &'static str {

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod host_setup;
 pub mod inspect;
 pub mod kms;
+pub mod logging;
 pub mod luks;
 pub mod net;
 pub mod plugins;

@@ -401,10 +401,7 @@ fn write_key_file(path: &std::path::Path, value: &SecretBytes) -> Result<()> {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    kmshost::logging::init(&filter);
 
     match cli.command {
         Command::Demo {
@@ -426,8 +423,11 @@ async fn main() -> Result<()> {
         } => {
             let wasm =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let report = kmshost::inspect::inspect(&wasm).map_err(anyhow::Error::msg)?;
-            print!("{report}");
+            let found = kmshost::inspect::inspect(&wasm).map_err(anyhow::Error::msg)?;
+            print!("{}", found.report);
+            if !found.loads {
+                std::process::exit(1);
+            }
         }
         Command::Csi { host, driver } => {
             let kms = std::sync::Arc::new(build_kms(&host.settings())?);

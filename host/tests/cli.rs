@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_kmshost");
 const SECRET_WASM: &str = concat!(env!("OUT_DIR"), "/secret.wasm");
 
+include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
+
 fn cache() -> String {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("compile-cache")
@@ -267,6 +269,7 @@ fn plugin_inspect_shows_what_a_reviewer_needs() {
         "{stdout}"
     );
     assert!(stdout.contains("kmshost:plugin/provider@0.1.0"), "{stdout}");
+    assert!(stdout.contains("loads:   yes"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.wasm");
@@ -497,4 +500,20 @@ fn key_files_are_0600_and_never_follow_symlinks() {
     assert!(meta.is_file(), "the link was replaced by a regular file");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read(&link).unwrap(), b"file-mode-key");
+}
+
+/// A component that imports what the host does not provide exports the
+/// provider all the same: inspect says it will not load, and why, with the
+/// same check as loading, and exits non-zero.
+#[test]
+fn plugin_inspect_says_a_plugin_will_not_load() {
+    let out = run(&["plugin", "inspect", STRAY_IMPORT], None);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("world:   kmshost:plugin/kms-plugin@0.1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("loads:   NO, it will not load"), "{stdout}");
+    assert!(stdout.contains("acme:stray/backdoor"), "{stdout}");
 }

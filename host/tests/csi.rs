@@ -1016,3 +1016,24 @@ async fn a_volume_is_formatted_only_with_a_generated_key() {
     h.delete(&id).await.unwrap();
     h.stop().await;
 }
+
+/// A plugin's 2 MiB multi-line error reaches the CO as one short status
+/// message: the reply arrives, capped and escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_flood_of_text_is_a_short_status() {
+    let mut config = metadata_config();
+    config["loud"] = serde_json::json!({"encryptionKMSType": "test-guest",
+        "kmshostPlugin": LOUD, "mode": "error"});
+    let h = CsiHarness::start(&config).await;
+    let params = [("encrypted", "true"), ("encryptionKMSID", "loud")];
+    let e = h
+        .create("pvc-loud", 32 * MIB, &params, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(e.message().len() < 2048, "{} bytes", e.message().len());
+    assert!(!e.message().contains('\n'), "{}", e.message());
+    assert!(e.message().contains("forged line"), "{}", e.message());
+    assert!(h.record(&kmshost::csi::volume_id_for("pvc-loud")).is_none());
+    h.stop().await;
+}

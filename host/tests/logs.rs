@@ -4,6 +4,8 @@
 
 mod common;
 
+include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
+
 use kmshost::kms::{KeyId, Kms, SecretBytes};
 use serde_json::json;
 use std::path::Path;
@@ -38,8 +40,9 @@ fn logs_carry_spans_and_never_key_material() {
     }
     let sink = Sink::default();
     let writer = sink.clone();
+    // The binary's filter at its most verbose.
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
+        .with_env_filter(kmshost::logging::filter("trace"))
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
@@ -61,6 +64,14 @@ fn logs_carry_spans_and_never_key_material() {
             kms.unwrap("meta", &key("pvc-log"), &w).await.unwrap();
             let _ = kms.unwrap("meta", &key("pvc-other"), &w).await.unwrap_err();
             tracing::debug!(dek = ?dek, "a careless debug print of a key");
+            // A plugin flooding the log and stdout with forged lines.
+            let loud = common::kms(
+                &json!({"loud": {"encryptionKMSType": "test-guest", "kmshostPlugin": LOUD}}),
+                dir.path(),
+                None,
+            );
+            let out = loud.wrap("loud", &key("log"), &dek).await.unwrap();
+            assert_eq!(out.as_bytes(), b"logged");
         });
     }
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
@@ -80,5 +91,22 @@ fn logs_carry_spans_and_never_key_material() {
     assert!(
         !logs.contains("log-test-kek-passphrase"),
         "passphrase in logs:\n{logs}"
+    );
+    // The flood is one escaped, capped record per channel: no forged line
+    // starts a line of its own, and Wasmtime's own per-write tracing of
+    // the plugin's stdout is held back.
+    let forged: Vec<&str> = logs.lines().filter(|l| l.contains("forged line")).collect();
+    assert!(!forged.is_empty(), "the plugin's log record is kept");
+    assert!(
+        forged.len() <= 2,
+        "{} lines: {:?}",
+        forged.len(),
+        &forged[..3]
+    );
+    assert!(forged.iter().all(|l| !l.starts_with("2026-01-01")));
+    assert!(forged.iter().all(|l| l.len() < 4096), "capped");
+    assert!(
+        !logs.contains("worker writing"),
+        "wasmtime-wasi output tracing"
     );
 }

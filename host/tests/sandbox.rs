@@ -967,3 +967,69 @@ mod key_liar {
         assert!(seal(&liar("honest", dir.path()), "pvc-1").await.is_ok());
     }
 }
+
+/// Plugin text: every string a plugin hands the host is capped (about
+/// 1 KiB) and its control characters escaped before it reaches an error, a
+/// log line or a report.
+mod loud {
+    use super::*;
+    use kmshost::sandbox::plugin_text::MAX_PLUGIN_TEXT;
+
+    fn bounded(s: &str) {
+        assert!(s.len() <= MAX_PLUGIN_TEXT + 64, "{} bytes", s.len());
+        assert!(!s.contains('\n') && !s.contains('\x1b'), "{s:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn plugin_text_cap_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(LOUD, json!({}), dir.path());
+        let e = wrap(&kms, "quiet", "x").await.unwrap_err();
+        assert_eq!(e.to_string(), "kmsID t: plain failure");
+        assert_eq!(wrap(&kms, "log", "x").await.unwrap(), b"logged");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn plugin_text_cap_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(LOUD, json!({}), dir.path());
+        let e = wrap(&kms, "error", "x").await.unwrap_err();
+        let text = e.to_string();
+        bounded(&text);
+        assert!(text.contains("forged line\\n2026"), "{text}");
+        assert!(text.contains("more bytes)"), "{text}");
+        match wrap(&kms, "option", "x").await.unwrap_err() {
+            KmsError::InvalidConfig {
+                option, message, ..
+            } => {
+                assert!(option.len() <= 200, "{}", option.len());
+                assert!(!option.contains('\n'));
+                bounded(&message);
+            }
+            other => panic!("{other}"),
+        }
+        let info = kms.runtime("t").await.unwrap().info().await.unwrap();
+        assert_eq!(info.name, "loud\\nWARN forged");
+        assert_eq!(info.version, "1\\u{1b}[31m");
+        bounded(&info.description);
+    }
+}
+
+/// Linking: a component importing an interface the host does not provide
+/// never loads, and the error names the import.
+mod stray_import {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unknown_import_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = guest_kms(STRAY_IMPORT, json!({}), dir.path());
+        match wrap(&kms, "v", "x").await.unwrap_err() {
+            KmsError::PluginLoad { message, .. } => {
+                assert!(message.contains("does not provide"), "{message}");
+                assert!(message.contains("acme:stray/backdoor"), "{message}");
+            }
+            other => panic!("expected a load error, got {other}"),
+        }
+    }
+}

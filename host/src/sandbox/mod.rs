@@ -238,16 +238,9 @@ impl Sandbox {
             None => Component::new(&self.engine, wasm).map(|c| (c, false)),
         }
         .map_err(|e| load_err(format!("plugin {name} does not compile: {e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            load_err(format!(
-                "plugin {name} imports something the host does not provide: {e:#}"
-            ))
-        })?;
-        let pre = bindings::KmsPluginPre::new(pre).map_err(|e| {
-            load_err(format!(
-                "plugin {name} does not export kmshost:plugin/provider@0.1: {e:#}"
-            ))
-        })?;
+        let pre = self
+            .link(&component)
+            .map_err(|m| load_err(format!("plugin {name} {m}")))?;
         let loaded = LoadedPlugin {
             name: name.to_string(),
             sha256,
@@ -258,6 +251,31 @@ impl Sandbox {
         };
         self.loaded.lock().unwrap().insert(sha256, loaded.clone());
         Ok(loaded)
+    }
+}
+
+impl Sandbox {
+    /// Whether `component` would load: every import is one the host
+    /// provides and it exports the provider interface. Loading and
+    /// `kmshost plugin inspect` use this one check; the reason names what
+    /// is missing (the component's own names, capped and escaped).
+    pub fn check_links(&self, component: &Component) -> Result<(), String> {
+        self.link(component).map(|_| ())
+    }
+
+    fn link(&self, component: &Component) -> Result<bindings::KmsPluginPre<HostState>, String> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            format!(
+                "imports something the host does not provide: {}",
+                plugin_text::sanitize(&format!("{e:#}"))
+            )
+        })?;
+        bindings::KmsPluginPre::new(pre).map_err(|e| {
+            format!(
+                "does not export kmshost:plugin/provider@0.1: {}",
+                plugin_text::sanitize(&format!("{e:#}"))
+            )
+        })
     }
 }
 

@@ -269,7 +269,8 @@ impl PluginRuntime {
         Ok(Warm { store, bindings })
     }
 
-    /// The plugin's own description (from a fresh or warm instance).
+    /// The plugin's own description (from a fresh or warm instance), its
+    /// text capped and escaped.
     pub async fn info(&self) -> Result<PluginInfo, KmsError> {
         let mut w = self.take_or_instantiate().await?;
         w.store.set_epoch_deadline(self.deadline_ticks());
@@ -285,7 +286,12 @@ impl PluginRuntime {
             Ok(Err(e)) => Err(self.sandbox_error(self.classify(&e, w.store.data()))),
             Ok(Ok(info)) => {
                 self.give_back(w);
-                Ok(info)
+                Ok(PluginInfo {
+                    name: plugin_text::sanitize_to(&info.name, 128),
+                    version: plugin_text::sanitize_to(&info.version, 64),
+                    capabilities: info.capabilities,
+                    description: plugin_text::sanitize(&info.description),
+                })
             }
         }
     }
