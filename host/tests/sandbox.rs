@@ -1033,3 +1033,44 @@ mod stray_import {
         }
     }
 }
+
+/// One deadline per operation: a cold instance's instantiate and configure
+/// count against the same `kmshostTimeoutMs` as the call.
+mod slow_start {
+    use super::*;
+
+    fn cold(configure_ms: u64, timeout_ms: u64, dir: &Path) -> Kms {
+        guest_kms(
+            SLOW_START,
+            json!({"configure_ms": configure_ms.to_string(),
+                   "kmshostTimeoutMs": timeout_ms.to_string(),
+                   "kmshostInstanceReuse": "false"}),
+            dir,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_deadline_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = cold(300, 3000, dir.path());
+        assert_eq!(wrap(&kms, "300", "x").await.unwrap(), b"x");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_deadline_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each half fits the deadline alone; together they do not.
+        let kms = cold(700, 1000, dir.path());
+        kms.runtime("t").await.unwrap(); // compiled outside the timing
+        let t = Instant::now();
+        let err = wrap(&kms, "700", "x").await.unwrap_err();
+        assert_eq!(cause(&err), &SandboxCause::Deadline(1000), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1300),
+            "took {:?}",
+            t.elapsed()
+        );
+        // A call that fits is served.
+        assert_eq!(wrap(&kms, "10", "x").await.unwrap(), b"x");
+    }
+}

@@ -12,6 +12,7 @@ use crate::config::Limits;
 use crate::kms::{KeyId, KmsError, KmsId, SandboxCause};
 use crate::secrets::{Grants, SecretSource};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
 
 /// Most warm instances kept per kmsID.
@@ -144,8 +145,23 @@ impl PluginRuntime {
         self.warm.lock().unwrap().len()
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+    /// The one deadline of an operation started now: instantiating,
+    /// configuring and the call itself all count against it.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.limits.timeout
+    }
+
+    /// Arms `store`'s epoch interruption for `until`; returns the time left.
+    fn arm(store: &mut Store<HostState>, until: Instant) -> Duration {
+        let left = until.saturating_duration_since(Instant::now());
+        store.set_epoch_deadline((left.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1);
+        left
+    }
+
+    fn deadline_error(&self) -> KmsError {
+        self.sandbox_error(SandboxCause::Deadline(
+            self.limits.timeout.as_millis() as u64
+        ))
     }
 
     fn sandbox_error(&self, cause: SandboxCause) -> KmsError {
@@ -234,13 +250,13 @@ impl PluginRuntime {
         }
     }
 
-    async fn instantiate(&self) -> Result<Warm, KmsError> {
+    async fn instantiate(&self, until: Instant) -> Result<Warm, KmsError> {
         let hooks = OutboundHooks::new(self.policy.clone());
         let state = HostState::new(self.shared.clone(), hooks, self.limits.memory_bytes);
         let mut store = Store::new(self.sandbox.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.deadline_ticks());
-        let started = crate::deadline::timeout(self.limits.timeout, async {
+        let left = Self::arm(&mut store, until);
+        let started = crate::deadline::timeout(left, async {
             let bindings = self.plugin.pre.instantiate_async(&mut store).await?;
             let configured = bindings
                 .kmshost_plugin_provider()
@@ -250,11 +266,7 @@ impl PluginRuntime {
         })
         .await;
         let (bindings, configured) = match started {
-            Err(_) => {
-                return Err(self.sandbox_error(SandboxCause::Deadline(
-                    self.limits.timeout.as_millis() as u64,
-                )));
-            }
+            Err(_) => return Err(self.deadline_error()),
             Ok(Err(e)) => {
                 let cause = self.classify(&e, store.data());
                 self.flush_output(&store);
@@ -272,17 +284,16 @@ impl PluginRuntime {
     /// The plugin's own description (from a fresh or warm instance), its
     /// text capped and escaped.
     pub async fn info(&self) -> Result<PluginInfo, KmsError> {
-        let mut w = self.take_or_instantiate().await?;
-        w.store.set_epoch_deadline(self.deadline_ticks());
+        let until = self.deadline();
+        let mut w = self.take_or_instantiate(until).await?;
+        let left = Self::arm(&mut w.store, until);
         let r = crate::deadline::timeout(
-            self.limits.timeout,
+            left,
             w.bindings.kmshost_plugin_provider().call_info(&mut w.store),
         )
         .await;
         match r {
-            Err(_) => Err(self.sandbox_error(SandboxCause::Deadline(
-                self.limits.timeout.as_millis() as u64,
-            ))),
+            Err(_) => Err(self.deadline_error()),
             Ok(Err(e)) => Err(self.sandbox_error(self.classify(&e, w.store.data()))),
             Ok(Ok(info)) => {
                 self.give_back(w);
@@ -298,16 +309,16 @@ impl PluginRuntime {
 
     /// Checks the kmsID's options by configuring a fresh instance.
     pub async fn validate(&self) -> Result<(), KmsError> {
-        let w = self.instantiate().await?;
+        let w = self.instantiate(self.deadline()).await?;
         self.give_back(w);
         Ok(())
     }
 
-    async fn take_or_instantiate(&self) -> Result<Warm, KmsError> {
+    async fn take_or_instantiate(&self, until: Instant) -> Result<Warm, KmsError> {
         let warm = self.warm.lock().unwrap().pop();
         match warm {
             Some(w) => Ok(w),
-            None => self.instantiate().await,
+            None => self.instantiate(until).await,
         }
     }
 
@@ -325,22 +336,21 @@ impl PluginRuntime {
     /// instance reusable; a trap, a deadline or a memory-limit hit discards
     /// it, and the next call gets a fresh one.
     pub async fn call(&self, op: Op<'_>) -> Result<Option<Vec<u8>>, KmsError> {
-        let mut w = self.take_or_instantiate().await?;
+        let until = self.deadline();
+        let mut w = self.take_or_instantiate(until).await?;
         {
             let data = w.store.data_mut();
             data.log_records = 0;
             data.denials.clear();
             data.hooks.take_events();
         }
-        w.store.set_epoch_deadline(self.deadline_ticks());
-        let result = crate::deadline::timeout(self.limits.timeout, invoke(&mut w, op)).await;
+        let left = Self::arm(&mut w.store, until);
+        let result = crate::deadline::timeout(left, invoke(&mut w, op)).await;
         self.flush_output(&w.store);
         let mut denials = std::mem::take(&mut w.store.data_mut().denials);
         denials.extend(w.store.data().hooks.take_events());
         match result {
-            Err(_) => Err(self.sandbox_error(SandboxCause::Deadline(
-                self.limits.timeout.as_millis() as u64,
-            ))),
+            Err(_) => Err(self.deadline_error()),
             Ok(Err(e)) => {
                 let cause = self.classify(&e, w.store.data());
                 tracing::debug!(kms_id = %self.shared.kms_id, plugin = %self.plugin.name, %cause, "plugin instance discarded");
