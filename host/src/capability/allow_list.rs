@@ -87,6 +87,12 @@ pub enum ParseError {
     /// A wildcard anywhere but as the whole first label.
     #[error("a wildcard must be the whole first label (`*.example.com`) in {0:?}")]
     Wildcard(String),
+    /// A wildcard over a single label (`*.com`): every name of a top-level
+    /// domain.
+    #[error(
+        "a wildcard over a top-level domain allows too much in {0:?}: name a domain under it (`*.example.com`)"
+    )]
+    WildcardTld(String),
 }
 
 /// Parses a URL host (without port). Rejects ambiguous forms.
@@ -245,7 +251,8 @@ impl AllowedHost {
         let port = port.unwrap_or(scheme.default_port());
         let host = if let Some(suffix) = host.strip_prefix("*.") {
             match parse_host(suffix)? {
-                Host::Name(n) if n.contains('.') || !n.is_empty() => HostPattern::Subdomains(n),
+                Host::Name(n) if n.contains('.') => HostPattern::Subdomains(n),
+                Host::Name(_) => return Err(ParseError::WildcardTld(entry.to_string())),
                 _ => return Err(ParseError::Wildcard(entry.to_string())),
             }
         } else if host.contains('*') {
@@ -555,6 +562,10 @@ mod tests {
             "ftp://a.test",
             "https://a.*.test",
             "https://*",
+            "https://*.com",
+            "*.test",
+            "https://*.com.",
+            "https://*.1.2.3.4",
             "a.test:0",
             "a.test:99999",
             "u@a.test",
@@ -562,6 +573,11 @@ mod tests {
         ] {
             assert!(AllowList::parse_list(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(matches!(
+            AllowedHost::parse("https://*.com"),
+            Err(ParseError::WildcardTld(_))
+        ));
+        assert!(AllowedHost::parse("https://*.example.com").is_ok());
         assert!(AllowList::parse_list("  ").unwrap().is_empty());
         assert_eq!(
             list("https://a.test, http://b.test:8080 https://a.test")
