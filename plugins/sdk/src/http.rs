@@ -17,6 +17,7 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::{KmsError, Result};
+use zeroize::Zeroize;
 
 /// How long to wait for a connection and for the first byte (nanoseconds).
 const DEFAULT_TIMEOUT_NS: u64 = 10_000_000_000;
@@ -39,7 +40,11 @@ pub enum Method {
 }
 
 /// An outbound request under construction.
-#[derive(Debug, Clone)]
+///
+/// Its headers (a token) and body (a key to wrap) may be secret: `Debug`
+/// shows the method, the URL without its query, header names and the body's
+/// length only, and both are zeroized when the request is dropped or sent.
+#[derive(Clone)]
 pub struct Request {
     method: Method,
     url: String,
@@ -67,6 +72,38 @@ impl std::fmt::Debug for Response {
             .field("body_len", &self.body.len())
             .finish()
     }
+}
+
+impl Drop for Response {
+    // A KV read or a Transit decrypt returns a key in the body.
+    fn drop(&mut self) {
+        self.body.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &self.url.split('?').next().unwrap_or(""))
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        zeroize_parts(&mut self.headers, &mut self.body);
+    }
+}
+
+fn zeroize_parts(headers: &mut [(String, Vec<u8>)], body: &mut Vec<u8>) {
+    for (_, v) in headers.iter_mut() {
+        v.zeroize();
+    }
+    body.zeroize();
 }
 
 impl Request {
@@ -120,7 +157,7 @@ impl Request {
     }
 
     /// Sends the request and reads the whole response (one host call).
-    pub fn send(self) -> Result<Response> {
+    pub fn send(mut self) -> Result<Response> {
         let method = match self.method {
             Method::Get => "GET",
             Method::Post => "POST",
@@ -130,22 +167,24 @@ impl Request {
             Method::List => "LIST",
         };
         let timeout_ms = (self.timeout_ns / 1_000_000).min(u32::MAX as u64) as u32;
-        let headers = self
-            .headers
+        let headers = std::mem::take(&mut self.headers)
             .into_iter()
             .filter(|(n, _)| n != "content-length")
             .collect();
-        let resp = outbound_http::send(&outbound_http::Request {
+        let mut req = outbound_http::Request {
             method: method.into(),
-            url: self.url,
+            url: std::mem::take(&mut self.url),
             headers,
-            body: self.body,
+            body: std::mem::take(&mut self.body),
             timeout_ms,
-        })?;
+        };
+        let sent = outbound_http::send(&req);
+        zeroize_parts(&mut req.headers, &mut req.body);
+        let mut resp = sent?;
         Ok(Response {
             status: resp.status,
-            headers: resp.headers,
-            body: resp.body,
+            headers: std::mem::take(&mut resp.headers),
+            body: std::mem::take(&mut resp.body),
         })
     }
 
@@ -353,4 +392,38 @@ pub fn map_error_code(url: &str, e: ErrorCode) -> KmsError {
 /// The URL without its query string (queries may carry tokens).
 fn redact_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_header_values_query_or_body() {
+        let req = Request::post("https://vault.example:8200/v1/transit/encrypt/k?token=q-secret")
+            .header("X-Vault-Token", "hvs.header-secret")
+            .body(b"plaintext-secret".to_vec());
+        let shown = format!("{req:?}");
+        for secret in ["hvs.header-secret", "q-secret", "plaintext-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("x-vault-token") && shown.contains("body_len: 16"),
+            "{shown}"
+        );
+        let resp = Response {
+            status: 200,
+            headers: vec![],
+            body: b"key-secret".to_vec(),
+        };
+        assert!(!format!("{resp:?}").contains("key-secret"));
+    }
+
+    #[test]
+    fn dropped_parts_are_zeroized() {
+        let mut headers = vec![("a".to_string(), b"tok".to_vec())];
+        let mut body = b"key".to_vec();
+        zeroize_parts(&mut headers, &mut body);
+        assert!(headers[0].1.is_empty() && body.is_empty());
+    }
 }

@@ -114,19 +114,32 @@ impl Store {
     /// Creates (or replaces) the key's Secret.
     pub fn put(&self, key_id: &str, key: &[u8]) -> Result<()> {
         let name = self.name(key_id);
+        // Serialized from borrowed parts straight into a zeroizing buffer:
+        // no intermediate JSON value keeps a copy of the key.
+        #[derive(serde::Serialize)]
+        struct SecretBody<'a> {
+            #[serde(rename = "apiVersion")]
+            api_version: &'static str,
+            kind: &'static str,
+            #[serde(rename = "type")]
+            kind_of_data: &'static str,
+            metadata: serde_json::Value,
+            data: std::collections::BTreeMap<&'static str, &'a str>,
+        }
+        let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key));
         let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "Opaque",
-                "metadata": {
+            serde_json::to_vec(&SecretBody {
+                api_version: "v1",
+                kind: "Secret",
+                kind_of_data: "Opaque",
+                metadata: serde_json::json!({
                     "name": name,
                     "namespace": self.namespace,
                     "labels": {"app.kubernetes.io/managed-by": "kmshost"},
                     "annotations": {"kmshost.io/key-id": key_id},
-                },
-                "data": {DATA_KEY: base64::engine::general_purpose::STANDARD.encode(key)},
-            }))
+                }),
+                data: [(DATA_KEY, encoded.as_str())].into(),
+            })
             .map_err(|_| KmsError::Other("cannot encode Secret".into()))?,
         );
         let resp = self

@@ -89,14 +89,24 @@ pub fn put(cfg: &VaultConfig, key_id: &str, key: &[u8]) -> Result<()> {
     let pass = std::str::from_utf8(key).map_err(|_| {
         KmsError::Other("Vault stores passphrases as text; this key is not UTF-8".into())
     })?;
-    let inner = serde_json::json!({"data": {"passphrase": pass}});
-    let body = match cfg.kv {
-        KvVersion::V1 => inner,
-        KvVersion::V2 => serde_json::json!({"data": inner}),
+    // Serialized straight from the borrowed key into a zeroizing buffer: no
+    // intermediate JSON value keeps a copy.
+    #[derive(serde::Serialize)]
+    struct Passphrase<'a> {
+        passphrase: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Data<T> {
+        data: T,
+    }
+    let inner = Data {
+        data: Passphrase { passphrase: pass },
     };
-    let body = Zeroizing::new(
-        serde_json::to_vec(&body).map_err(|_| KmsError::Other("cannot encode".into()))?,
-    );
+    let body = match cfg.kv {
+        KvVersion::V1 => serde_json::to_vec(&inner),
+        KvVersion::V2 => serde_json::to_vec(&Data { data: inner }),
+    };
+    let body = Zeroizing::new(body.map_err(|_| KmsError::Other("cannot encode".into()))?);
     let path = secret_path(cfg, "data", key_id);
     let what = format!("writing {path}");
     let resp = send(cfg, || {
