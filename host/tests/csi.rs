@@ -1037,3 +1037,81 @@ async fn a_plugins_flood_of_text_is_a_short_status() {
     assert!(h.record(&kmshost::csi::volume_id_for("pvc-loud")).is_none());
     h.stop().await;
 }
+
+/// A small xfs volume is made as large as mkfs.xfs needs (so it can be
+/// staged), or refused with OUT_OF_RANGE when the limit forbids that; and
+/// the access modes accepted are the ones advertised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_xfs_volumes_round_up_and_accepted_modes_are_advertised() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let xfs = [("csi.storage.k8s.io/fstype", "xfs")];
+    let v = h
+        .create("pvc-small-xfs", 32 * MIB, &xfs, None)
+        .await
+        .unwrap();
+    assert_eq!(v.capacity_bytes, kmshost::csi::XFS_MIN_CAPACITY as i64);
+    let s = h.path("staging-small-xfs");
+    h.stage(&v.volume_id, &s, mount_cap("")).await.unwrap();
+    h.unstage(&v.volume_id, &s).await.unwrap();
+    h.delete(&v.volume_id).await.unwrap();
+    // A mount capability asking for xfs counts too; a limit below the
+    // minimum is out of range, and nothing is created.
+    let e = h
+        .client
+        .controller
+        .clone()
+        .create_volume(proto::CreateVolumeRequest {
+            name: "pvc-tiny-xfs".into(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 32 * MIB,
+                limit_bytes: 100 * MIB,
+            }),
+            volume_capabilities: vec![mount_cap("xfs")],
+            parameters: Default::default(),
+            secrets: Default::default(),
+            volume_content_source: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(
+        h.record(&kmshost::csi::volume_id_for("pvc-tiny-xfs"))
+            .is_none()
+    );
+    // ext4 keeps the small size.
+    let v = h
+        .create("pvc-small-ext4", 32 * MIB, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(v.capacity_bytes, 32 * MIB);
+
+    use proto::controller_service_capability::RpcType as CRpc;
+    use proto::node_service_capability::RpcType as NRpc;
+    let c = h
+        .client
+        .controller
+        .clone()
+        .controller_get_capabilities(proto::ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(c.capabilities.iter().any(|c| {
+        c.rpc
+            .as_ref()
+            .is_some_and(|r| r.r#type == CRpc::SingleNodeMultiWriter as i32)
+    }));
+    let n = h
+        .client
+        .node
+        .clone()
+        .node_get_capabilities(proto::NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(n.capabilities.iter().any(|c| {
+        c.rpc
+            .as_ref()
+            .is_some_and(|r| r.r#type == NRpc::SingleNodeMultiWriter as i32)
+    }));
+    h.stop().await;
+}

@@ -15,8 +15,9 @@ use tonic::Code;
 
 const MIB: u64 = 1 << 20;
 
-/// Access modes an image-file volume supports: one node at a time.
-const SUPPORTED_MODES: &[Mode] = &[
+/// Access modes an image-file volume supports: one node at a time. Every
+/// one of them is also advertised (`SINGLE_NODE_MULTI_WRITER`).
+pub(super) const SUPPORTED_MODES: &[Mode] = &[
     Mode::SingleNodeWriter,
     Mode::SingleNodeReaderOnly,
     Mode::SingleNodeSingleWriter,
@@ -54,6 +55,17 @@ fn check_capabilities(caps: &[proto::VolumeCapability]) -> Result<(), CsiError> 
         }
     }
     Ok(())
+}
+
+/// The smallest size a filesystem the volume may be staged with can be
+/// made at: a mount capability's fs type, or else the StorageClass's.
+fn fs_floor(caps: &[proto::VolumeCapability], default_fs: &str) -> u64 {
+    let xfs = caps.iter().any(|c| match &c.access_type {
+        Some(AccessType::Mount(m)) if m.fs_type.is_empty() => default_fs == "xfs",
+        Some(AccessType::Mount(m)) => m.fs_type == "xfs",
+        _ => false,
+    });
+    if xfs { super::XFS_MIN_CAPACITY } else { 0 }
 }
 
 /// The capacity to provision for `range`, at least `floor` bytes.
@@ -211,7 +223,11 @@ impl Driver {
         let id = volume_id_for(&req.name);
         let _guard = self.locks.try_lock(&id)?;
         let parent = self.parent(req.volume_content_source.as_ref())?;
-        let floor = parent.as_ref().map(|p| p.capacity).unwrap_or(0);
+        let floor = parent
+            .as_ref()
+            .map(|p| p.capacity)
+            .unwrap_or(0)
+            .max(fs_floor(&req.volume_capabilities, &p.fs_type));
         let size = capacity(req.capacity_range, floor)?;
 
         let existing = self.records.volume(&id)?;

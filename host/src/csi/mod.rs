@@ -60,6 +60,9 @@ pub const LUKS_OVERHEAD: u64 = 16 << 20;
 pub const DEFAULT_CAPACITY: u64 = 1 << 30;
 /// The smallest volume kmshost creates.
 pub const MIN_CAPACITY: u64 = 16 << 20;
+/// The smallest filesystem `mkfs.xfs` makes (xfsprogs 5.19 and later,
+/// Debian 12's 6.1 among them): an xfs volume is never smaller.
+pub const XFS_MIN_CAPACITY: u64 = 300 << 20;
 
 /// Driver settings.
 #[derive(Debug, Clone)]

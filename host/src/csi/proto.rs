@@ -470,6 +470,9 @@ pub mod controller_service_capability {
         PublishReadonly = 8,
         /// ControllerExpandVolume.
         ExpandVolume = 9,
+        /// `SINGLE_NODE_SINGLE_WRITER` and `SINGLE_NODE_MULTI_WRITER` access
+        /// modes are supported.
+        SingleNodeMultiWriter = 13,
     }
 }
 
@@ -818,6 +821,9 @@ pub mod node_service_capability {
         ExpandVolume = 3,
         /// Volume condition in stats.
         VolumeCondition = 4,
+        /// `SINGLE_NODE_SINGLE_WRITER` and `SINGLE_NODE_MULTI_WRITER` access
+        /// modes are supported.
+        SingleNodeMultiWriter = 5,
     }
 }
 

@@ -130,6 +130,7 @@ impl Controller for Services {
                 RpcType::ExpandVolume,
                 RpcType::ListVolumes,
                 RpcType::GetCapacity,
+                RpcType::SingleNodeMultiWriter,
             ]
             .into_iter()
             .map(|t| ControllerServiceCapability {
@@ -230,6 +231,7 @@ impl Node for Services {
                 RpcType::GetVolumeStats,
                 RpcType::ExpandVolume,
                 RpcType::VolumeCondition,
+                RpcType::SingleNodeMultiWriter,
             ]
             .into_iter()
             .map(|t| NodeServiceCapability {
