@@ -18,6 +18,7 @@ use libcryptsetup_rs::consts::vals::{CryptKdf, CryptStatusInfo, EncryptionFormat
 use libcryptsetup_rs::{
     CryptDevice, CryptInit, CryptParamsLuks2, CryptPbkdfType, Either, LibcryptErr, TokenInput,
 };
+use std::os::raw::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 
 /// The LUKS2 token type kmshost writes.
@@ -232,7 +233,38 @@ fn crypt_err(path: &Path, e: LibcryptErr) -> LuksError {
     }
 }
 
+/// Routes libcryptsetup's (and, through it, libdevmapper's) log into
+/// tracing instead of its default of printing errors to stderr. Set once
+/// for the process, before the first libcryptsetup call.
+fn route_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        libcryptsetup_rs::set_log_callback::<()>(Some(log_to_tracing), None);
+    });
+}
+
+/// libcryptsetup's log levels (`CRYPT_LOG_*`).
+const LOG_NORMAL: c_int = 0;
+const LOG_ERROR: c_int = 1;
+const LOG_VERBOSE: c_int = 2;
+
+unsafe extern "C" fn log_to_tracing(level: c_int, msg: *const c_char, _usr: *mut c_void) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: libcryptsetup passes a NUL-terminated string that lives for
+    // the duration of the call.
+    let text = unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy();
+    let text = text.trim();
+    match level {
+        LOG_ERROR => tracing::info!(target: "libcryptsetup", "{text}"),
+        LOG_NORMAL | LOG_VERBOSE => tracing::debug!(target: "libcryptsetup", "{text}"),
+        _ => tracing::trace!(target: "libcryptsetup", "{text}"),
+    }
+}
+
 fn open(path: &Path) -> Result<CryptDevice, LuksError> {
+    route_log();
     let mut dev = CryptInit::init(path).map_err(|e| crypt_err(path, e))?;
     dev.context_handle()
         .load::<()>(Some(EncryptionFormat::Luks2), None)
@@ -266,6 +298,7 @@ pub fn format(
             found,
         });
     }
+    route_log();
     let mut dev = CryptInit::init(path).map_err(|e| crypt_err(path, e))?;
     let pbkdf = params.pbkdf.to_crypt();
     dev.settings_handle()
@@ -491,6 +524,7 @@ pub fn activate(
 /// Closes `/dev/mapper/<name>`.
 pub fn deactivate(name: &str) -> Result<(), LuksError> {
     let path = PathBuf::from(format!("/dev/mapper/{name}"));
+    route_log();
     let mut dev =
         CryptInit::init_by_name_and_header(name, None).map_err(|e| crypt_err(&path, e))?;
     dev.activate_handle()
@@ -500,6 +534,7 @@ pub fn deactivate(name: &str) -> Result<(), LuksError> {
 
 /// Whether `/dev/mapper/<name>` is active.
 pub fn is_active(name: &str) -> bool {
+    route_log();
     matches!(
         libcryptsetup_rs::status(None, name),
         Ok(CryptStatusInfo::Active | CryptStatusInfo::Busy)
@@ -510,6 +545,7 @@ pub fn is_active(name: &str) -> bool {
 /// sectors; 0 means the whole underlying device.
 pub fn resize(name: &str, sectors: u64) -> Result<(), LuksError> {
     let path = PathBuf::from(format!("/dev/mapper/{name}"));
+    route_log();
     let mut dev =
         CryptInit::init_by_name_and_header(name, None).map_err(|e| crypt_err(&path, e))?;
     dev.context_handle()
