@@ -80,6 +80,75 @@ mod spin {
     }
 }
 
+/// Per-kmsID concurrency: a kmsID spinning in every call it can get never
+/// takes the sandbox's instances from another kmsID.
+mod concurrency {
+    use super::*;
+
+    fn two_kms_ids(dir: &Path, limit: u32) -> Kms {
+        common::kms(
+            &json!({
+                "slow": {"encryptionKMSType": "test-guest", "kmshostPlugin": SPIN,
+                         "kmshostTimeoutMs": "1500", "kmshostMaxConcurrency": limit.to_string()},
+                "fast": {"encryptionKMSType": "test-guest", "kmshostPlugin": SPIN},
+            }),
+            dir,
+            None,
+        )
+    }
+
+    async fn spin(kms: &Kms, id: &str, n: &str) -> Result<WrappedKeyBytes, KmsError> {
+        kms.wrap(id, &key(n), &bytes("x"))
+            .await
+            .map(|w| w.into_bytes())
+    }
+    type WrappedKeyBytes = Vec<u8>;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrency_limit_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = two_kms_ids(dir.path(), 4);
+        let calls = (0..4).map(|_| spin(&kms, "slow", "1000"));
+        for r in futures::future::join_all(calls).await {
+            assert_eq!(r.unwrap(), b"x");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrency_limit_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = Arc::new(two_kms_ids(dir.path(), 4));
+        // 40 calls that spin until their deadline: more than the test
+        // sandbox's 32 instances.
+        let hogs: Vec<_> = (0..40)
+            .map(|_| {
+                let kms = kms.clone();
+                tokio::spawn(async move { spin(&kms, "slow", "forever").await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Another kmsID is served meanwhile.
+        let t = Instant::now();
+        assert_eq!(spin(&kms, "fast", "10").await.unwrap(), b"x");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // Four ran until their deadline; the rest waited for a place and
+        // were refused with that root cause — except the few that got a
+        // place in the tick their own (equal) deadline expired.
+        let mut busy = 0;
+        for h in hogs {
+            match cause(&h.await.unwrap().unwrap_err()) {
+                SandboxCause::Busy(4) => busy += 1,
+                SandboxCause::Deadline(1500) => {}
+                other => panic!("{other}"),
+            }
+        }
+        assert!(
+            busy >= 20,
+            "only {busy} of 36 waiting calls were refused as busy"
+        );
+    }
+}
+
 mod memory_hog {
     use super::*;
 

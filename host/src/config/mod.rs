@@ -60,7 +60,15 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Keep instances warm between calls (`kmshostInstanceReuse`).
     pub instance_reuse: bool,
+    /// Most calls of one kmsID (all its tenants together) in plugin
+    /// instances at once (`kmshostMaxConcurrency`); more wait, within their
+    /// deadline. Below the sandbox's instance budget, so one busy kmsID
+    /// never takes every slot.
+    pub max_concurrency: u32,
 }
+
+/// Default of `kmshostMaxConcurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -69,6 +77,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             max_response_bytes: 1 << 20,
             instance_reuse: true,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
 }
@@ -315,6 +324,18 @@ fn parse_entry(
                 invalid(
                     "kmshostMaxResponseBytes",
                     format!("must be 1..=67108864, not {v:?}"),
+                )
+            })?;
+    }
+    if let Some(v) = opts.get("kmshostMaxConcurrency") {
+        limits.max_concurrency = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "kmshostMaxConcurrency",
+                    format!("must be 1..=1024, not {v:?}"),
                 )
             })?;
     }

@@ -226,6 +226,7 @@ pub const HOST_OPTIONS: &[&str] = &[
     "kmshostTimeoutMs",
     "kmshostMaxResponseBytes",
     "kmshostInstanceReuse",
+    "kmshostMaxConcurrency",
     "kmshostCAFromSecret",
     "kmshostClientCertFromSecret",
     "kmshostTLSServerName",

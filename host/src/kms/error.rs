@@ -148,6 +148,12 @@ pub enum SandboxCause {
     /// No sandbox slot was free.
     #[error("too many concurrent plugin instances")]
     Capacity,
+    /// The kmsID's own concurrency limit was reached and no call finished
+    /// before this one's deadline.
+    #[error(
+        "the kmsID already runs its limit of {0} concurrent calls (kmshostMaxConcurrency) and none finished before this call's deadline"
+    )]
+    Busy(u32),
 }
 
 impl KmsError {
@@ -158,7 +164,9 @@ impl KmsError {
             self,
             KmsError::Unavailable { .. }
                 | KmsError::Sandbox {
-                    cause: SandboxCause::Capacity | SandboxCause::Deadline(_),
+                    cause: SandboxCause::Capacity
+                        | SandboxCause::Busy(_)
+                        | SandboxCause::Deadline(_),
                     ..
                 }
         )
@@ -181,7 +189,7 @@ impl KmsError {
             KmsError::Plugin { .. } => GrpcCode::Internal,
             KmsError::Sandbox { cause, .. } => match cause {
                 SandboxCause::Deadline(_) => GrpcCode::DeadlineExceeded,
-                SandboxCause::Capacity => GrpcCode::ResourceExhausted,
+                SandboxCause::Capacity | SandboxCause::Busy(_) => GrpcCode::ResourceExhausted,
                 _ => GrpcCode::Internal,
             },
         }

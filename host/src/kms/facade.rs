@@ -23,6 +23,9 @@ pub struct Kms {
     secrets: Arc<dyn SecretSource>,
     config_maps: Option<Arc<dyn ConfigMapSource>>,
     runtimes: Mutex<HashMap<RuntimeSlot, Arc<Bound>>>,
+    /// Each kmsID's concurrency limit, shared by its tenants' runtimes:
+    /// (configured limit, permits).
+    concurrency: Mutex<HashMap<KmsId, (u32, Arc<tokio::sync::Semaphore>)>>,
 }
 
 /// A runtime as built for one configuration of a (kmsID, tenant), and what
@@ -73,6 +76,7 @@ impl Kms {
             secrets,
             config_maps: None,
             runtimes: Mutex::new(HashMap::new()),
+            concurrency: Mutex::new(HashMap::new()),
         }
     }
 
@@ -253,8 +257,24 @@ impl Kms {
                 grants: entry.grants.clone(),
                 secrets: self.secrets.clone(),
                 outbound,
+                concurrency: self.concurrency_of(entry),
             },
         ))
+    }
+
+    /// The kmsID's permits: the same for all its tenants while its limit is
+    /// unchanged.
+    fn concurrency_of(&self, entry: &KmsEntry) -> Arc<tokio::sync::Semaphore> {
+        let limit = entry.limits.max_concurrency;
+        let mut all = self.concurrency.lock().unwrap();
+        match all.get(&entry.kms_id) {
+            Some((l, sem)) if *l == limit => sem.clone(),
+            _ => {
+                let sem = Arc::new(tokio::sync::Semaphore::new(limit as usize));
+                all.insert(entry.kms_id.clone(), (limit, sem.clone()));
+                sem
+            }
+        }
     }
 
     async fn read_secret_key(

@@ -7,13 +7,13 @@ use super::bindings::kmshost::plugin::types::{KmsError as WitError, PluginInfo};
 use super::kv_cache::KvCache;
 use super::outbound::{Outbound, OutboundHooks};
 use super::state::{HostState, KmsShared};
-use super::{EPOCH_TICK, LoadedPlugin, Sandbox, plugin_text};
+use super::{LoadedPlugin, Sandbox, plugin_text};
 use crate::config::Limits;
 use crate::kms::{KeyId, KmsError, KmsId, SandboxCause};
 use crate::secrets::{Grants, SecretSource};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 
 /// Most warm instances kept per kmsID.
 pub const MAX_WARM: usize = 4;
@@ -68,6 +68,9 @@ pub struct RuntimeSpec {
     pub secrets: Arc<dyn SecretSource>,
     /// Network policy.
     pub outbound: Outbound,
+    /// The kmsID's concurrency limit, shared by all its tenants' runtimes
+    /// (`limits.max_concurrency` permits).
+    pub concurrency: Arc<tokio::sync::Semaphore>,
 }
 
 struct Warm {
@@ -83,6 +86,7 @@ pub struct PluginRuntime {
     policy: Arc<Outbound>,
     options: Vec<(String, String)>,
     limits: Limits,
+    concurrency: Arc<tokio::sync::Semaphore>,
     warm: Mutex<Vec<Warm>>,
 }
 
@@ -115,6 +119,7 @@ impl PluginRuntime {
             policy: Arc::new(spec.outbound),
             options: spec.options,
             limits,
+            concurrency: spec.concurrency,
             warm: Mutex::new(Vec::new()),
             sandbox,
         }
@@ -151,11 +156,34 @@ impl PluginRuntime {
         Instant::now() + self.limits.timeout
     }
 
-    /// Arms `store`'s epoch interruption for `until`; returns the time left.
+    /// Arms `store` for an operation ending at `until`; returns the time
+    /// left. The guest reaches an epoch deadline every tick: before `until`
+    /// it yields to the executor and goes on (a spinning plugin never holds
+    /// a worker thread for longer than a tick), at `until` it is
+    /// interrupted.
     fn arm(store: &mut Store<HostState>, until: Instant) -> Duration {
+        store.data_mut().until = Some(until);
+        store.set_epoch_deadline(1);
+        until.saturating_duration_since(Instant::now())
+    }
+
+    /// The epoch-deadline callback every store gets (see [`Self::arm`]).
+    fn on_epoch(ctx: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+        Ok(match ctx.data().until {
+            Some(until) if Instant::now() < until => {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            }
+            _ => UpdateDeadline::Interrupt,
+        })
+    }
+
+    /// A place among the kmsID's concurrent calls, waited for until `until`.
+    async fn admit(&self, until: Instant) -> Result<tokio::sync::SemaphorePermit<'_>, KmsError> {
         let left = until.saturating_duration_since(Instant::now());
-        store.set_epoch_deadline((left.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1);
-        left
+        match crate::deadline::timeout(left, self.concurrency.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(self.sandbox_error(SandboxCause::Busy(self.limits.max_concurrency))),
+        }
     }
 
     fn deadline_error(&self) -> KmsError {
@@ -255,6 +283,7 @@ impl PluginRuntime {
         let state = HostState::new(self.shared.clone(), hooks, self.limits.memory_bytes);
         let mut store = Store::new(self.sandbox.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(Self::on_epoch);
         let left = Self::arm(&mut store, until);
         let started = crate::deadline::timeout(left, async {
             let bindings = self.plugin.pre.instantiate_async(&mut store).await?;
@@ -285,6 +314,7 @@ impl PluginRuntime {
     /// text capped and escaped.
     pub async fn info(&self) -> Result<PluginInfo, KmsError> {
         let until = self.deadline();
+        let _permit = self.admit(until).await?;
         let mut w = self.take_or_instantiate(until).await?;
         let left = Self::arm(&mut w.store, until);
         let r = crate::deadline::timeout(
@@ -309,7 +339,9 @@ impl PluginRuntime {
 
     /// Checks the kmsID's options by configuring a fresh instance.
     pub async fn validate(&self) -> Result<(), KmsError> {
-        let w = self.instantiate(self.deadline()).await?;
+        let until = self.deadline();
+        let _permit = self.admit(until).await?;
+        let w = self.instantiate(until).await?;
         self.give_back(w);
         Ok(())
     }
@@ -337,6 +369,7 @@ impl PluginRuntime {
     /// it, and the next call gets a fresh one.
     pub async fn call(&self, op: Op<'_>) -> Result<Option<Vec<u8>>, KmsError> {
         let until = self.deadline();
+        let _permit = self.admit(until).await?;
         let mut w = self.take_or_instantiate(until).await?;
         {
             let data = w.store.data_mut();

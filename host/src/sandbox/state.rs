@@ -143,6 +143,9 @@ pub struct HostState {
     pub log_records: u32,
     /// Capability denials seen in the current call (for error messages).
     pub denials: Vec<String>,
+    /// The deadline of the current operation: until then the guest yields
+    /// to the executor on every epoch tick; at it, it is interrupted.
+    pub until: Option<std::time::Instant>,
 }
 
 impl HostState {
@@ -172,6 +175,7 @@ impl HostState {
             stdout,
             log_records: 0,
             denials: Vec::new(),
+            until: None,
         }
     }
 
