@@ -1115,3 +1115,112 @@ async fn small_xfs_volumes_round_up_and_accepted_modes_are_advertised() {
     }));
     h.stop().await;
 }
+
+async fn stats(h: &CsiHarness, id: &str, path: &str) -> Result<(), tonic::Status> {
+    h.client
+        .node
+        .clone()
+        .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+            volume_id: id.into(),
+            volume_path: path.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn node_expand(h: &CsiHarness, id: &str, path: &str) -> Result<(), tonic::Status> {
+    h.client
+        .node
+        .clone()
+        .node_expand_volume(proto::NodeExpandVolumeRequest {
+            volume_id: id.into(),
+            volume_path: path.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The node ties every path to the volume mounted there (by device
+/// number, from the mount table) and refuses each mismatch with the CSI
+/// spec's code, touching nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_paths_are_tied_to_their_volumes() {
+    let h = CsiHarness::start(&metadata_config()).await;
+    let a = h
+        .create("pvc-tie-a", 24 * MIB, &[], None)
+        .await
+        .unwrap()
+        .volume_id;
+    let b = h
+        .create("pvc-tie-b", 24 * MIB, &[], None)
+        .await
+        .unwrap()
+        .volume_id;
+    let (sa, sb, tb) = (h.path("sa"), h.path("sb"), h.path("tb"));
+    h.stage(&a, &sa, mount_cap("")).await.unwrap();
+    std::fs::write(sa.join("a.txt"), b"volume a").unwrap();
+    h.stage(&b, &sb, mount_cap("")).await.unwrap();
+
+    // B published from A's staging path: refused, nothing at B's target.
+    let e = h
+        .publish(&b, &sa, &tb, mount_cap(""), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(!tb.join("a.txt").exists());
+    // B unstaged from A's staging path: refused, A still mounted.
+    let e = h.unstage(&b, &sa).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(std::fs::read(sa.join("a.txt")).unwrap(), b"volume a");
+    // Unpublishing B at A's staging path unmounts nothing.
+    let e = h.unpublish(&b, &sa).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(sa.join("a.txt").exists());
+
+    // Published read-only; read-write at the same target is another
+    // publication: ALREADY_EXISTS. The same again is fine.
+    h.publish(&b, &sb, &tb, mount_cap(""), true).await.unwrap();
+    let e = h
+        .publish(&b, &sb, &tb, mount_cap(""), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    h.publish(&b, &sb, &tb, mount_cap(""), true).await.unwrap();
+    // A published at B's target: ALREADY_EXISTS.
+    let e = h
+        .publish(&a, &sa, &tb, mount_cap(""), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    // Unstaging B while it is published: refused, naming the target.
+    let e = h.unstage(&b, &sb).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("tb"), "{}", e.message());
+
+    // Stats and expansion: the volume first (NOT_FOUND for an unknown
+    // one, whatever the path), then the path must hold it.
+    let sa_s = sa.display().to_string();
+    let tb_s = tb.display().to_string();
+    for (id, path) in [
+        ("kh-vol-unknown", "relative/path"),
+        ("kh-vol-unknown", &sa_s[..]),
+        (&b[..], &sa_s[..]),
+    ] {
+        let e = stats(&h, id, path).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "stats {id} {path}: {e:?}");
+        let e = node_expand(&h, id, path).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "expand {id} {path}: {e:?}");
+    }
+    stats(&h, &b, &tb_s).await.unwrap();
+    stats(&h, &a, &sa_s).await.unwrap();
+
+    h.unpublish(&b, &tb).await.unwrap();
+    h.unstage(&b, &sb).await.unwrap();
+    h.unstage(&a, &sa).await.unwrap();
+    for v in [&a, &b] {
+        h.delete(v).await.unwrap();
+    }
+    h.stop().await;
+}

@@ -49,7 +49,51 @@ fn required_path(what: &str, p: &str) -> Result<PathBuf, CsiError> {
     Ok(path)
 }
 
+/// What is mounted at a node path, as seen from one volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AtPath {
+    /// Nothing is mounted there.
+    Empty,
+    /// The volume is: its filesystem (or a bind mount of it), or its device
+    /// node bind-mounted (a published block volume).
+    Volume {
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// Something else is (its mount source).
+    Other(String),
+}
+
+/// What is at `path`, compared with the volume's staged `device` by device
+/// number, so the same device under another name still matches.
+fn at_path(path: &Path, device: Option<&Path>) -> Result<AtPath, CsiError> {
+    let Some(m) = sys::mount_at(path)? else {
+        return Ok(AtPath::Empty);
+    };
+    let dev = device.and_then(sys::device_number);
+    let same =
+        dev.is_some_and(|d| m.dev == d || (!path.is_dir() && sys::device_number(path) == Some(d)));
+    Ok(if same {
+        AtPath::Volume {
+            read_only: m.read_only(),
+        }
+    } else {
+        AtPath::Other(m.source)
+    })
+}
+
 impl Driver {
+    /// What is at `path` as seen from volume `rec` (none: an unknown or
+    /// unstaged volume, whose device nothing can match).
+    async fn at(&self, rec: Option<&VolumeRecord>, path: &Path) -> Result<AtPath, CsiError> {
+        let device = match rec {
+            Some(r) => self.staged_device(r).await?,
+            None => None,
+        };
+        let p = path.to_path_buf();
+        blocking(move || at_path(&p, device.as_deref())).await
+    }
+
     fn ready_volume(&self, id: &str) -> Result<VolumeRecord, CsiError> {
         let r = self
             .records
@@ -192,20 +236,18 @@ impl Driver {
         let mut rec = self.ready_volume(&id)?;
         let access = access(req.volume_capability.as_ref(), &rec)?;
         if let Access::Mount { .. } = access {
-            let s = staging.clone();
-            if let Some(m) = blocking(move || Ok(sys::mount_at(&s)?)).await? {
-                let expected = self.staged_device(&rec).await?;
-                if expected.is_some_and(|d| d.to_string_lossy() == m.source) {
-                    return Ok(proto::NodeStageVolumeResponse {});
+            match self.at(Some(&rec), &staging).await? {
+                AtPath::Empty => {}
+                AtPath::Volume { .. } => return Ok(proto::NodeStageVolumeResponse {}),
+                AtPath::Other(source) => {
+                    return Err(CsiError::new(
+                        tonic::Code::AlreadyExists,
+                        format!(
+                            "staging path {} already has {source} mounted",
+                            staging.display()
+                        ),
+                    ));
                 }
-                return Err(CsiError::new(
-                    tonic::Code::AlreadyExists,
-                    format!(
-                        "staging path {} already has {} mounted",
-                        staging.display(),
-                        m.source
-                    ),
-                ));
             }
         }
         let dev = self.on_backend(&id, |b, id| b.attach(id)).await?;
@@ -271,13 +313,33 @@ impl Driver {
         let staging = required_path("staging_target_path", &req.staging_target_path)?;
         let id = req.volume_id.clone();
         let _guard = self.locks.try_lock(&id)?;
-        blocking(move || {
-            if sys::mount_at(&staging)?.is_some() {
-                sys::umount(&staging)?;
+        let rec = self.records.volume(&id)?;
+        match self.at(rec.as_ref(), &staging).await? {
+            AtPath::Empty => {}
+            AtPath::Volume { .. } => {
+                let s = staging.clone();
+                blocking(move || Ok(sys::umount(&s)?)).await?;
             }
-            Ok(())
-        })
-        .await?;
+            AtPath::Other(source) => {
+                return Err(CsiError::precondition(format!(
+                    "staging path {} holds {source}, not volume {id}: nothing was unmounted or \
+                     closed",
+                    staging.display()
+                )));
+            }
+        }
+        if let Some(r) = &rec
+            && let Some(device) = self.staged_device(r).await?
+        {
+            let still = blocking(move || Ok(sys::mounts_of(&device)?)).await?;
+            if !still.is_empty() {
+                let at: Vec<String> = still.iter().map(|p| p.display().to_string()).collect();
+                return Err(CsiError::precondition(format!(
+                    "volume {id} is still mounted at {}: unpublish (or unstage from) there first",
+                    at.join(", ")
+                )));
+            }
+        }
         self.close_and_detach(&id).await?;
         Ok(proto::NodeUnstageVolumeResponse {})
     }
@@ -299,23 +361,46 @@ impl Driver {
             Access::Block => self.staged_device(&rec).await?.ok_or_else(|| {
                 CsiError::precondition(format!("volume {id} is not staged on this node"))
             })?,
-            Access::Mount { .. } => {
-                let s = staging.clone();
-                if blocking(move || Ok(sys::mount_at(&s)?)).await?.is_none() {
+            Access::Mount { .. } => match self.at(Some(&rec), &staging).await? {
+                AtPath::Volume { .. } => staging,
+                AtPath::Empty => {
                     return Err(CsiError::precondition(format!(
                         "volume {id} is not staged at {}",
                         staging.display()
                     )));
                 }
-                staging
-            }
+                AtPath::Other(other) => {
+                    return Err(CsiError::precondition(format!(
+                        "staging path {} holds {other}, not volume {id}",
+                        staging.display()
+                    )));
+                }
+            },
         };
         let readonly = req.readonly;
+        match self.at(Some(&rec), &target).await? {
+            AtPath::Empty => {}
+            AtPath::Volume { read_only } if read_only == readonly => {
+                return Ok(proto::NodePublishVolumeResponse {});
+            }
+            AtPath::Volume { read_only } => {
+                return Err(CsiError::new(
+                    tonic::Code::AlreadyExists,
+                    format!(
+                        "volume {id} is already published at {} with readonly={read_only}",
+                        target.display()
+                    ),
+                ));
+            }
+            AtPath::Other(other) => {
+                return Err(CsiError::new(
+                    tonic::Code::AlreadyExists,
+                    format!("target {} already has {other} mounted", target.display()),
+                ));
+            }
+        }
         let block = matches!(access, Access::Block);
         blocking(move || {
-            if sys::mount_at(&target)?.is_some() {
-                return Ok(());
-            }
             let mk = if block {
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)
@@ -353,11 +438,25 @@ impl Driver {
     ) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
         check_id("volume_id", &req.volume_id)?;
         let target = required_path("target_path", &req.target_path)?;
-        let _guard = self.locks.try_lock(&req.volume_id)?;
-        blocking(move || {
-            while sys::mount_at(&target)?.is_some() {
-                sys::umount(&target)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        let rec = self.records.volume(&id)?;
+        loop {
+            match self.at(rec.as_ref(), &target).await? {
+                AtPath::Empty => break,
+                AtPath::Volume { .. } => {
+                    let t = target.clone();
+                    blocking(move || Ok(sys::umount(&t)?)).await?;
+                }
+                AtPath::Other(other) => {
+                    return Err(CsiError::precondition(format!(
+                        "target {} holds {other}, not volume {id}: not unmounted",
+                        target.display()
+                    )));
+                }
             }
+        }
+        blocking(move || {
             let r = if target.is_dir() {
                 std::fs::remove_dir(&target)
             } else {
@@ -380,10 +479,16 @@ impl Driver {
         req: proto::NodeExpandVolumeRequest,
     ) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
         check_id("volume_id", &req.volume_id)?;
-        let path = required_path("volume_path", &req.volume_path)?;
         let id = req.volume_id.clone();
         let _guard = self.locks.try_lock(&id)?;
         let rec = self.ready_volume(&id)?;
+        let path = required_path("volume_path", &req.volume_path)?;
+        if !matches!(self.at(Some(&rec), &path).await?, AtPath::Volume { .. }) {
+            return Err(CsiError::not_found(format!(
+                "volume {id} is not staged or published at {}",
+                path.display()
+            )));
+        }
         let encrypted = rec.encryption.is_some();
         let bytes = super::image_size(rec.capacity_bytes, encrypted);
         self.on_backend(&id, move |b, id| b.grow(id, bytes)).await?;
@@ -415,10 +520,21 @@ impl Driver {
     ) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
         use proto::volume_usage::Unit;
         check_id("volume_id", &req.volume_id)?;
+        let id = &req.volume_id;
+        let rec = self
+            .records
+            .volume(id)?
+            .ok_or_else(|| CsiError::not_found(format!("volume {id} does not exist")))?;
         let path = required_path("volume_path", &req.volume_path)?;
         if !path.exists() {
             return Err(CsiError::not_found(format!(
                 "volume path {} does not exist",
+                path.display()
+            )));
+        }
+        if !matches!(self.at(Some(&rec), &path).await?, AtPath::Volume { .. }) {
+            return Err(CsiError::not_found(format!(
+                "volume {id} is not staged or published at {}",
                 path.display()
             )));
         }

@@ -152,6 +152,28 @@ pub struct MountEntry {
     pub source: String,
     /// Per-mount options (`rw`/`ro`, ...).
     pub options: String,
+    /// The mounted filesystem's device number (`major:minor`): for a
+    /// filesystem on a block device, that device's `st_rdev`.
+    pub dev: u64,
+}
+
+impl MountEntry {
+    /// Whether the mount is read-only.
+    pub fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
+}
+
+/// The device number (`st_rdev`) of the device node `path`.
+pub fn device_number(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(path).ok()?;
+    m.file_type().is_block_device().then(|| m.rdev())
+}
+
+fn parse_dev(s: &str) -> Option<u64> {
+    let (major, minor) = s.split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
 }
 
 fn unescape(s: &str) -> String {
@@ -186,6 +208,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
                 options: left.get(5)?.to_string(),
                 fs_type: right.first()?.to_string(),
                 source: unescape(right.get(1)?),
+                dev: parse_dev(left.get(2)?)?,
             })
         })
         .collect()
@@ -202,6 +225,24 @@ pub fn mount_at(target: &Path) -> Result<Option<MountEntry>, VolumeError> {
     Ok(parse_mountinfo(&text)
         .into_iter()
         .rfind(|m| m.target == target))
+}
+
+/// Every mount point of the filesystem on `device` (its staging mount and
+/// the bind mounts of it), and of the device node itself when bind-mounted
+/// (a published block volume).
+pub fn mounts_of(device: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    let Some(dev) = device_number(device) else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| VolumeError::Io {
+        path: "/proc/self/mountinfo".into(),
+        source: e,
+    })?;
+    Ok(parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.dev == dev || (!m.target.is_dir() && device_number(&m.target) == Some(dev)))
+        .map(|m| m.target)
+        .collect())
 }
 
 /// Free and total bytes and inodes of the filesystem holding `path`.
@@ -273,5 +314,7 @@ mod tests {
         assert_eq!(m[0].source, "/dev/loop3");
         assert_eq!(m[1].options, "ro");
         assert_eq!(m[1].source, "/dev/mapper/luks-v1");
+        assert_eq!(m[0].dev, libc::makedev(98, 0));
+        assert!(!m[0].read_only() && m[1].read_only());
     }
 }
