@@ -103,6 +103,9 @@ pub type PoolBody =
 
 /// Most idle connections kept per target.
 pub const MAX_IDLE_PER_TARGET: usize = 8;
+/// Most idle connections one pool (one kmsID) keeps over all its targets: a
+/// wildcard allow-list entry cannot make the host keep a socket per name.
+pub const MAX_IDLE_PER_POOL: usize = 32;
 
 type Sender = hyper::client::conn::http1::SendRequest<PoolBody>;
 type Driver = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Box<dyn Stream>>, PoolBody>>>;
@@ -193,10 +196,19 @@ impl Pool {
 
     fn put_back(&self, key: String, c: Idle) {
         let mut idle = self.idle.lock().unwrap();
+        // Targets with nothing idle are forgotten, so names seen once (under
+        // a wildcard entry) do not accumulate.
+        idle.retain(|_, l| !l.is_empty());
+        let total: usize = idle.values().map(Vec::len).sum();
         let list = idle.entry(key).or_default();
-        if list.len() < MAX_IDLE_PER_TARGET {
+        if list.len() < MAX_IDLE_PER_TARGET && total < MAX_IDLE_PER_POOL {
             list.push(c);
         }
+    }
+
+    /// Idle connections kept, over all targets.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().values().map(Vec::len).sum()
     }
 
     /// Sends `req` (origin-form URI) to `target` and reads the whole

@@ -322,18 +322,6 @@ mod secret_reader {
             .unwrap();
         assert_eq!(v.as_bytes(), b"beta-token");
     }
-}
-
-mod http_probe {
-    use super::*;
-
-    /// The two ways out of the sandbox; every case runs through both, since
-    /// both must enforce the same policy.
-    const VIAS: [&str; 2] = ["kmshost", "wasi"];
-
-    fn probe(url: &str, via: &str) -> String {
-        json!({"url": url, "via": via}).to_string()
-    }
 
     /// Secrets the host reads for TLS (a CA, a client certificate and its
     /// private key) are never readable by the plugin, even when another
@@ -371,6 +359,18 @@ mod http_probe {
         }
         // The rest of the grant still works.
         assert_eq!(wrap(&kms, "v", "creds/token").await.unwrap(), b"plain");
+    }
+}
+
+mod http_probe {
+    use super::*;
+
+    /// The two ways out of the sandbox; every case runs through both, since
+    /// both must enforce the same policy.
+    const VIAS: [&str; 2] = ["kmshost", "wasi"];
+
+    fn probe(url: &str, via: &str) -> String {
+        json!({"url": url, "via": via}).to_string()
     }
 
     fn status_body(out: &[u8]) -> (u16, Vec<u8>) {
@@ -1141,5 +1141,98 @@ mod slow_start {
         );
         // A call that fits is served.
         assert_eq!(wrap(&kms, "10", "x").await.unwrap(), b"x");
+    }
+}
+
+/// Host resources a plugin can make the host hold: resource handles and
+/// header bytes per instance, `wasi:http` requests in flight, and nothing
+/// kept after a call (an instance still holding any is discarded).
+mod hoarder {
+    use super::*;
+
+    fn hoarder(dir: &Path, allowed: Option<&str>) -> Kms {
+        let mut extra = json!({"kmshostTimeoutMs": "10000"});
+        if let Some(a) = allowed {
+            extra["allowedHosts"] = json!(a);
+        }
+        guest_kms(HOARDER, extra, dir)
+    }
+
+    async fn warm(kms: &Kms) -> usize {
+        kms.runtime("t").await.unwrap().warm_instances()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn resource_handles_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = hoarder(dir.path(), None);
+        assert_eq!(wrap(&kms, "dropped-2000", "x").await.unwrap(), b"2000");
+        assert_eq!(warm(&kms).await, 1, "an instance that let go is reused");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn resource_handles_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = hoarder(dir.path(), None);
+        let err = wrap(&kms, "fields-100000", "x").await.unwrap_err();
+        match cause(&err) {
+            SandboxCause::HostLimit(m) => assert!(m.contains("256"), "{m}"),
+            other => panic!("{other}"),
+        }
+        // Under the cap but kept after the call: not reused.
+        assert_eq!(wrap(&kms, "fields-100", "x").await.unwrap(), b"100");
+        assert_eq!(
+            warm(&kms).await,
+            0,
+            "an instance holding resources is dropped"
+        );
+        assert_eq!(wrap(&kms, "dropped-10", "x").await.unwrap(), b"10");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_in_flight_obeyed() {
+        let srv = TestServer::start(
+            "127.0.0.1:0",
+            Arc::new(|_: &common::http::Recorded| Reply::ok("hi")),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = hoarder(dir.path(), Some(&srv.url()));
+        let out = wrap(&kms, "requests-1", &srv.url()).await.unwrap();
+        assert_eq!(out, b"ok 200");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_in_flight_violated() {
+        // A server that answers slowly keeps each request in flight.
+        let srv = TestServer::start(
+            "127.0.0.1:0",
+            Arc::new(|_: &common::http::Recorded| {
+                Reply::Delayed(Duration::from_millis(200), Box::new(Reply::ok("hi")))
+            }),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = hoarder(dir.path(), Some(&srv.url()));
+        let out = wrap(&kms, "requests-50", &srv.url()).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "err ErrorCode::ConnectionLimitReached"
+        );
+        let reached = srv.requests.lock().unwrap().len();
+        assert!(
+            reached <= kmshost::sandbox::outbound::MAX_IN_FLIGHT,
+            "{reached} requests reached the server"
+        );
+        assert_eq!(
+            warm(&kms).await,
+            0,
+            "an instance with requests in flight is dropped"
+        );
+        // The next call starts clean.
+        assert_eq!(
+            wrap(&kms, "requests-1", &srv.url()).await.unwrap(),
+            b"ok 200"
+        );
     }
 }

@@ -148,6 +148,10 @@ pub enum SandboxCause {
     /// No sandbox slot was free.
     #[error("too many concurrent plugin instances")]
     Capacity,
+    /// The plugin hit a cap on what it can make the host hold (resource
+    /// handles, header bytes).
+    #[error("host resource limit reached: {0}")]
+    HostLimit(String),
     /// The kmsID's own concurrency limit was reached and no call finished
     /// before this one's deadline.
     #[error(

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -186,6 +187,34 @@ pub struct OutboundHooks {
     policy: Arc<Outbound>,
     /// Denials and limit hits seen since the last [`OutboundHooks::take_events`].
     events: Arc<Events>,
+    /// `wasi:http` requests of this instance not finished: sent, or with a
+    /// response whose body is still held.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Most `wasi:http` requests one instance may have in flight at once (an
+/// unread response body counts). With `kmshostMaxConcurrency` instances per
+/// kmsID, this bounds the kmsID's open connections.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// One request counted in [`OutboundHooks`]' in-flight total while alive.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl OutboundHooks {
@@ -194,7 +223,13 @@ impl OutboundHooks {
         OutboundHooks {
             policy,
             events: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// `wasi:http` requests still in flight (sent, or with a body held).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Sends a request of `kmshost:plugin/outbound-http` under this
@@ -239,6 +274,12 @@ impl WasiHttpHooks for OutboundHooks {
     > {
         let policy = self.policy.clone();
         let events = self.events.clone();
+        let Some(in_flight) = InFlight::enter(&self.in_flight) else {
+            events.push(format!(
+                "more than {MAX_IN_FLIGHT} wasi:http requests in flight in one instance"
+            ));
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        };
         Box::new(async move {
             let uri = request.uri().clone();
             let host_header = request
@@ -278,6 +319,7 @@ impl WasiHttpHooks for OutboundHooks {
                 remaining: limit,
                 limit,
                 events: events.clone(),
+                _in_flight: in_flight,
             };
             let resp = http::Response::from_parts(parts, capped.boxed_unsync());
             Ok((
@@ -288,12 +330,14 @@ impl WasiHttpHooks for OutboundHooks {
     }
 }
 
-/// A response body that fails once more than `limit` bytes arrived.
+/// A response body that fails once more than `limit` bytes arrived. It
+/// keeps its request counted in flight until it is dropped.
 struct CappedBody {
     incoming: Option<hyper::body::Incoming>,
     remaining: usize,
     limit: usize,
     events: Arc<Events>,
+    _in_flight: InFlight,
 }
 
 impl Body for CappedBody {

@@ -76,6 +76,9 @@ pub struct RuntimeSpec {
 struct Warm {
     store: Store<HostState>,
     bindings: KmsPlugin,
+    /// Host resources the instance held once configured: more after a call
+    /// means it kept some (responses, bodies, fields), and it is not reused.
+    baseline: usize,
 }
 
 /// A plugin bound to one kmsID's options, limits and capabilities.
@@ -215,6 +218,12 @@ impl PluginRuntime {
         if text.contains("maximum concurrent") || text.contains("concurrent limit") {
             return SandboxCause::Capacity;
         }
+        if text.contains("resource table has no free keys") {
+            return SandboxCause::HostLimit(format!(
+                "more than {} resource handles (WASI streams, wasi:http fields, requests, bodies)",
+                super::state::MAX_RESOURCES
+            ));
+        }
         // The chain can carry the plugin's own names (its name section).
         SandboxCause::Trap(plugin_text::sanitize_to(&text, 400))
     }
@@ -307,7 +316,12 @@ impl PluginRuntime {
             self.flush_output(&store);
             return Err(self.map_wit(e, &[]));
         }
-        Ok(Warm { store, bindings })
+        let baseline = store.data_mut().resources();
+        Ok(Warm {
+            store,
+            bindings,
+            baseline,
+        })
     }
 
     /// The plugin's own description (from a fresh or warm instance), its
@@ -354,8 +368,23 @@ impl PluginRuntime {
         }
     }
 
-    fn give_back(&self, w: Warm) {
+    /// Keeps `w` warm for the next call, unless reuse is off or it still
+    /// holds host resources (requests in flight, responses or bodies it did
+    /// not drop, hoarded fields): dropping the store releases them all.
+    fn give_back(&self, mut w: Warm) {
         if !self.limits.instance_reuse {
+            return;
+        }
+        let held = w.store.data_mut().resources();
+        let in_flight = w.store.data().hooks.in_flight();
+        if held > w.baseline || in_flight > 0 {
+            tracing::debug!(
+                kms_id = %self.shared.kms_id,
+                plugin = %self.plugin.name,
+                held,
+                in_flight,
+                "plugin instance discarded: it holds host resources"
+            );
             return;
         }
         let mut warm = self.warm.lock().unwrap();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -26,6 +27,11 @@ pub const CAPTURE_BYTES: usize = 16 << 10;
 pub const MAX_LOG_MESSAGE: usize = super::plugin_text::MAX_PLUGIN_TEXT;
 /// Log records a plugin may emit per call.
 pub const MAX_LOG_RECORDS_PER_CALL: u32 = 200;
+/// Host resources (WASI streams, `wasi:http` fields, requests, responses,
+/// bodies, …) one instance may hold at once.
+pub const MAX_RESOURCES: usize = 256;
+/// Bytes of headers one `wasi:http` `fields` resource may hold.
+pub const MAX_FIELDS_BYTES: usize = 16 << 10;
 
 /// The per-kmsID pieces every store of that kmsID shares.
 #[derive(Debug)]
@@ -99,10 +105,47 @@ impl IsTerminal for Capture {
     }
 }
 
+impl Capture {
+    /// Keeps what fits under [`CAPTURE_BYTES`], counts the rest.
+    fn keep(&self, buf: &[u8]) {
+        let mut g = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let room = CAPTURE_BYTES.saturating_sub(g.0.len());
+        let keep = room.min(buf.len());
+        g.0.extend_from_slice(&buf[..keep]);
+        g.1 += buf.len() - keep;
+    }
+}
+
 impl StdoutStream for Capture {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+    /// A synchronous stream, not Wasmtime's `AsyncWriteStream`: that one
+    /// queues every write for a worker task, empty writes included (which
+    /// cost no budget, so a plugin looping on them grows host memory without
+    /// bound), and traces each write's bytes at debug.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.keep(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        // Always ready; what does not fit the cap is counted and dropped.
+        Ok(CAPTURE_BYTES)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
 }
 
 impl tokio::io::AsyncWrite for Capture {
@@ -111,11 +154,7 @@ impl tokio::io::AsyncWrite for Capture {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let mut g = self.buf.lock().unwrap();
-        let room = CAPTURE_BYTES.saturating_sub(g.0.len());
-        let keep = room.min(buf.len());
-        g.0.extend_from_slice(&buf[..keep]);
-        g.1 += buf.len() - keep;
+        self.keep(buf);
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -162,11 +201,15 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         HostState {
             shared,
             wasi: b.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             hooks,
             limiter: MemoryLimiter {
                 max_bytes: memory_bytes,
@@ -177,6 +220,11 @@ impl HostState {
             denials: Vec::new(),
             until: None,
         }
+    }
+
+    /// How many host resources the instance holds.
+    pub fn resources(&mut self) -> usize {
+        self.table.iter_mut().count()
     }
 
     fn deny(&mut self, what: String) -> WitError {
@@ -290,5 +338,31 @@ impl log::Host for HostState {
             log::Level::Error => tracing::error!(%kms_id, %plugin, "{message}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plugin's stdout as the host hands it out: writes land at once
+    /// (no worker task, no queue — so empty writes cannot pile up), and
+    /// what passes the cap is counted, not kept.
+    #[test]
+    fn stdout_is_captured_synchronously_and_bounded() {
+        let capture = Capture::default();
+        let mut out = StdoutStream::p2_stream(&capture);
+        for _ in 0..100_000 {
+            out.write(bytes::Bytes::new()).unwrap();
+        }
+        out.write(bytes::Bytes::from_static(b"hello")).unwrap();
+        assert_eq!(capture.take(), (b"hello".to_vec(), 0), "written at once");
+        let big = bytes::Bytes::from(vec![b'x'; CAPTURE_BYTES + 100]);
+        assert_eq!(out.check_write().unwrap(), CAPTURE_BYTES);
+        out.write(big).unwrap();
+        out.write(bytes::Bytes::from_static(b"more")).unwrap();
+        let (kept, dropped) = capture.take();
+        assert_eq!(kept.len(), CAPTURE_BYTES);
+        assert_eq!(dropped, 104);
     }
 }
