@@ -48,27 +48,30 @@ pub fn key_in(kms_id_raw: &str, key: &Passphrase) -> Result<(), KmsError> {
 
 /// A key a plugin returned from `op` (`get`, `unwrap`).
 pub fn key_out(kms_id: &str, op: &str, key: &[u8]) -> Result<(), KmsError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(integrity(
-            kms_id,
-            format!(
-                "the plugin's {op} returned a key of {} bytes (allowed: 1 to {MAX_KEY_BYTES})",
-                key.len()
-            ),
-        ));
-    }
-    Ok(())
+    returned(
+        kms_id,
+        &format!("the plugin's {op} returned a key of"),
+        key.len(),
+        MAX_KEY_BYTES,
+    )
 }
 
 /// A blob a plugin returned from `wrap`.
 pub fn blob_out(kms_id: &str, blob: &[u8]) -> Result<(), KmsError> {
-    if blob.is_empty() || blob.len() > MAX_WRAPPED_BYTES {
+    returned(
+        kms_id,
+        "the plugin's wrap returned",
+        blob.len(),
+        MAX_WRAPPED_BYTES,
+    )
+}
+
+/// `len` bytes that a plugin returned (`what`) must be 1 to `max`.
+fn returned(kms_id: &str, what: &str, len: usize, max: usize) -> Result<(), KmsError> {
+    if len == 0 || len > max {
         return Err(integrity(
             kms_id,
-            format!(
-                "the plugin's wrap returned {} bytes (allowed: 1 to {MAX_WRAPPED_BYTES})",
-                blob.len()
-            ),
+            format!("{what} {len} bytes (allowed: 1 to {max})"),
         ));
     }
     Ok(())
