@@ -131,6 +131,11 @@ impl Kms {
         &self.sandbox
     }
 
+    /// Plugin instances kept warm now, over all kmsIDs and tenants.
+    pub fn warm_instances(&self) -> usize {
+        self.sandbox.warm_instances()
+    }
+
     /// The configuration source.
     pub fn config(&self) -> &ConfigSource {
         &self.config

@@ -10,6 +10,7 @@ pub mod outbound;
 pub mod plugin_text;
 mod runtime;
 pub mod state;
+pub mod warm;
 
 pub use compile_cache::CompileCache;
 pub use runtime::{Op, PluginRuntime, RuntimeSpec};
@@ -39,6 +40,12 @@ pub struct SandboxConfig {
     pub max_instances: u32,
     /// Wasm stack limit per instance.
     pub max_wasm_stack: usize,
+    /// Most warm (idle, reusable) instances kept over all kmsIDs and
+    /// tenants; the least recently used goes first.
+    pub max_warm: usize,
+    /// An instance whose memory grew past this is not kept warm: its memory
+    /// is released with it after the call.
+    pub warm_max_memory_bytes: usize,
 }
 
 impl Default for SandboxConfig {
@@ -48,6 +55,8 @@ impl Default for SandboxConfig {
             max_memory_bytes: 512 << 20,
             max_instances: 128,
             max_wasm_stack: 512 << 10,
+            max_warm: 32,
+            warm_max_memory_bytes: 8 << 20,
         }
     }
 }
@@ -89,6 +98,7 @@ pub struct Sandbox {
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     loaded: Mutex<HashMap<[u8; 32], LoadedPlugin>>,
+    warm: warm::WarmPool<runtime::Warm>,
     config: SandboxConfig,
     _ticker: Arc<EpochTicker>,
 }
@@ -184,6 +194,7 @@ impl Sandbox {
             linker,
             cache,
             loaded: Mutex::new(HashMap::new()),
+            warm: warm::WarmPool::new(config.max_warm),
             config,
             _ticker: Arc::new(EpochTicker { stop }),
         }))
@@ -197,6 +208,11 @@ impl Sandbox {
     /// The engine-wide settings.
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// Warm instances kept now, over all kmsIDs and tenants.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.len()
     }
 
     /// Compiles (or fetches from the caches) a plugin component and checks

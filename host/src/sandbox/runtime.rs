@@ -11,11 +11,12 @@ use super::{LoadedPlugin, Sandbox, plugin_text};
 use crate::config::Limits;
 use crate::kms::{KeyId, KmsError, KmsId, SandboxCause};
 use crate::secrets::{Grants, SecretSource};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 
-/// Most warm instances kept per kmsID.
+/// Most warm instances kept per runtime (kmsID and tenant); the host's
+/// budget over all of them is [`super::SandboxConfig::max_warm`].
 pub const MAX_WARM: usize = 4;
 
 /// One operation of the provider interface.
@@ -73,7 +74,7 @@ pub struct RuntimeSpec {
     pub concurrency: Arc<tokio::sync::Semaphore>,
 }
 
-struct Warm {
+pub(super) struct Warm {
     store: Store<HostState>,
     bindings: KmsPlugin,
     /// Host resources the instance held once configured: more after a call
@@ -90,7 +91,17 @@ pub struct PluginRuntime {
     options: Vec<(String, String)>,
     limits: Limits,
     concurrency: Arc<tokio::sync::Semaphore>,
-    warm: Mutex<Vec<Warm>>,
+    /// This runtime's id in the host's warm pool.
+    owner: u64,
+    /// Set once `validate` configured an instance of this configuration.
+    validated: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        // A runtime replaced by a new configuration leaves nothing warm.
+        drop(self.sandbox.warm.forget(self.owner));
+    }
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -123,7 +134,8 @@ impl PluginRuntime {
             options: spec.options,
             limits,
             concurrency: spec.concurrency,
-            warm: Mutex::new(Vec::new()),
+            owner: sandbox.warm.owner(),
+            validated: Default::default(),
             sandbox,
         }
     }
@@ -148,9 +160,9 @@ impl PluginRuntime {
         &self.shared.cache
     }
 
-    /// Number of warm instances.
+    /// Number of warm instances of this runtime.
     pub fn warm_instances(&self) -> usize {
-        self.warm.lock().unwrap().len()
+        self.sandbox.warm.count(self.owner)
     }
 
     /// The one deadline of an operation started now: instantiating,
@@ -287,7 +299,23 @@ impl PluginRuntime {
         }
     }
 
+    /// A fresh, configured instance. If every slot of the host is taken,
+    /// the least recently used warm instance (of any runtime) gives its slot
+    /// up and instantiation is tried again: idle instances never keep a call
+    /// from running.
     async fn instantiate(&self, until: Instant) -> Result<Warm, KmsError> {
+        loop {
+            match self.instantiate_once(until).await {
+                Err(KmsError::Sandbox {
+                    cause: SandboxCause::Capacity,
+                    ..
+                }) if self.sandbox.warm.evict_oldest().is_some() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn instantiate_once(&self, until: Instant) -> Result<Warm, KmsError> {
         let hooks = OutboundHooks::new(self.policy.clone());
         let state = HostState::new(self.shared.clone(), hooks, self.limits.memory_bytes);
         let mut store = Store::new(self.sandbox.engine(), state);
@@ -351,28 +379,46 @@ impl PluginRuntime {
         }
     }
 
-    /// Checks the kmsID's options by configuring a fresh instance.
+    /// Checks the kmsID's options by configuring a fresh instance, once per
+    /// configuration (a changed entry is a new runtime). The instance is
+    /// dropped at once: checking holds no slot and no memory.
     pub async fn validate(&self) -> Result<(), KmsError> {
+        use std::sync::atomic::Ordering;
+        if self.validated.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let until = self.deadline();
         let _permit = self.admit(until).await?;
-        let w = self.instantiate(until).await?;
-        self.give_back(w);
+        drop(self.instantiate(until).await?);
+        self.validated.store(true, Ordering::Release);
         Ok(())
     }
 
     async fn take_or_instantiate(&self, until: Instant) -> Result<Warm, KmsError> {
-        let warm = self.warm.lock().unwrap().pop();
-        match warm {
+        match self.sandbox.warm.take(self.owner) {
             Some(w) => Ok(w),
             None => self.instantiate(until).await,
         }
     }
 
-    /// Keeps `w` warm for the next call, unless reuse is off or it still
-    /// holds host resources (requests in flight, responses or bodies it did
-    /// not drop, hoarded fields): dropping the store releases them all.
+    /// Keeps `w` warm for the next call, unless reuse is off, its memory
+    /// grew past [`super::SandboxConfig::warm_max_memory_bytes`] (the
+    /// `secret` plugin's 32 MiB scrypt scratch: released now, not kept for
+    /// ever), or it still holds host resources (requests in flight,
+    /// responses or bodies it did not drop, hoarded fields): dropping the
+    /// store releases them all.
     fn give_back(&self, mut w: Warm) {
         if !self.limits.instance_reuse {
+            return;
+        }
+        let peak = w.store.data().limiter.peak;
+        if peak > self.sandbox.config().warm_max_memory_bytes {
+            tracing::debug!(
+                kms_id = %self.shared.kms_id,
+                plugin = %self.plugin.name,
+                memory_bytes = peak,
+                "plugin instance released: its memory grew past the warm threshold"
+            );
             return;
         }
         let held = w.store.data_mut().resources();
@@ -387,10 +433,7 @@ impl PluginRuntime {
             );
             return;
         }
-        let mut warm = self.warm.lock().unwrap();
-        if warm.len() < MAX_WARM {
-            warm.push(w);
-        }
+        drop(self.sandbox.warm.put(self.owner, w, MAX_WARM));
     }
 
     /// Runs `op` in an instance of the plugin. A plugin error leaves the

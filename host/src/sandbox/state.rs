@@ -55,6 +55,8 @@ pub struct MemoryLimiter {
     pub max_bytes: usize,
     /// Set once a growth past the cap was refused.
     pub exceeded: bool,
+    /// The largest size a memory of the instance grew to.
+    pub peak: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -71,6 +73,7 @@ impl ResourceLimiter for MemoryLimiter {
                 self.max_bytes
             )));
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
     fn table_growing(
@@ -214,6 +217,7 @@ impl HostState {
             limiter: MemoryLimiter {
                 max_bytes: memory_bytes,
                 exceeded: false,
+                peak: 0,
             },
             stdout,
             log_records: 0,
