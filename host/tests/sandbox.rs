@@ -206,14 +206,18 @@ mod trapper {
     async fn panic_is_contained() {
         let dir = tempfile::tempdir().unwrap();
         let kms = guest_kms(TRAPPER, json!({}), dir.path());
+        let rt = kms.runtime("t").await.unwrap();
         assert_eq!(wrap(&kms, "fine", "ok").await.unwrap(), b"ok");
+        assert_eq!(rt.warm_instances(), 1, "a good instance is kept");
+        // The kept instance traps: it is discarded, not returned.
         let err = wrap(&kms, "panic", "x").await.unwrap_err();
         assert!(matches!(cause(&err), SandboxCause::Trap(_)), "{err}");
+        assert_eq!(rt.warm_instances(), 0, "a trapped instance is never reused");
         let err = wrap(&kms, "unreachable", "x").await.unwrap_err();
         assert!(matches!(cause(&err), SandboxCause::Trap(_)), "{err}");
+        assert_eq!(rt.warm_instances(), 0);
         assert_eq!(wrap(&kms, "fine", "after").await.unwrap(), b"after");
-        let rt = kms.runtime("t").await.unwrap();
-        assert!(rt.warm_instances() <= kmshost::sandbox::runtime_max_warm());
+        assert_eq!(rt.warm_instances(), 1);
     }
 }
 

@@ -299,8 +299,3 @@ impl Sandbox {
 fn is_component_binary(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0]
 }
-
-/// The most warm instances kept per kmsID.
-pub fn runtime_max_warm() -> usize {
-    runtime::MAX_WARM
-}
