@@ -15,10 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 
-/// Most warm instances kept per runtime (kmsID and tenant); the host's
-/// budget over all of them is [`super::SandboxConfig::max_warm`].
-pub const MAX_WARM: usize = 4;
-
 /// One operation of the provider interface.
 #[derive(Debug, Clone, Copy)]
 pub enum Op<'a> {
@@ -433,7 +429,10 @@ impl PluginRuntime {
             );
             return;
         }
-        drop(self.sandbox.warm.put(self.owner, w, MAX_WARM));
+        // A runtime never needs more warm instances than calls it may run
+        // at once; the host's budget bounds them all.
+        let per_runtime = self.limits.max_concurrency as usize;
+        drop(self.sandbox.warm.put(self.owner, w, per_runtime));
     }
 
     /// Runs `op` in an instance of the plugin. A plugin error leaves the
