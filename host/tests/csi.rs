@@ -1219,7 +1219,24 @@ async fn node_paths_are_tied_to_their_volumes() {
     h.unpublish(&b, &tb).await.unwrap();
     h.unstage(&b, &sb).await.unwrap();
     h.unstage(&a, &sa).await.unwrap();
-    for v in [&a, &b] {
+
+    // A block volume published (its device node bind-mounted on a file) is
+    // found by device number too: unstaging it first is refused.
+    let c = h
+        .create("pvc-tie-c", 24 * MIB, &[], None)
+        .await
+        .unwrap()
+        .volume_id;
+    let (sc, tc) = (h.path("sc"), h.path("tc"));
+    h.stage(&c, &sc, block_cap()).await.unwrap();
+    h.publish(&c, &sc, &tc, block_cap(), false).await.unwrap();
+    let e = h.unstage(&c, &sc).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("tc"), "{}", e.message());
+    stats(&h, &c, &tc.display().to_string()).await.unwrap();
+    h.unpublish(&c, &tc).await.unwrap();
+    h.unstage(&c, &sc).await.unwrap();
+    for v in [&a, &b, &c] {
         h.delete(v).await.unwrap();
     }
     h.stop().await;

@@ -554,6 +554,8 @@ impl TenantKms<'_> {
     }
 
     /// Key store, verified: [`Self::put`], then `get` must return the key.
+    /// If it returns another, what was stored is deleted again (best effort):
+    /// the caller records nothing, so nothing else would ever delete it.
     pub async fn put_verified(
         &self,
         kms_id: &str,
@@ -562,7 +564,13 @@ impl TenantKms<'_> {
     ) -> Result<(), KmsError> {
         self.put(kms_id, key_id, key).await?;
         let back = self.get(kms_id, key_id).await?;
-        checks::round_trip(kms_id, "get after put", key, &back)
+        let checked = checks::round_trip(kms_id, "get after put", key, &back);
+        if checked.is_err()
+            && let Err(e) = self.delete(kms_id, key_id).await
+        {
+            tracing::warn!(kms_id, volume = %key_id, "could not delete a key that failed its check: {e}");
+        }
+        checked
     }
 
     /// Once per runtime (kmsID configuration and tenant): `blob`, wrapped

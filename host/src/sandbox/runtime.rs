@@ -248,36 +248,36 @@ impl PluginRuntime {
                 format!("{message} (host: {host})")
             }
         };
-        let e = match e {
-            WitError::NotFound(m) => WitError::NotFound(plugin_text::sanitize(&m)),
-            WitError::Denied(m) => WitError::Denied(plugin_text::sanitize(&m)),
-            WitError::Unavailable(m) => WitError::Unavailable(plugin_text::sanitize(&m)),
-            WitError::InvalidConfig(mut c) => {
-                c.option = plugin_text::sanitize_to(&c.option, 128);
-                c.message = plugin_text::sanitize(&c.message);
-                WitError::InvalidConfig(c)
-            }
-            WitError::Unsupported(m) => WitError::Unsupported(plugin_text::sanitize(&m)),
-            WitError::Integrity(m) => WitError::Integrity(plugin_text::sanitize(&m)),
-            WitError::Other(m) => WitError::Other(plugin_text::sanitize(&m)),
-        };
+        let text = |m: String| plugin_text::sanitize(&m);
         match e {
-            WitError::NotFound(m) => KmsError::NotFound { kms_id, message: m },
+            WitError::NotFound(m) => KmsError::NotFound {
+                kms_id,
+                message: text(m),
+            },
             WitError::Denied(m) => KmsError::Denied {
                 kms_id,
-                message: with_host(m),
+                message: with_host(text(m)),
             },
-            WitError::Unavailable(m) => KmsError::Unavailable { kms_id, message: m },
+            WitError::Unavailable(m) => KmsError::Unavailable {
+                kms_id,
+                message: text(m),
+            },
             WitError::InvalidConfig(c) => KmsError::InvalidConfig {
                 kms_id,
-                option: c.option,
-                message: c.message,
+                option: plugin_text::sanitize_to(&c.option, 128),
+                message: text(c.message),
             },
-            WitError::Unsupported(m) => KmsError::Unsupported { kms_id, message: m },
-            WitError::Integrity(m) => KmsError::Integrity { kms_id, message: m },
+            WitError::Unsupported(m) => KmsError::Unsupported {
+                kms_id,
+                message: text(m),
+            },
+            WitError::Integrity(m) => KmsError::Integrity {
+                kms_id,
+                message: text(m),
+            },
             WitError::Other(m) => KmsError::Plugin {
                 kms_id,
-                message: with_host(m),
+                message: with_host(text(m)),
             },
         }
     }

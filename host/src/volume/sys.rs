@@ -238,9 +238,15 @@ pub fn mounts_of(device: &Path) -> Result<Vec<PathBuf>, VolumeError> {
         path: "/proc/self/mountinfo".into(),
         source: e,
     })?;
+    // Only a device-node filesystem can hold a bind-mounted block device:
+    // other mount points are never stat'ed (a hung NFS mount would block).
     Ok(parse_mountinfo(&text)
         .into_iter()
-        .filter(|m| m.dev == dev || (!m.target.is_dir() && device_number(&m.target) == Some(dev)))
+        .filter(|m| {
+            m.dev == dev
+                || (matches!(m.fs_type.as_str(), "devtmpfs" | "tmpfs")
+                    && device_number(&m.target) == Some(dev))
+        })
         .map(|m| m.target)
         .collect())
 }
