@@ -15,6 +15,9 @@ use tonic::Code;
 
 const MIB: u64 = 1 << 20;
 
+/// Volume IDs start with this (snapshots with `kh-snap-`).
+const VOLUME_PREFIX: &str = "kh-vol-";
+
 /// Access modes an image-file volume supports: one node at a time. Every
 /// one of them is also advertised (`SINGLE_NODE_MULTI_WRITER`).
 pub(super) const SUPPORTED_MODES: &[Mode] = &[
@@ -453,44 +456,52 @@ impl Driver {
         &self,
         req: proto::ListVolumesRequest,
     ) -> Result<proto::ListVolumesResponse, CsiError> {
-        let all: Vec<VolumeRecord> = self
-            .records
-            .volumes()?
-            .into_iter()
-            .filter(|r| r.volume_id.starts_with("kh-vol-") && r.state == VolumeState::Ready)
-            .collect();
-        let start = if req.starting_token.is_empty() {
-            0
-        } else {
-            req.starting_token
-                .parse::<usize>()
-                .ok()
-                .filter(|s| *s <= all.len())
-                .ok_or_else(|| {
-                    CsiError::new(
-                        Code::Aborted,
-                        format!("starting_token {:?} is not valid", req.starting_token),
-                    )
-                })?
+        // The token is the last volume ID of the previous page: it stays
+        // valid when volumes come and go, and a page reads only its own
+        // records ([`crate::volume::RecordStore::ids`]).
+        let after = match req.starting_token.as_str() {
+            "" => None,
+            t if t.starts_with(VOLUME_PREFIX) && check_id("starting_token", t).is_ok() => Some(t),
+            t => {
+                return Err(CsiError::new(
+                    Code::Aborted,
+                    format!("starting_token {t:?} is not valid"),
+                ));
+            }
         };
-        let n = if req.max_entries <= 0 {
-            all.len()
-        } else {
-            req.max_entries as usize
-        };
-        let end = (start + n).min(all.len());
+        let max = usize::try_from(req.max_entries)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(usize::MAX);
+        let mut entries = Vec::new();
+        let mut cursor = after.map(str::to_string);
+        loop {
+            let want = (max - entries.len()).min(256);
+            let ids = self.records.ids(VOLUME_PREFIX, cursor.as_deref(), want)?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for id in ids {
+                if let Some(r) = self.records.volume(&id)?
+                    && r.state == VolumeState::Ready
+                {
+                    entries.push(proto::list_volumes_response::Entry {
+                        volume: Some(to_volume(&r)),
+                    });
+                }
+                if entries.len() == max {
+                    let more = !self.records.ids(VOLUME_PREFIX, Some(&id), 1)?.is_empty();
+                    return Ok(proto::ListVolumesResponse {
+                        entries,
+                        next_token: if more { id } else { String::new() },
+                    });
+                }
+            }
+            cursor = Some(last);
+        }
         Ok(proto::ListVolumesResponse {
-            entries: all[start..end]
-                .iter()
-                .map(|r| proto::list_volumes_response::Entry {
-                    volume: Some(to_volume(r)),
-                })
-                .collect(),
-            next_token: if end < all.len() {
-                end.to_string()
-            } else {
-                String::new()
-            },
+            entries,
+            next_token: String::new(),
         })
     }
 

@@ -151,10 +151,14 @@ pub struct SnapshotRecord {
     pub created_unix: i64,
 }
 
-/// Records as JSON files in a directory.
+/// Records as JSON files in a directory, with an in-memory sorted index
+/// of their IDs (read from the directory once, then kept by this store's
+/// writes and removals), so a page of a listing reads only that page's
+/// records whatever their number.
 #[derive(Debug, Clone)]
 pub struct RecordStore {
     dir: PathBuf,
+    index: std::sync::Arc<std::sync::Mutex<Option<std::collections::BTreeSet<String>>>>,
 }
 
 impl RecordStore {
@@ -162,7 +166,30 @@ impl RecordStore {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, VolumeError> {
         let dir = dir.into();
         create_private_dir(&dir)?;
-        Ok(RecordStore { dir })
+        Ok(RecordStore {
+            dir,
+            index: Default::default(),
+        })
+    }
+
+    /// Runs `f` on the index, reading the directory the first time.
+    fn with_index<R>(
+        &self,
+        f: impl FnOnce(&mut std::collections::BTreeSet<String>) -> R,
+    ) -> Result<R, VolumeError> {
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let ids = std::fs::read_dir(&self.dir)
+                .map_err(io_err(&self.dir))?
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    let id = name.strip_suffix(".json")?;
+                    (!id.starts_with('.')).then(|| id.to_string())
+                })
+                .collect();
+            *guard = Some(ids);
+        }
+        Ok(f(guard.as_mut().expect("loaded above")))
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -198,6 +225,7 @@ impl RecordStore {
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        self.with_index(|ids| ids.insert(id.to_string()))?;
         Ok(())
     }
 
@@ -225,34 +253,91 @@ impl RecordStore {
     pub fn remove(&self, id: &str) -> Result<(), VolumeError> {
         let p = self.path(id);
         match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&p)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&p)(e)),
         }
+        self.with_index(|ids| ids.remove(id))?;
+        Ok(())
     }
 
-    /// Every volume record, sorted by ID.
-    pub fn volumes(&self) -> Result<Vec<VolumeRecord>, VolumeError> {
-        let mut ids: Vec<String> = std::fs::read_dir(&self.dir)
-            .map_err(io_err(&self.dir))?
-            .filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                let id = name.strip_suffix(".json")?;
-                (!id.starts_with('.')).then(|| id.to_string())
-            })
-            .collect();
-        ids.sort();
-        let mut out = Vec::new();
-        for id in ids {
-            if let Ok(Some(r)) = self.read::<VolumeRecord>(&id) {
-                out.push(r);
-            }
-        }
-        Ok(out)
+    /// Up to `limit` record IDs starting with `prefix`, after `after` (in
+    /// ID order; from the first without it). Costs the length of the answer,
+    /// not the number of records.
+    pub fn ids(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, VolumeError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        self.with_index(|ids| {
+            ids.range((start, Bound::Unbounded))
+                .take_while(|id| id.starts_with(prefix))
+                .take(limit)
+                .cloned()
+                .collect()
+        })
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> VolumeRecord {
+        VolumeRecord {
+            version: 1,
+            volume_id: id.into(),
+            name: id.into(),
+            capacity_bytes: 1,
+            state: VolumeState::Ready,
+            fs_type: "ext4".into(),
+            encryption: None,
+            content_source: None,
+            parameters_digest: String::new(),
+            created_unix: 0,
+        }
+    }
+
+    #[test]
+    fn ids_page_by_prefix_and_follow_writes_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        // Records already on disk are indexed when the store first lists.
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let first = RecordStore::new(dir.path()).unwrap();
+        for id in ["kh-vol-b", "kh-vol-a", "kh-snap-a"] {
+            first.put_volume(&record(id)).unwrap();
+        }
+        let s = RecordStore::new(dir.path()).unwrap();
+        assert_eq!(
+            s.ids("kh-vol-", None, 10).unwrap(),
+            ["kh-vol-a", "kh-vol-b"]
+        );
+        assert_eq!(
+            s.ids("kh-vol-", Some("kh-vol-a"), 10).unwrap(),
+            ["kh-vol-b"]
+        );
+        assert_eq!(s.ids("kh-vol-", None, 1).unwrap(), ["kh-vol-a"]);
+        // A token before the prefix starts at the prefix; one past it ends.
+        assert_eq!(s.ids("kh-vol-", Some("kh-snap-z"), 10).unwrap().len(), 2);
+        assert!(s.ids("kh-vol-", Some("kh-vol-z"), 10).unwrap().is_empty());
+        // Writes and removals through the store keep the index.
+        s.put_volume(&record("kh-vol-c")).unwrap();
+        s.remove("kh-vol-a").unwrap();
+        assert_eq!(
+            s.ids("kh-vol-", None, 10).unwrap(),
+            ["kh-vol-b", "kh-vol-c"]
+        );
+        assert_eq!(s.ids("kh-snap-", None, 10).unwrap(), ["kh-snap-a"]);
     }
 }
