@@ -13,6 +13,14 @@
 //! a 2 s benchmark with ceph-csi's flags) is paid once per mode; each
 //! volume's key is wrapped under its own ID, so every unlock does the full
 //! unwrap and the full keyslot KDF.
+//!
+//! With OpenBao installed (scripts/test.sh puts it in target/peers-venv), the
+//! storm runs again with a Vault kmsID (keys stored in KV, one round trip
+//! per volume through the `vault` plugin), one volume at a time and then
+//! under the concurrency limit: the ratio shows the round trips overlap.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::csi::keys;
@@ -47,6 +55,7 @@ struct Volume {
 
 async fn prepare(
     kms: &Kms,
+    kms_id: &str,
     dir: &Path,
     tag: &str,
     pbkdf: Pbkdf,
@@ -74,15 +83,18 @@ async fn prepare(
             .status()
             .unwrap();
         assert!(st.success());
-        let key = keys::seal(kms, "meta", None, &id, &passphrase)
+        let key = keys::seal(kms, kms_id, None, &id, &passphrase)
             .await
             .unwrap();
-        assert!(matches!(key, KeyHolding::Wrapped { .. }));
+        assert!(matches!(
+            key,
+            KeyHolding::Wrapped { .. } | KeyHolding::Stored
+        ));
         out.push(Volume {
             id,
             image,
             enc: Encryption {
-                kms_id: "meta".into(),
+                kms_id: kms_id.into(),
                 tenant: None,
                 key,
                 cipher: "aes".into(),
@@ -155,8 +167,10 @@ fn main() {
             )))),
         ));
         println!("unlock storm: {n} volumes, concurrency {concurrency}");
-        let (ours, ours_fmt) = prepare(&kms, dir.path(), "kmshost", Pbkdf::MACHINE_KEY, n).await;
-        let (ceph, ceph_fmt) = prepare(&kms, dir.path(), "cephcsi", Pbkdf::CEPH_CSI, n).await;
+        let (ours, ours_fmt) =
+            prepare(&kms, "meta", dir.path(), "kmshost", Pbkdf::MACHINE_KEY, n).await;
+        let (ceph, ceph_fmt) =
+            prepare(&kms, "meta", dir.path(), "cephcsi", Pbkdf::CEPH_CSI, n).await;
         println!(
             "  format (once per mode): kmshost {:.0} ms, ceph-csi flags {:.0} ms",
             ours_fmt.as_secs_f64() * 1e3,
@@ -185,5 +199,51 @@ fn main() {
             "  ratio ceph-csi / kmshost: {:.1}x (target >= 50x)",
             t_ceph.as_secs_f64() / t_ours.as_secs_f64()
         );
+        vault_storm(dir.path(), n, concurrency).await;
     });
+}
+
+/// The storm with a Vault kmsID: one volume at a time, then `concurrency`
+/// at once, through one plugin.
+async fn vault_storm(dir: &Path, n: usize, concurrency: usize) {
+    let Some(bin) = common::openbao::bao_binary() else {
+        println!("  vault: skipped (OpenBao is not installed; scripts/test.sh installs it)");
+        return;
+    };
+    let bao = common::openbao::OpenBao::start(bin).await;
+    let secrets = dir.join("vault-secrets/vault-token");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("token"), "root").unwrap();
+    let config = serde_json::json!({
+        "vault": {"encryptionKMSType": "vault", "vaultAddress": bao.addr,
+                  "tokenSecretName": "vault-token", "vaultBackendPath": "secret/"}
+    });
+    let kms = Arc::new(Kms::new(
+        ConfigSource::from_text(&config.to_string(), HostDefaults::default()).unwrap(),
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(kmshost::host_setup::default_cache_dir()),
+            ..Default::default()
+        })
+        .unwrap(),
+        Arc::new(MountedSecrets::new(dir.join("vault-secrets"))),
+    ));
+    let (one, _) = prepare(&kms, "vault", dir, "vault-seq", Pbkdf::MACHINE_KEY, n).await;
+    let (many, _) = prepare(&kms, "vault", dir, "vault-par", Pbkdf::MACHINE_KEY, n).await;
+    let (t_one, _) = storm(&kms, one, 1).await;
+    let (t_many, m_many) = storm(&kms, many, concurrency).await;
+    println!(
+        "  vault, one at a time:               {:8.1} ms total, {:7.2} ms/volume",
+        t_one.as_secs_f64() * 1e3,
+        t_one.as_secs_f64() * 1e3 / n as f64
+    );
+    println!(
+        "  vault, {concurrency} at once:                  {:8.1} ms total, {:7.2} ms/volume, peak RSS {:6.1} MiB",
+        t_many.as_secs_f64() * 1e3,
+        t_many.as_secs_f64() * 1e3 / n as f64,
+        m_many
+    );
+    println!(
+        "  ratio one-at-a-time / concurrent: {:.1}x (the key round trips overlap)",
+        t_one.as_secs_f64() / t_many.as_secs_f64()
+    );
 }
