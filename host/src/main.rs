@@ -398,11 +398,65 @@ fn write_key_file(path: &std::path::Path, value: &SecretBytes) -> Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    // A closed stdout (`kmshost plugins … | head`) ends the process quietly,
+    // as for any command-line tool, instead of a panic in `println!`.
+    // SAFETY: restoring a signal's default disposition has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     kmshost::logging::init(&filter);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; never a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(exit_code(&e))
+        }
+    }
+}
 
+/// The exit code for a failure, by its class (README: "Exit codes"):
+/// 3 configuration or input, 4 not found, 5 denied, 6 unavailable — retry,
+/// 7 integrity, 8 the plugin failed or was stopped, 1 anything else
+/// (2 is a usage error, from the argument parser).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use kmshost::kms::KmsError as K;
+    use tonic::Code as C;
+    for cause in e.chain() {
+        if let Some(k) = cause.downcast_ref::<K>() {
+            return match k {
+                _ if k.is_retryable() => 6,
+                K::UnknownKmsId(_)
+                | K::InvalidConfig { .. }
+                | K::Config(_)
+                | K::Id(_)
+                | K::InvalidKey { .. }
+                | K::PluginLoad { .. } => 3,
+                K::NotFound { .. } => 4,
+                K::Denied { .. } => 5,
+                K::Unavailable { .. } => 6,
+                K::Integrity { .. } => 7,
+                K::Unsupported { .. } | K::Plugin { .. } | K::Sandbox { .. } => 8,
+            };
+        }
+        if let Some(s) = cause.downcast_ref::<tonic::Status>() {
+            return match s.code() {
+                C::InvalidArgument | C::FailedPrecondition | C::OutOfRange | C::AlreadyExists => 3,
+                C::NotFound => 4,
+                C::PermissionDenied | C::Unauthenticated => 5,
+                C::Unavailable | C::DeadlineExceeded | C::ResourceExhausted | C::Aborted => 6,
+                C::DataLoss => 7,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
+async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo {
             dir,

@@ -524,3 +524,102 @@ fn plugin_inspect_says_a_plugin_will_not_load() {
     assert!(stdout.contains("loads:   NO, it will not load"), "{stdout}");
     assert!(stdout.contains("acme:stray/backdoor"), "{stdout}");
 }
+
+/// Failures exit with a code per class (README: "Exit codes"), print one
+/// `error:` line without a backtrace even with `RUST_BACKTRACE=1`, and a
+/// closed stdout ends the process quietly instead of a panic.
+#[test]
+fn exit_codes_name_the_class_and_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let kms_args = |op: &'static str, id: &'static str, volume: &'static str| -> Vec<String> {
+        [
+            "kms",
+            op,
+            "--config",
+            &cfg,
+            "--secrets-dir",
+            &secrets,
+            "--kms-id",
+            id,
+            volume,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let blob = run(
+        &strs(&kms_args("wrap", "meta", "pvc-1")),
+        Some(b"exit-code-key"),
+    )
+    .stdout;
+    let code = |args: Vec<String>, stdin: Option<&[u8]>| {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("KMSHOST_CACHE_DIR", cache())
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                if let Some(s) = stdin {
+                    c.stdin.take().unwrap().write_all(s)?;
+                }
+                c.wait_with_output()
+            })
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+        out.status.code()
+    };
+    // Replayed for another volume: integrity.
+    assert_eq!(
+        code(kms_args("unwrap", "meta", "pvc-2"), Some(&blob)),
+        Some(7)
+    );
+    // An unknown kmsID: configuration.
+    assert_eq!(code(kms_args("wrap", "nope", "pvc-1"), Some(b"k")), Some(3));
+    // A kmsID whose option the plugin refuses: configuration too.
+    assert_eq!(code(kms_args("wrap", "bad", "pvc-1"), Some(b"k")), Some(3));
+
+    // `kmshost plugins … | head -c 1`: no panic when the reader goes away.
+    // 2,000 kmsIDs make a report larger than a pipe's buffer, so writes go
+    // on after the reader is gone.
+    let many = dir.path().join("many.json");
+    let entries: serde_json::Map<String, serde_json::Value> = (0..2000)
+        .map(|i| {
+            (
+                format!("meta-{i}"),
+                json!({"encryptionKMSType": "metadata", "secretName": "kek"}),
+            )
+        })
+        .collect();
+    std::fs::write(&many, serde_json::Value::Object(entries).to_string()).unwrap();
+    let many = many.display().to_string();
+    let mut child = Command::new(BIN)
+        .args(["plugins", "--config", &many, "--secrets-dir", &secrets])
+        .env("KMSHOST_CACHE_DIR", cache())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Read;
+        let mut first = [0u8; 1];
+        let mut stdout = child.stdout.take().unwrap();
+        stdout.read_exact(&mut first).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
