@@ -272,6 +272,11 @@ fn bad_config_names_kms_id_and_option() {
             json!({"encryptionKMSType": "metadata", "secretName": "s", "kmshostPlugin": "/nonexistent.wasm"}),
             "kmshostPlugin",
         ),
+        // A typo of a host option is the host's error, naming the typo.
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "kmshostSecret": "x"}),
+            "kmshostSecret",
+        ),
     ];
     for (entry, option) in cases {
         let cfg = json!({"bad": entry.clone(), "good": {"encryptionKMSType": "metadata", "secretName": "s"}});
@@ -288,6 +293,17 @@ fn bad_config_names_kms_id_and_option() {
             e => panic!("{entry}: {e}"),
         }
         assert!(t.get("good").is_ok(), "a bad kmsID broke a good one");
+    }
+    for (typo, meant) in [
+        ("kmshostSecret", "kmshostSecrets"),
+        ("kmshostTimeoutMS", "kmshostTimeoutMs"),
+        ("kmshostMemoryLimitMB", "kmshostMemoryLimitMiB"),
+        ("kmshostCaFromSecret", "kmshostCAFromSecret"),
+    ] {
+        let cfg = json!({"t": {"encryptionKMSType": "metadata", "secretName": "s", typo: "1"}});
+        let t = KmsTable::parse(&cfg.to_string(), &HostDefaults::default()).unwrap();
+        let e = t.get("t").unwrap_err().to_string();
+        assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
     }
     // A file that is not JSON at all is one clear error.
     let err = KmsTable::parse("{", &HostDefaults::default()).unwrap_err();

@@ -291,6 +291,20 @@ fn parse_entry(
     }
     opts.insert("encryptionKMSType".into(), kms_type.clone());
     let reg = registry::lookup(&kms_type);
+    // Every `kmshost*` option is the host's: one it does not know is a typo
+    // of one it does, never an option for the plugin.
+    if let Some(typo) = opts
+        .keys()
+        .find(|k| k.starts_with("kmshost") && !HOST_OPTIONS.contains(&k.as_str()))
+    {
+        return Err(invalid(
+            typo,
+            format!(
+                "is not a kmshost option (did you mean {}?)",
+                registry::closest_host_option(typo)
+            ),
+        ));
+    }
 
     // Limits.
     let mut limits = defaults.limits.clone();

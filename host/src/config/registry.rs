@@ -233,6 +233,31 @@ pub const HOST_OPTIONS: &[&str] = &[
     "kmshostInsecureSkipVerify",
 ];
 
+/// The host option nearest to `typo` (fewest single-character edits), to
+/// name in the error an admin sees.
+pub fn closest_host_option(typo: &str) -> &'static str {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    HOST_OPTIONS
+        .iter()
+        .filter(|o| o.starts_with("kmshost"))
+        .min_by_key(|o| distance(&typo.to_ascii_lowercase(), &o.to_ascii_lowercase()))
+        .copied()
+        .unwrap_or("kmshostSecrets")
+}
+
 /// TLS options every type accepts (kmshost's own): a CA Secret (key
 /// `ca.crt`), a kubernetes.io/tls client-certificate Secret (`tls.crt`,
 /// `tls.key`), a server-name override and an explicit skip-verify.
