@@ -129,8 +129,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n: usize = self.idle.lock().unwrap().values().map(Vec::len).sum();
-        f.debug_struct("Pool").field("idle", &n).finish()
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
     }
 }
 

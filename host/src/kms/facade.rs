@@ -453,12 +453,17 @@ impl std::fmt::Debug for TenantKms<'_> {
 }
 
 impl TenantKms<'_> {
+    /// Runs `op`, which returns a key, and checks the key's size.
+    async fn call_for_key(&self, kms_id: &str, op: Op<'_>) -> Result<Passphrase, KmsError> {
+        let v = self.kms.call(kms_id, self.tenant, op).await?;
+        let key = SecretBytes::new(Kms::expect_bytes(kms_id, v)?);
+        checks::key_out(kms_id, op.name(), key.expose())?;
+        Ok(key)
+    }
+
     /// Key store: the key stored for `key_id`.
     pub async fn get(&self, kms_id: &str, key_id: &KeyId) -> Result<Passphrase, KmsError> {
-        let v = self.kms.call(kms_id, self.tenant, Op::Get(key_id)).await?;
-        let key = SecretBytes::new(Kms::expect_bytes(kms_id, v)?);
-        checks::key_out(kms_id, "get", key.expose())?;
-        Ok(key)
+        self.call_for_key(kms_id, Op::Get(key_id)).await
     }
 
     /// Key store: stores `key` for `key_id`.
@@ -505,13 +510,8 @@ impl TenantKms<'_> {
         key_id: &KeyId,
         wrapped: &WrappedKey,
     ) -> Result<Passphrase, KmsError> {
-        let v = self
-            .kms
-            .call(kms_id, self.tenant, Op::Unwrap(key_id, wrapped.as_bytes()))
-            .await?;
-        let key = SecretBytes::new(Kms::expect_bytes(kms_id, v)?);
-        checks::key_out(kms_id, "unwrap", key.expose())?;
-        Ok(key)
+        self.call_for_key(kms_id, Op::Unwrap(key_id, wrapped.as_bytes()))
+            .await
     }
 
     /// Hands a new volume key to `kms_id`, verified before the caller records
