@@ -397,15 +397,27 @@ fn write_key_file(path: &std::path::Path, value: &SecretBytes) -> Result<()> {
     Ok(())
 }
 
+impl Command {
+    /// Whether the command serves sockets (the CSI driver, the demo's
+    /// in-process driver) rather than only printing.
+    fn serves(&self) -> bool {
+        matches!(self, Command::Csi { .. } | Command::Demo { .. })
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // A closed stdout (`kmshost plugins … | head`) ends the process quietly,
-    // as for any command-line tool, instead of a panic in `println!`.
-    // SAFETY: restoring a signal's default disposition has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    if !cli.command.serves() {
+        // A closed stdout (`kmshost plugins … | head`) ends a printing
+        // command quietly, as for any command-line tool, instead of a panic
+        // in `println!`. Never for a server: a gRPC client hanging up would
+        // kill the driver (its writes to the closed socket raise SIGPIPE).
+        // SAFETY: restoring a signal's default disposition has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     kmshost::logging::init(&filter);
     match run(cli).await {

@@ -290,6 +290,9 @@ fn csi_driver_and_volume_commands_run_a_lifecycle() {
     let (cfg, secrets) = setup(dir.path());
     let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
     let data = dir.path().join("data").display().to_string();
+    // The driver's log goes to a file so a failed step can show it.
+    let log_path = dir.path().join("driver.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut driver = Command::new(BIN)
         .args(["csi", "--config", &cfg, "--secrets-dir", &secrets])
         .args([
@@ -302,16 +305,23 @@ fn csi_driver_and_volume_commands_run_a_lifecycle() {
         ])
         .env("KMSHOST_CACHE_DIR", cache())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
+    let pid = driver.id();
     let vol = |args: &[&str]| -> Output {
         let mut a = vec!["volume", "--endpoint", endpoint.as_str()];
         a.extend_from_slice(args);
         run(&a, None)
     };
     let ok = |out: Output| -> String {
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}\ndriver {}:\n{}",
+            text(&out.stderr),
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
         text(&out.stdout).trim().to_string()
     };
     // Wait for the socket.
@@ -324,6 +334,17 @@ fn csi_driver_and_volume_commands_run_a_lifecycle() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Clients that hang up before the driver answers never take it down
+    // (a write to their closed socket must not end the process).
+    for _ in 0..20 {
+        drop(std::os::unix::net::UnixStream::connect(dir.path().join("csi.sock")).unwrap());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        vol(&["probe"]).status.success(),
+        "driver died: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
     // setup() configures two broken kmsIDs: not ready until they are fixed.
     assert!(
         probe.contains("kmshost.csi.k8s.io") && probe.contains("ready=false"),
@@ -397,10 +418,10 @@ fn csi_driver_and_volume_commands_run_a_lifecycle() {
     ok(vol(&["delete-snapshot", &snap]));
     assert_eq!(ok(vol(&["list"])), "");
     driver.kill().unwrap();
-    let out = driver.wait_with_output().unwrap();
+    driver.wait().unwrap();
     // libcryptsetup's messages go through the log, not straight to stderr:
     // unstaging an unencrypted volume (no device-mapper here) prints none.
-    let stderr = text(&out.stderr);
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         stderr.lines().all(|l| !l.starts_with("Cannot initialize")),
         "{stderr}"
