@@ -74,9 +74,8 @@ fn host_ready(cache: Option<std::path::PathBuf>) -> Duration {
         ..Default::default()
     })
     .unwrap();
-    let id = kmshost::kms::KmsId::new("ready").unwrap();
     for (name, wasm) in kmshost::plugins::EMBEDDED {
-        sandbox.load(&id, name, wasm, None).unwrap();
+        sandbox.load(name, wasm, None).unwrap();
     }
     t.elapsed()
 }

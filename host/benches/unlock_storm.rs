@@ -83,7 +83,8 @@ async fn prepare(
             .status()
             .unwrap();
         assert!(st.success());
-        let key = keys::seal(kms, kms_id, None, &id, &passphrase)
+        let kms_id = kmshost::kms::KmsId::new(kms_id).unwrap();
+        let key = keys::seal(kms, &kms_id, None, &id, &passphrase)
             .await
             .unwrap();
         assert!(matches!(
@@ -94,7 +95,7 @@ async fn prepare(
             id,
             image,
             enc: Encryption {
-                kms_id: kms_id.into(),
+                kms_id,
                 tenant: None,
                 key,
                 cipher: "aes".into(),

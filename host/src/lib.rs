@@ -7,6 +7,7 @@
 //! LUKS2 headers.
 
 pub mod capability;
+pub mod cli;
 pub mod config;
 pub mod csi;
 pub mod deadline;
@@ -20,5 +21,6 @@ pub mod net;
 pub mod plugins;
 pub mod sandbox;
 pub mod secrets;
+pub mod types;
 pub mod volume;
 pub mod watch;

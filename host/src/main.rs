@@ -1,12 +1,12 @@
-//! The `kmshost` binary: argument parsing only; the work is in the library.
+//! The `kmshost` binary: argument parsing, dispatch, and the edge where
+//! errors become one line and an exit code; the work is in the library.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
+use kmshost::cli::key_io::{emit_secret, read_blob, read_input};
 use kmshost::host_setup::{HostSettings, build_kms};
-use kmshost::kms::{KeyId, SecretBytes, WrappedKey};
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use kmshost::kms::KeyId;
 use std::path::PathBuf;
 
 /// kmshost: a WebAssembly-plugin host for KMS providers (LUKS2 volume keys
@@ -324,79 +324,6 @@ enum PluginOp {
     },
 }
 
-/// Reads a key from `input` (or stdin) exactly as given: binary input is
-/// never changed. With `text`, one trailing line ending (`\n` or `\r\n`)
-/// is removed, as typed or piped from `echo`.
-fn read_input(input: &Option<PathBuf>, text: bool) -> Result<SecretBytes> {
-    let mut buf = Vec::new();
-    match input {
-        Some(p) => buf = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        None => {
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading stdin")?;
-        }
-    }
-    if text && buf.last() == Some(&b'\n') {
-        buf.pop();
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-    }
-    if buf.is_empty() {
-        bail!("no input: pipe the value on stdin or pass --in FILE");
-    }
-    Ok(SecretBytes::new(buf))
-}
-
-fn read_blob(input: &Option<PathBuf>) -> Result<WrappedKey> {
-    let blob = read_input(input, false)?;
-    let text = std::str::from_utf8(blob.expose()).context("blob is not base64 text")?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .context("blob is not base64")?;
-    Ok(WrappedKey::new(raw))
-}
-
-fn emit_secret(value: &SecretBytes, out: &Option<PathBuf>, reveal: bool) -> Result<()> {
-    match (out, reveal) {
-        (Some(p), _) => {
-            write_key_file(p, value).with_context(|| format!("writing {}", p.display()))?;
-            eprintln!("wrote {} bytes to {}", value.len(), p.display());
-        }
-        (None, true) => {
-            let mut o = std::io::stdout();
-            o.write_all(value.expose())?;
-            o.write_all(b"\n")?;
-        }
-        (None, false) => {
-            eprintln!(
-                "ok: {} bytes (not shown: pass --reveal or --out FILE)",
-                value.len()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Writes a key to `path` as a new file of mode 0600 renamed into place: an
-/// existing file's mode is never kept, and a symlink at `path` is replaced,
-/// never followed.
-fn write_key_file(path: &std::path::Path, value: &SecretBytes) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut f = tempfile::Builder::new()
-        .prefix(".kmshost-key")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
-    f.write_all(value.expose())?;
-    f.as_file().sync_all()?;
-    f.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 impl Command {
     /// Whether the command serves sockets (the CSI driver, the demo's
     /// in-process driver) rather than only printing.
@@ -454,8 +381,22 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 K::Unsupported { .. } | K::Plugin { .. } | K::Sandbox { .. } => 8,
             };
         }
-        if let Some(s) = cause.downcast_ref::<tonic::Status>() {
-            return match s.code() {
+        if cause.is::<kmshost::config::ConfigError>()
+            || cause.is::<kmshost::types::IdError>()
+            || cause.is::<kmshost::cli::key_io::KeyIoError>()
+        {
+            return 3;
+        }
+        let code = match (
+            cause.downcast_ref::<tonic::Status>(),
+            cause.downcast_ref::<kmshost::csi::CsiError>(),
+        ) {
+            (Some(s), _) => Some(s.code()),
+            (_, Some(c)) => Some(c.code),
+            _ => None,
+        };
+        if let Some(code) = code {
+            return match code {
                 C::InvalidArgument | C::FailedPrecondition | C::OutOfRange | C::AlreadyExists => 3,
                 C::NotFound => 4,
                 C::PermissionDenied | C::Unauthenticated => 5,
@@ -497,9 +438,6 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Csi { host, driver } => {
             let kms = std::sync::Arc::new(build_kms(&host.settings())?);
-            let backend = std::sync::Arc::new(kmshost::volume::ImageFileBackend::new(
-                driver.data_dir.join("images"),
-            )?);
             let mut config = kmshost::csi::DriverConfig {
                 default_fs_type: driver.default_fs_type,
                 ..Default::default()
@@ -510,151 +448,82 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(n) = driver.max_concurrent_unlocks {
                 config.max_concurrent_unlocks = n;
             }
-            let d =
-                kmshost::csi::Driver::new(kms, backend, driver.data_dir.join("records"), config)?;
-            let shutdown = async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            };
-            kmshost::csi::serve(std::sync::Arc::new(d), &driver.endpoint, shutdown).await?;
+            kmshost::csi::run_image_file_driver(kms, &driver.data_dir, &driver.endpoint, config)
+                .await?;
         }
         Command::Volume { endpoint, op } => volume(&endpoint, op).await?,
         Command::Plugins { host, validate } => {
             let kms = build_kms(&host.settings())?;
-            let mut failed = false;
-            for d in kms.describe()? {
-                match d {
-                    Ok(d) => {
-                        println!("{}", d.kms_id);
-                        println!("  type:            {}", d.kms_type);
-                        println!("  plugin:          {}", d.plugin);
-                        println!(
-                            "  allowed hosts:   {}",
-                            if d.allowed_hosts.is_empty() {
-                                "(none)".into()
-                            } else {
-                                d.allowed_hosts.join(", ")
-                            }
-                        );
-                        println!(
-                            "  granted secrets: {}",
-                            if d.granted_secrets.is_empty() {
-                                "(none)".into()
-                            } else {
-                                d.granted_secrets.join(", ")
-                            }
-                        );
-                        if validate {
-                            match kms.runtime(&d.kms_id).await {
-                                Ok(rt) => match rt.validate().await {
-                                    Ok(()) => println!("  options:         valid"),
-                                    Err(e) => {
-                                        failed = true;
-                                        println!("  options:         INVALID: {e}");
-                                    }
-                                },
-                                Err(e) => {
-                                    failed = true;
-                                    println!("  plugin:          UNUSABLE: {e}");
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        failed = true;
-                        println!("ERROR: {e}");
-                    }
-                }
-            }
-            if failed {
+            let described = kms.describe()?;
+            let mut out = std::io::stdout().lock();
+            if !kmshost::cli::report::plugins(&kms, described, validate, &mut out).await? {
                 std::process::exit(1);
             }
         }
-        Command::Kms { op } => {
-            let key = match &op {
-                KmsOp::Put { key, .. }
-                | KmsOp::Get { key, .. }
-                | KmsOp::Delete { key }
-                | KmsOp::Wrap { key, .. }
-                | KmsOp::Rewrap { key, .. }
-                | KmsOp::Unwrap { key, .. } => key.clone(),
-            };
-            let kms = build_kms(&key.host.settings())?;
-            let key_id = KeyId::new(key.key_id.clone())?;
-            let id = key.kms_id.as_str();
-            match op {
-                KmsOp::Put { input, text, .. } => {
-                    let v = read_input(&input, text)?;
-                    kms.tenant(None).put_verified(id, &key_id, &v).await?;
-                    eprintln!("stored {} bytes for {key_id}", v.len());
-                }
-                KmsOp::Get { out, reveal, .. } => {
-                    let v = kms.get(id, &key_id).await?;
-                    emit_secret(&v, &out, reveal)?;
-                }
-                KmsOp::Delete { .. } => {
-                    kms.delete(id, &key_id).await?;
-                    eprintln!("deleted {key_id}");
-                }
-                KmsOp::Wrap { input, text, .. } => {
-                    let v = read_input(&input, text)?;
-                    let w = kms.tenant(None).wrap_verified(id, &key_id, &v).await?;
-                    println!(
-                        "{}",
-                        base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
-                    );
-                }
-                KmsOp::Unwrap {
-                    input, out, reveal, ..
-                } => {
-                    let blob = read_blob(&input)?;
-                    let v = kms.unwrap(id, &key_id, &blob).await?;
-                    emit_secret(&v, &out, reveal)?;
-                }
-                KmsOp::Rewrap { input, .. } => {
-                    let blob = read_blob(&input)?;
-                    let w = kms.rewrap(id, &key_id, &blob).await?;
-                    println!(
-                        "{}",
-                        base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
-                    );
-                }
-            }
+        Command::Kms { op } => kms_op(op).await?,
+    }
+    Ok(())
+}
+
+/// `kmshost kms …`: one facade call on a kmsID.
+async fn kms_op(op: KmsOp) -> Result<()> {
+    let key = match &op {
+        KmsOp::Put { key, .. }
+        | KmsOp::Get { key, .. }
+        | KmsOp::Delete { key }
+        | KmsOp::Wrap { key, .. }
+        | KmsOp::Rewrap { key, .. }
+        | KmsOp::Unwrap { key, .. } => key.clone(),
+    };
+    let kms = build_kms(&key.host.settings())?;
+    let key_id = KeyId::new(key.key_id.clone())?;
+    let id = key.kms_id.as_str();
+    match op {
+        KmsOp::Put { input, text, .. } => {
+            let v = read_input(&input, text)?;
+            kms.tenant(None).put_verified(id, &key_id, &v).await?;
+            eprintln!("stored {} bytes for {key_id}", v.len());
+        }
+        KmsOp::Get { out, reveal, .. } => {
+            let v = kms.get(id, &key_id).await?;
+            emit_secret(&v, &out, reveal)?;
+        }
+        KmsOp::Delete { .. } => {
+            kms.delete(id, &key_id).await?;
+            eprintln!("deleted {key_id}");
+        }
+        KmsOp::Wrap { input, text, .. } => {
+            let v = read_input(&input, text)?;
+            let w = kms.tenant(None).wrap_verified(id, &key_id, &v).await?;
+            println!(
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            );
+        }
+        KmsOp::Unwrap {
+            input, out, reveal, ..
+        } => {
+            let blob = read_blob(&input)?;
+            let v = kms.unwrap(id, &key_id, &blob).await?;
+            emit_secret(&v, &out, reveal)?;
+        }
+        KmsOp::Rewrap { input, .. } => {
+            let blob = read_blob(&input)?;
+            let w = kms.rewrap(id, &key_id, &blob).await?;
+            println!(
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            );
         }
     }
     Ok(())
 }
 
 async fn volume(endpoint: &str, op: VolumeOp) -> Result<()> {
-    use kmshost::csi::client::{Client, capability, parse_size};
-    use kmshost::csi::proto::*;
+    use kmshost::csi::client::{Client, Source, parameters};
     let mut c = Client::connect(endpoint).await?;
-    let range = |s: &str| -> Result<Option<CapacityRange>> {
-        Ok(Some(CapacityRange {
-            required_bytes: parse_size(s)? as i64,
-            limit_bytes: 0,
-        }))
-    };
     match op {
-        VolumeOp::Probe => {
-            let r = c.identity.probe(ProbeRequest {}).await?.into_inner();
-            let info = c
-                .identity
-                .get_plugin_info(GetPluginInfoRequest {})
-                .await?
-                .into_inner();
-            println!(
-                "{} {}: ready={}",
-                info.name,
-                info.vendor_version,
-                r.ready.unwrap_or(true)
-            );
-        }
+        VolumeOp::Probe => println!("{}", c.probe().await?),
         VolumeOp::Create {
             name,
             size,
@@ -662,54 +531,20 @@ async fn volume(endpoint: &str, op: VolumeOp) -> Result<()> {
             from_volume,
             from_snapshot,
         } => {
-            use volume_content_source::{SnapshotSource, Type, VolumeSource};
-            let mut parameters = std::collections::HashMap::new();
-            for p in params {
-                let Some((k, v)) = p.split_once('=') else {
-                    bail!("--param {p:?}: expected key=value");
-                };
-                parameters.insert(k.to_string(), v.to_string());
-            }
             let source = match (from_volume, from_snapshot) {
-                (Some(v), _) => Some(Type::Volume(VolumeSource { volume_id: v })),
-                (_, Some(s)) => Some(Type::Snapshot(SnapshotSource { snapshot_id: s })),
-                _ => None,
+                (Some(v), _) => Source::Volume(v),
+                (_, Some(s)) => Source::Snapshot(s),
+                _ => Source::None,
             };
-            let v = c
-                .controller
-                .create_volume(CreateVolumeRequest {
-                    name,
-                    capacity_range: range(&size)?,
-                    volume_capabilities: vec![capability(false, "")],
-                    parameters,
-                    secrets: Default::default(),
-                    volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
-                })
-                .await?
-                .into_inner()
-                .volume
-                .context("no volume in the response")?;
-            println!("{}", v.volume_id);
-        }
-        VolumeOp::Delete { id } => {
-            c.controller
-                .delete_volume(DeleteVolumeRequest {
-                    volume_id: id,
-                    secrets: Default::default(),
-                })
+            let id = c
+                .create_volume(name, &size, parameters(&params)?, source)
                 .await?;
+            println!("{id}");
         }
+        VolumeOp::Delete { id } => c.delete_volume(id).await?,
         VolumeOp::List => {
-            let r = c
-                .controller
-                .list_volumes(ListVolumesRequest::default())
-                .await?
-                .into_inner();
-            for e in r.entries.into_iter().filter_map(|e| e.volume) {
-                let mut ctx: Vec<_> = e.volume_context.into_iter().collect();
-                ctx.sort();
-                let ctx: Vec<String> = ctx.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{}\t{}\t{}", e.volume_id, e.capacity_bytes, ctx.join(","));
+            for line in c.list_volumes().await? {
+                println!("{line}");
             }
         }
         VolumeOp::Stage {
@@ -717,105 +552,26 @@ async fn volume(endpoint: &str, op: VolumeOp) -> Result<()> {
             staging,
             block,
             fs_type,
-        } => {
-            c.node
-                .node_stage_volume(NodeStageVolumeRequest {
-                    volume_id: id,
-                    staging_target_path: staging.to_string_lossy().into(),
-                    volume_capability: Some(capability(block, &fs_type)),
-                    ..Default::default()
-                })
-                .await?;
-        }
-        VolumeOp::Unstage { id, staging } => {
-            c.node
-                .node_unstage_volume(NodeUnstageVolumeRequest {
-                    volume_id: id,
-                    staging_target_path: staging.to_string_lossy().into(),
-                })
-                .await?;
-        }
+        } => c.stage(id, &staging, block, &fs_type).await?,
+        VolumeOp::Unstage { id, staging } => c.unstage(id, &staging).await?,
         VolumeOp::Publish {
             id,
             staging,
             target,
             block,
             readonly,
-        } => {
-            c.node
-                .node_publish_volume(NodePublishVolumeRequest {
-                    volume_id: id,
-                    staging_target_path: staging.to_string_lossy().into(),
-                    target_path: target.to_string_lossy().into(),
-                    volume_capability: Some(capability(block, "")),
-                    readonly,
-                    ..Default::default()
-                })
-                .await?;
-        }
-        VolumeOp::Unpublish { id, target } => {
-            c.node
-                .node_unpublish_volume(NodeUnpublishVolumeRequest {
-                    volume_id: id,
-                    target_path: target.to_string_lossy().into(),
-                })
-                .await?;
-        }
+        } => c.publish(id, &staging, &target, block, readonly).await?,
+        VolumeOp::Unpublish { id, target } => c.unpublish(id, &target).await?,
         VolumeOp::Expand { id, size, path } => {
-            let r = c
-                .controller
-                .controller_expand_volume(ControllerExpandVolumeRequest {
-                    volume_id: id.clone(),
-                    capacity_range: range(&size)?,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            println!("controller: {} bytes", r.capacity_bytes);
-            if let Some(p) = path {
-                let n = c
-                    .node
-                    .node_expand_volume(NodeExpandVolumeRequest {
-                        volume_id: id,
-                        volume_path: p.to_string_lossy().into(),
-                        capacity_range: range(&size)?,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                println!("node: {} bytes", n.capacity_bytes);
+            let (controller, node) = c.expand(id, &size, path.as_deref()).await?;
+            println!("controller: {controller} bytes");
+            if let Some(n) = node {
+                println!("node: {n} bytes");
             }
         }
-        VolumeOp::Snapshot { name, volume } => {
-            let s = c
-                .controller
-                .create_snapshot(CreateSnapshotRequest {
-                    source_volume_id: volume,
-                    name,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .snapshot
-                .context("no snapshot in the response")?;
-            println!("{}", s.snapshot_id);
-        }
-        VolumeOp::DeleteSnapshot { id } => {
-            c.controller
-                .delete_snapshot(DeleteSnapshotRequest {
-                    snapshot_id: id,
-                    ..Default::default()
-                })
-                .await?;
-        }
-        VolumeOp::RotateKey { id } => {
-            c.rotation
-                .encryption_key_rotate(EncryptionKeyRotateRequest {
-                    volume_id: id,
-                    ..Default::default()
-                })
-                .await?;
-        }
+        VolumeOp::Snapshot { name, volume } => println!("{}", c.snapshot(name, volume).await?),
+        VolumeOp::DeleteSnapshot { id } => c.delete_snapshot(id).await?,
+        VolumeOp::RotateKey { id } => c.rotate_key(id).await?,
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use kmshost::config::{ConfigSource, HostDefaults, KmsTable, PluginSource};
+use kmshost::config::{ConfigError, ConfigSource, HostDefaults, KmsTable, PluginSource};
 use kmshost::kms::{KeyId, Kms, KmsError, generate_passphrase};
 use kmshost::secrets::MountedSecrets;
 use serde_json::json;
@@ -87,7 +87,7 @@ fn ceph_csi_sample_maps_types_endpoints_and_grants() {
     // kmsID and the option, and nothing else breaks.
     for id in ["kp-metadata-test", "azure-test", "kmip-test"] {
         match t.get(id).unwrap_err() {
-            KmsError::InvalidConfig {
+            ConfigError::InvalidConfig {
                 kms_id,
                 option,
                 message,
@@ -282,7 +282,7 @@ fn bad_config_names_kms_id_and_option() {
         let cfg = json!({"bad": entry.clone(), "good": {"encryptionKMSType": "metadata", "secretName": "s"}});
         let t = KmsTable::parse(&cfg.to_string(), &HostDefaults::default()).unwrap();
         match t.get("bad").unwrap_err() {
-            KmsError::InvalidConfig {
+            ConfigError::InvalidConfig {
                 kms_id,
                 option: o,
                 message,
@@ -310,7 +310,7 @@ fn bad_config_names_kms_id_and_option() {
     assert!(err.to_string().contains("not valid JSON"), "{err}");
     // Unknown kmsID.
     let t = KmsTable::parse("{}", &HostDefaults::default()).unwrap();
-    assert!(matches!(t.get("nope"), Err(KmsError::UnknownKmsId(_))));
+    assert!(matches!(t.get("nope"), Err(ConfigError::UnknownKmsId(_))));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,9 +332,9 @@ async fn config_changes_apply_without_restart() {
     let v = KeyId::new("pvc-1").unwrap();
     let dek = generate_passphrase();
     let w = kms.wrap("m", &v, &dek).await.unwrap();
-    let rt1 = kms.runtime("m").await.unwrap();
+    let rt1 = kms.plugin_report("m", None).await.unwrap().runtime_id;
     // Same content: same runtime.
-    assert!(Arc::ptr_eq(&rt1, &kms.runtime("m").await.unwrap()));
+    assert_eq!(rt1, kms.plugin_report("m", None).await.unwrap().runtime_id);
 
     // The admin points the kmsID at another passphrase Secret.
     std::fs::write(
@@ -347,8 +347,8 @@ async fn config_changes_apply_without_restart() {
         matches!(err, KmsError::Integrity { .. }),
         "new config not applied: {err}"
     );
-    let rt2 = kms.runtime("m").await.unwrap();
-    assert!(!Arc::ptr_eq(&rt1, &rt2), "runtime not rebuilt");
+    let rt2 = kms.plugin_report("m", None).await.unwrap().runtime_id;
+    assert_ne!(rt1, rt2, "runtime not rebuilt");
     let w2 = kms.wrap("m", &v, &dek).await.unwrap();
     assert_eq!(kms.unwrap("m", &v, &w2).await.unwrap(), dek);
 

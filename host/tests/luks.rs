@@ -226,10 +226,10 @@ fn activation_without_device_mapper_fails_cleanly() {
             assert!(!luks::is_active(&name));
         }
         Err(e) => {
-            assert!(
-                matches!(e, LuksError::NoDeviceMapper(_) | LuksError::Crypt { .. }),
-                "unexpected: {e}"
-            );
+            // No working device-mapper here (this container has the
+            // control node but no dm module): the error says so, and
+            // nothing else. The guest kernel test takes the Ok branch.
+            assert!(matches!(e, LuksError::NoDeviceMapper(_)), "{e:?}");
             let text = format!("{e} {e:?}");
             assert!(
                 !text.contains(std::str::from_utf8(pass.expose()).unwrap()),

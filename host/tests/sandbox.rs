@@ -206,31 +206,86 @@ mod trapper {
     async fn panic_is_contained() {
         let dir = tempfile::tempdir().unwrap();
         let kms = guest_kms(TRAPPER, json!({}), dir.path());
-        let rt = kms.runtime("t").await.unwrap();
+        let warm = async || kms.plugin_report("t", None).await.unwrap().warm_instances;
         assert_eq!(wrap(&kms, "fine", "ok").await.unwrap(), b"ok");
-        assert_eq!(rt.warm_instances(), 1, "a good instance is kept");
+        assert_eq!(warm().await, 1, "a good instance is kept");
         // The kept instance traps: it is discarded, not returned.
         let err = wrap(&kms, "panic", "x").await.unwrap_err();
         assert!(matches!(cause(&err), SandboxCause::Trap(_)), "{err}");
-        assert_eq!(rt.warm_instances(), 0, "a trapped instance is never reused");
+        assert_eq!(warm().await, 0, "a trapped instance is never reused");
         let err = wrap(&kms, "unreachable", "x").await.unwrap_err();
         assert!(matches!(cause(&err), SandboxCause::Trap(_)), "{err}");
-        assert_eq!(rt.warm_instances(), 0);
+        assert_eq!(warm().await, 0);
         assert_eq!(wrap(&kms, "fine", "after").await.unwrap(), b"after");
-        assert_eq!(rt.warm_instances(), 1);
+        assert_eq!(warm().await, 1);
     }
 }
 
 mod chatty {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread")]
+    /// Every event the host logs while `f` runs on this thread.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    // Current-thread runtime: the collector set for this thread sees every
+    // event of the call.
+    #[tokio::test]
     async fn output_is_captured_and_bounded() {
+        use kmshost::sandbox::state::{CAPTURE_BYTES, MAX_LOG_RECORDS_PER_CALL};
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("kmshost=debug")
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
         let dir = tempfile::tempdir().unwrap();
         let kms = guest_kms(CHATTY, json!({}), dir.path());
-        // 256 KiB to stdout, far beyond the capture cap: the plugin is
-        // neither blocked nor trapped, and the host keeps serving.
+        // 256 KiB to stdout and 256 bytes to stderr, far beyond the capture
+        // cap, and 256 log records: the plugin is neither blocked nor
+        // trapped.
         assert_eq!(wrap(&kms, "256", "quiet").await.unwrap(), b"quiet");
+        let text = logs.text();
+        // Captured: the output reaches the host's log, as one record.
+        let output: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("plugin output: "))
+            .collect();
+        assert_eq!(output.len(), 1, "{text:.2000}");
+        assert!(output[0].contains("xxxxxxxx"), "{:.300}", output[0]);
+        // Bounded: exactly the cap is kept, the rest counted as dropped.
+        let written = 256 * 1024 + 256;
+        let dropped = format!("dropped_bytes={}", written - CAPTURE_BYTES);
+        assert!(
+            output[0].contains(&dropped),
+            "want {dropped}: {:.300}",
+            output[0]
+        );
+        // The plugin's log records are capped per call.
+        let records = text
+            .lines()
+            .filter(|l| l.contains("chatty log line"))
+            .count();
+        assert_eq!(records, MAX_LOG_RECORDS_PER_CALL as usize);
+        // And the host keeps serving.
         assert_eq!(wrap(&kms, "1", "again").await.unwrap(), b"again");
     }
 }
@@ -893,19 +948,22 @@ mod compile_cache {
     /// entry, spin's entry).
     async fn fill(cache: &Path) -> ([u8; 32], std::path::PathBuf, std::path::PathBuf) {
         let kms = facade(cache, None);
-        let t = kms.runtime("trapper").await.unwrap();
-        let s = kms.runtime("spin").await.unwrap();
-        let sha = t.plugin().sha256;
+        let t = kms.plugin_report("trapper", None).await.unwrap();
+        let s = kms.plugin_report("spin", None).await.unwrap();
         (
-            sha,
-            entry_of(cache, &sha),
-            entry_of(cache, &s.plugin().sha256),
+            t.sha256,
+            entry_of(cache, &t.sha256),
+            entry_of(cache, &s.sha256),
         )
     }
 
     async fn loaded(cache: &Path, pin: [u8; 32]) -> (bool, String) {
-        let rt = facade(cache, Some(pin)).runtime("trapper").await.unwrap();
-        (rt.plugin().from_cache, rt.info().await.unwrap().name)
+        let kms = facade(cache, Some(pin));
+        let report = kms.plugin_report("trapper", None).await.unwrap();
+        (
+            report.from_cache,
+            kms.plugin_about("trapper").await.unwrap().name,
+        )
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1081,7 +1139,7 @@ mod loud {
             }
             other => panic!("{other}"),
         }
-        let info = kms.runtime("t").await.unwrap().info().await.unwrap();
+        let info = kms.plugin_about("t").await.unwrap();
         assert_eq!(info.name, "loud\\nWARN forged");
         assert_eq!(info.version, "1\\u{1b}[31m");
         bounded(&info.description);
@@ -1134,7 +1192,7 @@ mod slow_start {
         let dir = tempfile::tempdir().unwrap();
         // Each half fits the deadline alone; together they do not.
         let kms = cold(700, 1000, dir.path());
-        kms.runtime("t").await.unwrap(); // compiled outside the timing
+        kms.plugin_report("t", None).await.unwrap(); // compiled outside the timing
         let t = Instant::now();
         let err = wrap(&kms, "700", "x").await.unwrap_err();
         assert_eq!(cause(&err), &SandboxCause::Deadline(1000), "{err}");
@@ -1163,7 +1221,7 @@ mod hoarder {
     }
 
     async fn warm(kms: &Kms) -> usize {
-        kms.runtime("t").await.unwrap().warm_instances()
+        kms.plugin_report("t", None).await.unwrap().warm_instances
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -8,7 +8,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use base64::Engine as _;
 use common::http::{Recorded, Reply, TestServer};
 use kmshost::config::HostDefaults;
-use kmshost::kms::{GrpcCode, KeyId, Kms, KmsError, SecretBytes, WrappedKey, generate_passphrase};
+use kmshost::kms::{KeyId, Kms, KmsError, SecretBytes, WrappedKey, generate_passphrase};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,7 +46,7 @@ async fn metadata_round_trip_binds_the_volume() {
     let err = kms.unwrap("meta", &key("pvc-2"), &w).await.unwrap_err();
     assert!(matches!(err, KmsError::Integrity { .. }), "{err}");
     assert!(!err.is_retryable());
-    assert_eq!(err.grpc_code(), GrpcCode::DataLoss);
+    assert_eq!(kmshost::csi::code_of(&err), tonic::Code::DataLoss);
     // A flipped bit: integrity.
     let mut bad = w.as_bytes().to_vec();
     let last = bad.len() - 1;
@@ -126,13 +126,13 @@ async fn metadata_reads_ceph_csi_blobs() {
 async fn metadata_caches_the_derived_kek() {
     let dir = tempfile::tempdir().unwrap();
     let kms = metadata_kms(dir.path(), b"cached passphrase");
-    let rt = kms.runtime("meta").await.unwrap();
-    assert!(rt.cache().is_empty());
+    let cached = async || kms.plugin_report("meta", None).await.unwrap().cached_values;
+    assert_eq!(cached().await, 0);
     let dek = generate_passphrase();
     let t = std::time::Instant::now();
     let w = kms.wrap("meta", &key("pvc-a"), &dek).await.unwrap();
     let first = t.elapsed();
-    assert!(!rt.cache().is_empty(), "KEK not cached");
+    assert!(cached().await > 0, "KEK not cached");
     let t = std::time::Instant::now();
     for i in 0..10 {
         kms.wrap("meta", &key(&format!("pvc-{i}")), &dek)
@@ -279,9 +279,14 @@ async fn kubernetes_secret_store_against_fake_apiserver() {
     let srv = TestServer::start("127.0.0.1:0", handler).await;
     let dir = tempfile::tempdir().unwrap();
     let kms = k8s_store(dir.path(), srv.url(), "sa-token-123");
-    let entry = kms.entry("k8s").unwrap();
+    let described = kms.describe().unwrap();
+    let entry = described
+        .iter()
+        .flatten()
+        .find(|d| d.kms_id == "k8s")
+        .unwrap();
     assert_eq!(
-        entry.allow.entries().len(),
+        entry.allowed_hosts.len(),
         1,
         "the API server, and nothing else, is allowed"
     );

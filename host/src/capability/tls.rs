@@ -3,8 +3,9 @@
 //! system roots), presents the kmsID's client certificate if one is granted,
 //! and the plugin never sees a private key.
 
-use crate::kms::SecretBytes;
+use crate::types::SecretBytes;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::Arc;
@@ -89,7 +90,7 @@ impl TlsSettings {
             let roots = match &self.ca_pem {
                 Some(pem) => {
                     let mut roots = RootCertStore::empty();
-                    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    for cert in CertificateDer::pem_slice_iter(pem) {
                         let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
                         roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
                     }
@@ -104,16 +105,19 @@ impl TlsSettings {
         };
         let config = match (&self.client_cert_pem, &self.client_key_pem) {
             (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    rustls_pemfile::certs(&mut cert.as_slice())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| TlsError::ClientCert(e.to_string()))?;
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TlsError::ClientCert(e.to_string()))?;
                 if chain.is_empty() {
                     return Err(TlsError::ClientCert("no PEM certificate found".into()));
                 }
-                let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.expose())
-                    .map_err(|_| TlsError::ClientCert("private key is not valid PEM".into()))?
-                    .ok_or_else(|| TlsError::ClientCert("no PEM private key found".into()))?;
+                let key = PrivateKeyDer::from_pem_slice(key.expose()).map_err(|e| match e {
+                    pem::Error::NoItemsFound => {
+                        TlsError::ClientCert("no PEM private key found".into())
+                    }
+                    // Never the key's bytes: only that it did not parse.
+                    _ => TlsError::ClientCert("private key is not valid PEM".into()),
+                })?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| TlsError::ClientCert(e.to_string()))?
@@ -172,5 +176,98 @@ impl ServerCertVerifier for NoVerify {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA, and a client certificate it signed with its key (PEM).
+    fn pki() -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca.pem(), client.pem(), key.serialize_pem())
+    }
+
+    fn with(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> TlsSettings {
+        TlsSettings {
+            ca_pem: ca.map(|c| c.as_bytes().to_vec()),
+            client_cert_pem: cert.map(|c| c.as_bytes().to_vec()),
+            client_key_pem: key.map(|k| SecretBytes::new(k.as_bytes().to_vec())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_ca_bundle_and_a_client_certificate_build() {
+        let (ca, cert, key) = pki();
+        let config = with(Some(&ca), Some(&cert), Some(&key))
+            .client_config()
+            .unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+        let config = with(Some(&ca), None, None).client_config().unwrap();
+        assert!(!config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn bad_material_is_refused_naming_what_without_echoing_it() {
+        let (ca, cert, key) = pki();
+        let cases = [
+            (
+                with(Some("no pem here"), None, None),
+                "CA bundle: no PEM certificate",
+            ),
+            (
+                with(Some(&key), None, None),
+                "CA bundle: no PEM certificate",
+            ),
+            (with(Some(&ca), Some(&cert), None), "needs both"),
+            (with(Some(&ca), None, Some(&key)), "needs both"),
+            (with(Some(&ca), Some("x"), Some(&key)), "no PEM certificate"),
+            (
+                with(Some(&ca), Some(&cert), Some(&cert)),
+                "no PEM private key",
+            ),
+        ];
+        for (settings, want) in cases {
+            let err = settings.client_config().unwrap_err().to_string();
+            assert!(err.contains(want), "want {want:?}: {err}");
+            assert!(!err.contains("PRIVATE KEY"), "{err}");
+        }
+        // A key whose PEM body is corrupt: refused, and nothing of it shown.
+        let corrupt = key.replace(&key[40..60], "!!!!!!!!!!!!!!!!!!!!");
+        let err = with(Some(&ca), Some(&cert), Some(&corrupt))
+            .client_config()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client certificate"), "{err}");
+        assert!(!err.contains("!!!!"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let (ca, cert, key) = pki();
+        let text = format!("{:?}", with(Some(&ca), Some(&cert), Some(&key)));
+        assert!(text.contains("REDACTED"), "{text}");
+        assert!(!text.contains("PRIVATE"), "{text}");
+        let body = key.lines().nth(1).unwrap();
+        assert!(!text.contains(body), "{text}");
+    }
+
+    #[test]
+    fn system_roots_are_read_once_and_shared() {
+        assert!(Arc::ptr_eq(&system_roots(), &system_roots()));
+        // Without a CA of its own a kmsID trusts them.
+        assert!(TlsSettings::default().client_config().is_ok());
     }
 }

@@ -7,15 +7,17 @@
 //! One kmsID's mistake never hides another's: [`KmsTable::get`] returns that
 //! kmsID's own error, naming the option at fault.
 
+mod error;
 pub mod registry;
 mod source;
 pub mod tenant;
 
+pub use error::ConfigError;
 pub use source::ConfigSource;
 
 use crate::capability::allow_list::{AllowList, AllowedHost};
-use crate::kms::{KmsError, KmsId};
 use crate::secrets::{Grants, SERVICE_ACCOUNT_SECRET, SecretRef};
+use crate::types::KmsId;
 use registry::{GENERIC_TLS, HOST_OPTIONS, TlsOptions};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -48,39 +50,7 @@ impl Default for HostDefaults {
     }
 }
 
-/// Per-kmsID sandbox limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Maximum linear memory of one plugin instance (`kmshostMemoryLimitMiB`).
-    pub memory_bytes: usize,
-    /// Deadline of one call, CPU and waiting included (`kmshostTimeoutMs`).
-    pub timeout: Duration,
-    /// Largest HTTP response body a plugin may receive
-    /// (`kmshostMaxResponseBytes`).
-    pub max_response_bytes: usize,
-    /// Keep instances warm between calls (`kmshostInstanceReuse`).
-    pub instance_reuse: bool,
-    /// Most calls of one kmsID (all its tenants together) in plugin
-    /// instances at once (`kmshostMaxConcurrency`); more wait, within their
-    /// deadline. Below the sandbox's instance budget, so one busy kmsID
-    /// never takes every slot.
-    pub max_concurrency: u32,
-}
-
-/// Default of `kmshostMaxConcurrency`.
-pub const DEFAULT_MAX_CONCURRENCY: u32 = 16;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_bytes: 128 << 20,
-            timeout: Duration::from_secs(30),
-            max_response_bytes: 1 << 20,
-            instance_reuse: true,
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
-        }
-    }
-}
+pub use crate::sandbox::{DEFAULT_MAX_CONCURRENCY, Limits};
 
 /// Where a kmsID's plugin comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +123,7 @@ pub struct KmsEntry {
 /// The parsed configuration: each kmsID's entry, or its own error.
 #[derive(Debug, Default)]
 pub struct KmsTable {
-    entries: BTreeMap<String, Result<Arc<KmsEntry>, Arc<KmsError>>>,
+    entries: BTreeMap<String, Result<Arc<KmsEntry>, ConfigError>>,
     /// Each kmsID's options as configured (for per-tenant entries).
     raw: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
     defaults: Option<HostDefaults>,
@@ -161,11 +131,11 @@ pub struct KmsTable {
 
 impl KmsTable {
     /// Parses a `config.json` text.
-    pub fn parse(text: &str, defaults: &HostDefaults) -> Result<KmsTable, KmsError> {
+    pub fn parse(text: &str, defaults: &HostDefaults) -> Result<KmsTable, ConfigError> {
         let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| KmsError::Config(format!("config is not valid JSON: {e}")))?;
+            .map_err(|e| ConfigError::Malformed(format!("config is not valid JSON: {e}")))?;
         let obj = value.as_object().ok_or_else(|| {
-            KmsError::Config("config must be a JSON object keyed by kmsID".into())
+            ConfigError::Malformed("config must be a JSON object keyed by kmsID".into())
         })?;
         let mut entries = BTreeMap::new();
         let mut raw = BTreeMap::new();
@@ -173,10 +143,7 @@ impl KmsTable {
             if let Ok(o) = decode_object(id, v) {
                 raw.insert(id.clone(), o);
             }
-            entries.insert(
-                id.clone(),
-                parse_entry(id, v, defaults).map(Arc::new).map_err(Arc::new),
-            );
+            entries.insert(id.clone(), parse_entry(id, v, defaults).map(Arc::new));
         }
         Ok(KmsTable {
             entries,
@@ -186,38 +153,17 @@ impl KmsTable {
     }
 
     /// The entry for `kms_id`, or the reason it cannot be used.
-    pub fn get(&self, kms_id: &str) -> Result<Arc<KmsEntry>, KmsError> {
+    pub fn get(&self, kms_id: &str) -> Result<Arc<KmsEntry>, ConfigError> {
         match self.entries.get(kms_id) {
-            None => Err(KmsError::UnknownKmsId(kms_id.to_string())),
+            None => Err(ConfigError::UnknownKmsId(kms_id.to_string())),
             Some(Ok(e)) => Ok(e.clone()),
-            Some(Err(e)) => Err(clone_error(e)),
+            Some(Err(e)) => Err(e.clone()),
         }
     }
 
     /// All kmsIDs, each with its entry or error.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Result<&Arc<KmsEntry>, &KmsError>)> {
-        self.entries
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_ref().map_err(|e| e.as_ref())))
-    }
-}
-
-fn clone_error(e: &KmsError) -> KmsError {
-    match e {
-        KmsError::InvalidConfig {
-            kms_id,
-            option,
-            message,
-        } => KmsError::InvalidConfig {
-            kms_id: kms_id.clone(),
-            option: option.clone(),
-            message: message.clone(),
-        },
-        KmsError::PluginLoad { kms_id, message } => KmsError::PluginLoad {
-            kms_id: kms_id.clone(),
-            message: message.clone(),
-        },
-        other => KmsError::Config(other.to_string()),
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Result<&Arc<KmsEntry>, &ConfigError>)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
     }
 }
 
@@ -234,302 +180,80 @@ fn option_string(v: &serde_json::Value) -> String {
 fn decode_object(
     id: &str,
     value: &serde_json::Value,
-) -> Result<serde_json::Map<String, serde_json::Value>, KmsError> {
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
     let parsed;
     let value = match value {
         serde_json::Value::String(s) => {
             parsed = serde_json::from_str::<serde_json::Value>(s).map_err(|e| {
-                KmsError::Config(format!("kmsID {id}: value is not a JSON object: {e}"))
+                ConfigError::Malformed(format!("kmsID {id}: value is not a JSON object: {e}"))
             })?;
             &parsed
         }
         v => v,
     };
     value.as_object().cloned().ok_or_else(|| {
-        KmsError::Config(format!(
+        ConfigError::Malformed(format!(
             "kmsID {id}: value must be a JSON object of options"
         ))
     })
+}
+
+/// One kmsID's options while they are parsed: each method reads one
+/// concern and names the option at fault.
+struct Parsing<'a> {
+    kms_id: KmsId,
+    opts: BTreeMap<String, String>,
+    defaults: &'a HostDefaults,
+    reg: Option<&'static registry::Registration>,
+    kms_type: String,
+    /// Options the host fills in for the plugin (defaults of endpoint and
+    /// Secret options, the driver's namespace).
+    injected: Vec<(String, String)>,
 }
 
 fn parse_entry(
     id: &str,
     value: &serde_json::Value,
     defaults: &HostDefaults,
-) -> Result<KmsEntry, KmsError> {
-    let kms_id = KmsId::new(id).map_err(|e| KmsError::Config(format!("kmsID {id:?}: {e}")))?;
-    let invalid = |option: &str, message: String| KmsError::InvalidConfig {
-        kms_id: kms_id.clone(),
-        option: option.to_string(),
-        message,
-    };
+) -> Result<KmsEntry, ConfigError> {
+    let kms_id =
+        KmsId::new(id).map_err(|e| ConfigError::Malformed(format!("kmsID {id:?}: {e}")))?;
     let obj = &decode_object(id, value)?;
-    let mut opts: BTreeMap<String, String> = obj
+    let opts: BTreeMap<String, String> = obj
         .iter()
         .map(|(k, v)| (k.clone(), option_string(v)))
         .collect();
     let fingerprint: [u8; 32] = Sha256::digest(serde_json::to_vec(obj).unwrap_or_default()).into();
-
-    let kms_type = match (opts.get("encryptionKMSType"), opts.get("KMS_PROVIDER")) {
-        (Some(t), _) if !t.is_empty() => t.clone(),
-        (_, Some(t)) if !t.is_empty() => t.clone(),
-        _ => {
-            return Err(invalid(
-                "encryptionKMSType",
-                "is required (or Rook's KMS_PROVIDER)".into(),
-            ));
-        }
+    let mut p = Parsing {
+        kms_id,
+        opts,
+        defaults,
+        reg: None,
+        kms_type: String::new(),
+        injected: Vec::new(),
     };
-    if !kms_type
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(invalid(
-            "encryptionKMSType",
-            format!("{kms_type:?} is not a valid type name"),
-        ));
-    }
-    opts.insert("encryptionKMSType".into(), kms_type.clone());
-    let reg = registry::lookup(&kms_type);
-    // Every `kmshost*` option is the host's: one it does not know is a typo
-    // of one it does, never an option for the plugin.
-    if let Some(typo) = opts
-        .keys()
-        .find(|k| k.starts_with("kmshost") && !HOST_OPTIONS.contains(&k.as_str()))
-    {
-        return Err(invalid(
-            typo,
-            format!(
-                "is not a kmshost option (did you mean {}?)",
-                registry::closest_host_option(typo)
-            ),
-        ));
-    }
-
-    // Limits.
-    let mut limits = defaults.limits.clone();
-    if let Some(v) = opts.get("kmshostMemoryLimitMiB") {
-        let mib: usize = v
-            .parse()
-            .ok()
-            .filter(|m| (1..=4096).contains(m))
-            .ok_or_else(|| {
-                invalid(
-                    "kmshostMemoryLimitMiB",
-                    format!("must be 1..=4096, not {v:?}"),
-                )
-            })?;
-        limits.memory_bytes = mib << 20;
-    }
-    if let Some(v) = opts.get("kmshostTimeoutMs") {
-        let ms: u64 = v
-            .parse()
-            .ok()
-            .filter(|m| (1..=600_000).contains(m))
-            .ok_or_else(|| invalid("kmshostTimeoutMs", format!("must be 1..=600000, not {v:?}")))?;
-        limits.timeout = Duration::from_millis(ms);
-    }
-    if let Some(v) = opts.get("kmshostMaxResponseBytes") {
-        limits.max_response_bytes = v
-            .parse()
-            .ok()
-            .filter(|m| (1..=(64 << 20)).contains(m))
-            .ok_or_else(|| {
-                invalid(
-                    "kmshostMaxResponseBytes",
-                    format!("must be 1..=67108864, not {v:?}"),
-                )
-            })?;
-    }
-    if let Some(v) = opts.get("kmshostMaxConcurrency") {
-        limits.max_concurrency = v
-            .parse()
-            .ok()
-            .filter(|n| (1..=1024).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "kmshostMaxConcurrency",
-                    format!("must be 1..=1024, not {v:?}"),
-                )
-            })?;
-    }
-    if let Some(v) = opts.get("kmshostInstanceReuse") {
-        limits.instance_reuse = parse_bool(v).ok_or_else(|| {
-            invalid(
-                "kmshostInstanceReuse",
-                format!("must be true or false, not {v:?}"),
-            )
-        })?;
-    }
-
-    // Plugin.
-    let plugin = if let Some(path) = opts.get("kmshostPlugin").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(path);
-        let p = if p.is_relative() {
-            match &defaults.plugin_dir {
-                Some(d) => d.join(p),
-                None => p,
-            }
-        } else {
-            p
-        };
-        if !p.is_file() {
-            return Err(invalid(
-                "kmshostPlugin",
-                format!("plugin file {} does not exist", p.display()),
-            ));
-        }
-        PluginSource::File(p)
-    } else {
-        let name = reg.map(|r| r.plugin).unwrap_or(kms_type.as_str());
-        let file = defaults
-            .plugin_dir
-            .as_ref()
-            .map(|d| d.join(format!("{name}.wasm")));
-        match (crate::plugins::embedded(name), file) {
-            (_, Some(f)) if f.is_file() => PluginSource::File(f),
-            (Some((n, _)), _) => PluginSource::Embedded(n),
-            (None, f) => {
-                let where_ = match f {
-                    Some(f) => format!("no plugin file {}", f.display()),
-                    None => "no plugin directory is configured".to_string(),
-                };
-                let what = if reg.is_some() {
-                    format!("plugin {name:?} is not built into this kmshost and there is {where_}")
-                } else {
-                    format!(
-                        "unknown type {kms_type:?}: {where_} (third-party plugins are loaded as <type>.wasm)"
-                    )
-                };
-                return Err(invalid("encryptionKMSType", what));
-            }
-        }
-    };
-    let pinned_sha256 = match opts.get("kmshostPluginSHA256").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(h) => {
-            let bytes = hex::decode(h.trim().to_ascii_lowercase())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| invalid("kmshostPluginSHA256", "must be 64 hex digits".into()))?;
-            Some(bytes)
-        }
-    };
-
-    // Endpoints → allow-list (plus explicit allowedHosts).
-    let mut allow = match opts.get("allowedHosts") {
-        Some(list) => {
-            AllowList::parse_list(list).map_err(|e| invalid("allowedHosts", e.to_string()))?
-        }
-        None => AllowList::none(),
-    };
-    let mut injected: Vec<(String, String)> = Vec::new();
-    if let Some(reg) = reg {
-        for ep in reg.endpoints {
-            let value = match opts.get(ep.option).filter(|v| !v.is_empty()) {
-                Some(v) => Some(v.clone()),
-                None => {
-                    let d = if ep.option == "kubernetesAPIAddress" {
-                        defaults.kube_api_address.clone()
-                    } else {
-                        ep.default.map(str::to_string)
-                    };
-                    if let Some(d) = &d {
-                        injected.push((ep.option.to_string(), d.clone()));
-                    }
-                    d
-                }
-            };
-            if let Some(v) = value {
-                let entry = AllowedHost::parse(&v)
-                    .map_err(|e| invalid(ep.option, format!("is not a usable endpoint: {e}")))?;
-                allow.push(entry);
-            }
-        }
-        if kms_type == "kubernetes-secret" && !opts.contains_key("secretNamespace") {
-            injected.push(("secretNamespace".into(), defaults.namespace.clone()));
-        }
-    }
-
-    // Secret grants.
-    let mut grants = Grants::none();
-    // `kmshostSecretNamespace`: where Secrets named without a namespace
-    // live (set by the host for per-tenant entries).
-    let default_ns = opts
-        .get("kmshostSecretNamespace")
-        .filter(|v| !v.is_empty())
-        .cloned();
-    let ns_for = |name: &str| -> Result<SecretRef, KmsError> {
-        secret_ref(name, default_ns.clone()).map_err(|m| invalid("kmshostSecrets", m))
-    };
-    if let Some(reg) = reg {
-        let ns = reg
-            .secret_namespace_option
-            .and_then(|o| opts.get(o))
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .or_else(|| default_ns.clone());
-        for so in reg.secrets {
-            let name = match opts.get(so.option).filter(|v| !v.is_empty()) {
-                Some(v) => Some(v.clone()),
-                None => {
-                    if let Some(d) = so.default {
-                        injected.push((so.option.to_string(), d.to_string()));
-                    }
-                    so.default.map(str::to_string)
-                }
-            };
-            if let Some(name) = name {
-                grants.grant(secret_ref(&name, ns.clone()).map_err(|m| invalid(so.option, m))?);
-            } else if so.option == "secretName" {
-                return Err(invalid("secretName", "is required".into()));
-            }
-        }
-        if reg.service_account {
-            grants.grant(SecretRef {
-                namespace: None,
-                name: SERVICE_ACCOUNT_SECRET.into(),
-            });
-        }
-    }
-    if let Some(list) = opts.get("kmshostSecrets") {
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            grants.grant(ns_for(name)?);
-        }
-    }
-
-    // TLS: read by the host from the same namespace as every other Secret
-    // of the entry (a tenant's own for per-tenant entries), and never
-    // readable by the plugin, whatever else grants them.
-    let tls_opts: &TlsOptions = reg.map(|r| &r.tls).unwrap_or(&GENERIC_TLS);
-    let mut tls = resolve_tls(&opts, tls_opts, &kms_id, &default_ns)?;
-    let generic = resolve_tls(&opts, &GENERIC_TLS, &kms_id, &default_ns)?;
-    tls.ca = tls.ca.or(generic.ca);
-    tls.client_cert = tls.client_cert.or(generic.client_cert);
-    tls.client_key = tls.client_key.or(generic.client_key);
-    tls.server_name = tls.server_name.or(generic.server_name);
-    tls.insecure_skip_verify |= generic.insecure_skip_verify;
+    p.kms_type()?;
+    p.no_unknown_host_options()?;
+    let limits = p.limits()?;
+    let plugin = p.plugin()?;
+    let pinned_sha256 = p.pinned_sha256()?;
+    let allow = p.allow_list()?;
+    let (mut grants, default_ns) = p.grants()?;
+    let tls = p.tls(&default_ns)?;
+    // TLS Secrets are read by the host, never by the plugin, whatever else
+    // grants them.
     for r in [&tls.ca, &tls.client_cert, &tls.client_key]
         .into_iter()
         .flatten()
     {
         grants.withhold(&r.secret);
     }
-
-    let mut plugin_options: Vec<(String, String)> = opts
-        .into_iter()
-        .filter(|(k, _)| !HOST_OPTIONS.contains(&k.as_str()))
-        .collect();
-    plugin_options.extend(injected);
-    plugin_options.sort();
-    plugin_options.dedup_by(|a, b| a.0 == b.0);
-
     Ok(KmsEntry {
-        kms_id,
-        kms_type,
+        plugin_options: p.plugin_options(),
+        kms_id: p.kms_id,
+        kms_type: p.kms_type,
         plugin,
         pinned_sha256,
-        plugin_options,
         allow,
         grants,
         tls,
@@ -538,17 +262,305 @@ fn parse_entry(
     })
 }
 
+/// Parses `v` as a number in `range`, or says which range.
+fn number_in<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    v: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, String> {
+    v.parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("must be {}..={}, not {v:?}", range.start(), range.end()))
+}
+
+impl Parsing<'_> {
+    fn invalid(&self, option: &str, message: String) -> ConfigError {
+        ConfigError::InvalidConfig {
+            kms_id: self.kms_id.clone(),
+            option: option.to_string(),
+            message,
+        }
+    }
+
+    /// The option's value, if set and not empty.
+    fn set(&self, option: &str) -> Option<&String> {
+        self.opts.get(option).filter(|v| !v.is_empty())
+    }
+
+    /// `encryptionKMSType` (or Rook's `KMS_PROVIDER`), and its registration.
+    fn kms_type(&mut self) -> Result<(), ConfigError> {
+        let Some(t) = self
+            .set("encryptionKMSType")
+            .or_else(|| self.set("KMS_PROVIDER"))
+            .cloned()
+        else {
+            return Err(self.invalid(
+                "encryptionKMSType",
+                "is required (or Rook's KMS_PROVIDER)".into(),
+            ));
+        };
+        if !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(self.invalid(
+                "encryptionKMSType",
+                format!("{t:?} is not a valid type name"),
+            ));
+        }
+        self.opts.insert("encryptionKMSType".into(), t.clone());
+        self.reg = registry::lookup(&t);
+        self.kms_type = t;
+        Ok(())
+    }
+
+    /// Every `kmshost*` option is the host's: one it does not know is a
+    /// typo of one it does, never an option for the plugin.
+    fn no_unknown_host_options(&self) -> Result<(), ConfigError> {
+        match self
+            .opts
+            .keys()
+            .find(|k| k.starts_with("kmshost") && !HOST_OPTIONS.contains(&k.as_str()))
+        {
+            Some(typo) => Err(self.invalid(
+                typo,
+                format!(
+                    "is not a kmshost option (did you mean {}?)",
+                    registry::closest_host_option(typo)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The sandbox limits: the host's defaults, with the kmsID's own.
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        let mut limits = self.defaults.limits.clone();
+        if let Some(mib) = self.number::<usize>("kmshostMemoryLimitMiB", 1..=4096)? {
+            limits.memory_bytes = mib << 20;
+        }
+        if let Some(ms) = self.number::<u64>("kmshostTimeoutMs", 1..=600_000)? {
+            limits.timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.number("kmshostMaxResponseBytes", 1..=(64 << 20))? {
+            limits.max_response_bytes = n;
+        }
+        if let Some(n) = self.number("kmshostMaxConcurrency", 1..=1024)? {
+            limits.max_concurrency = n;
+        }
+        if let Some(v) = self.opts.get("kmshostInstanceReuse") {
+            limits.instance_reuse = parse_bool(v).ok_or_else(|| {
+                self.invalid(
+                    "kmshostInstanceReuse",
+                    format!("must be true or false, not {v:?}"),
+                )
+            })?;
+        }
+        Ok(limits)
+    }
+
+    /// A numeric option within `range`, if set.
+    fn number<T>(
+        &self,
+        option: &str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        self.opts
+            .get(option)
+            .map(|v| number_in(v, range).map_err(|m| self.invalid(option, m)))
+            .transpose()
+    }
+
+    /// Where the plugin comes from: `kmshostPlugin`, else `<name>.wasm` in
+    /// the plugin directory, else the embedded plugin of that name.
+    fn plugin(&self) -> Result<PluginSource, ConfigError> {
+        if let Some(path) = self.set("kmshostPlugin") {
+            let p = PathBuf::from(path);
+            let p = match (&self.defaults.plugin_dir, p.is_relative()) {
+                (Some(d), true) => d.join(p),
+                _ => p,
+            };
+            if !p.is_file() {
+                return Err(self.invalid(
+                    "kmshostPlugin",
+                    format!("plugin file {} does not exist", p.display()),
+                ));
+            }
+            return Ok(PluginSource::File(p));
+        }
+        let name = self.reg.map(|r| r.plugin).unwrap_or(self.kms_type.as_str());
+        let file = self
+            .defaults
+            .plugin_dir
+            .as_ref()
+            .map(|d| d.join(format!("{name}.wasm")));
+        match (crate::plugins::embedded(name), file) {
+            (_, Some(f)) if f.is_file() => Ok(PluginSource::File(f)),
+            (Some((n, _)), _) => Ok(PluginSource::Embedded(n)),
+            (None, f) => {
+                let where_ = match f {
+                    Some(f) => format!("no plugin file {}", f.display()),
+                    None => "no plugin directory is configured".to_string(),
+                };
+                let what = if self.reg.is_some() {
+                    format!("plugin {name:?} is not built into this kmshost and there is {where_}")
+                } else {
+                    format!(
+                        "unknown type {:?}: {where_} (third-party plugins are loaded as <type>.wasm)",
+                        self.kms_type
+                    )
+                };
+                Err(self.invalid("encryptionKMSType", what))
+            }
+        }
+    }
+
+    /// `kmshostPluginSHA256`: the exact plugin bytes, if pinned.
+    fn pinned_sha256(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(h) = self.set("kmshostPluginSHA256") else {
+            return Ok(None);
+        };
+        hex::decode(h.trim().to_ascii_lowercase())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Some)
+            .ok_or_else(|| self.invalid("kmshostPluginSHA256", "must be 64 hex digits".into()))
+    }
+
+    /// The allow-list: `allowedHosts`, plus every endpoint option of the
+    /// registration (its default filled in for the plugin when absent).
+    fn allow_list(&mut self) -> Result<AllowList, ConfigError> {
+        let mut allow = match self.opts.get("allowedHosts") {
+            Some(list) => AllowList::parse_list(list)
+                .map_err(|e| self.invalid("allowedHosts", e.to_string()))?,
+            None => AllowList::none(),
+        };
+        let Some(reg) = self.reg else {
+            return Ok(allow);
+        };
+        for ep in reg.endpoints {
+            let value = match self.set(ep.option) {
+                Some(v) => Some(v.clone()),
+                None => {
+                    let d = if ep.option == "kubernetesAPIAddress" {
+                        self.defaults.kube_api_address.clone()
+                    } else {
+                        ep.default.map(str::to_string)
+                    };
+                    if let Some(d) = &d {
+                        self.injected.push((ep.option.to_string(), d.clone()));
+                    }
+                    d
+                }
+            };
+            if let Some(v) = value {
+                let entry = AllowedHost::parse(&v).map_err(|e| {
+                    self.invalid(ep.option, format!("is not a usable endpoint: {e}"))
+                })?;
+                allow.push(entry);
+            }
+        }
+        if self.kms_type == "kubernetes-secret" && !self.opts.contains_key("secretNamespace") {
+            let ns = self.defaults.namespace.clone();
+            self.injected.push(("secretNamespace".into(), ns));
+        }
+        Ok(allow)
+    }
+
+    /// The Secrets the plugin may read: the registration's Secret options
+    /// (their defaults filled in), the service-account token if the
+    /// provider logs in with it, and `kmshostSecrets`. Also the namespace
+    /// of Secrets named without one (`kmshostSecretNamespace`, set by the
+    /// host for per-tenant entries).
+    fn grants(&mut self) -> Result<(Grants, Option<String>), ConfigError> {
+        let mut grants = Grants::none();
+        let default_ns = self.set("kmshostSecretNamespace").cloned();
+        if let Some(reg) = self.reg {
+            let ns = reg
+                .secret_namespace_option
+                .and_then(|o| self.set(o))
+                .cloned()
+                .or_else(|| default_ns.clone());
+            for so in reg.secrets {
+                let name = match self.set(so.option) {
+                    Some(v) => Some(v.clone()),
+                    None => {
+                        if let Some(d) = so.default {
+                            self.injected.push((so.option.to_string(), d.to_string()));
+                        }
+                        so.default.map(str::to_string)
+                    }
+                };
+                match name {
+                    Some(name) => grants.grant(
+                        secret_ref(&name, ns.clone()).map_err(|m| self.invalid(so.option, m))?,
+                    ),
+                    None if so.option == "secretName" => {
+                        return Err(self.invalid("secretName", "is required".into()));
+                    }
+                    None => {}
+                }
+            }
+            if reg.service_account {
+                grants.grant(SecretRef {
+                    namespace: None,
+                    name: SERVICE_ACCOUNT_SECRET.into(),
+                });
+            }
+        }
+        if let Some(list) = self.opts.get("kmshostSecrets") {
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let r = secret_ref(name, default_ns.clone())
+                    .map_err(|m| self.invalid("kmshostSecrets", m))?;
+                grants.grant(r);
+            }
+        }
+        Ok((grants, default_ns))
+    }
+
+    /// TLS material, read by the host from the same namespace as every
+    /// other Secret of the entry (a tenant's own for per-tenant entries):
+    /// the provider's own options first, then the generic ones.
+    fn tls(&self, default_ns: &Option<String>) -> Result<TlsRefs, ConfigError> {
+        let own: &TlsOptions = self.reg.map(|r| &r.tls).unwrap_or(&GENERIC_TLS);
+        let mut tls = resolve_tls(&self.opts, own, &self.kms_id, default_ns)?;
+        let generic = resolve_tls(&self.opts, &GENERIC_TLS, &self.kms_id, default_ns)?;
+        tls.ca = tls.ca.or(generic.ca);
+        tls.client_cert = tls.client_cert.or(generic.client_cert);
+        tls.client_key = tls.client_key.or(generic.client_key);
+        tls.server_name = tls.server_name.or(generic.server_name);
+        tls.insecure_skip_verify |= generic.insecure_skip_verify;
+        Ok(tls)
+    }
+
+    /// What the plugin's `configure` receives: every option but the host's,
+    /// plus what the host filled in, sorted.
+    fn plugin_options(&mut self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = std::mem::take(&mut self.opts)
+            .into_iter()
+            .filter(|(k, _)| !HOST_OPTIONS.contains(&k.as_str()))
+            .collect();
+        out.append(&mut self.injected);
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+}
+
 fn resolve_tls(
     opts: &BTreeMap<String, String>,
     t: &TlsOptions,
     kms_id: &KmsId,
     namespace: &Option<String>,
-) -> Result<TlsRefs, KmsError> {
-    let pick = |list: &[(&str, &str)]| -> Result<Option<SecretKeyRef>, KmsError> {
+) -> Result<TlsRefs, ConfigError> {
+    let pick = |list: &[(&str, &str)]| -> Result<Option<SecretKeyRef>, ConfigError> {
         for (option, key) in list {
             if let Some(name) = opts.get(*option).filter(|v| !v.is_empty()) {
                 let secret = secret_ref(name, namespace.clone()).map_err(|message| {
-                    KmsError::InvalidConfig {
+                    ConfigError::InvalidConfig {
                         kms_id: kms_id.clone(),
                         option: option.to_string(),
                         message,
@@ -565,7 +577,7 @@ fn resolve_tls(
     let mut skip = false;
     for o in t.verify {
         if let Some(v) = opts.get(*o) {
-            skip |= !parse_bool(v).ok_or_else(|| KmsError::InvalidConfig {
+            skip |= !parse_bool(v).ok_or_else(|| ConfigError::InvalidConfig {
                 kms_id: kms_id.clone(),
                 option: o.to_string(),
                 message: format!("must be true or false, not {v:?}"),
@@ -574,7 +586,7 @@ fn resolve_tls(
     }
     for o in t.skip_verify {
         if let Some(v) = opts.get(*o) {
-            skip |= parse_bool(v).ok_or_else(|| KmsError::InvalidConfig {
+            skip |= parse_bool(v).ok_or_else(|| ConfigError::InvalidConfig {
                 kms_id: kms_id.clone(),
                 option: o.to_string(),
                 message: format!("must be true or false, not {v:?}"),

@@ -3,8 +3,8 @@
 //! use). Here it is read again only when inotify reports a change in its
 //! directory ([`crate::watch`]); the next use after any change sees it.
 
+use super::ConfigError;
 use super::{HostDefaults, KmsTable};
-use crate::kms::KmsError;
 use crate::watch::DirWatcher;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ impl ConfigSource {
     }
 
     /// A fixed in-memory configuration (tests, the demo).
-    pub fn from_text(text: &str, defaults: HostDefaults) -> Result<Self, KmsError> {
+    pub fn from_text(text: &str, defaults: HostDefaults) -> Result<Self, ConfigError> {
         let table = KmsTable::parse(text, &defaults)?;
         let mut source = ConfigSource::new(PathBuf::new(), defaults);
         *source.last.get_mut().unwrap() = Some(Loaded {
@@ -105,7 +105,7 @@ impl ConfigSource {
     /// The current table: served from memory while nothing changed in the
     /// configuration's directory, else read again (and parsed again only if
     /// the content changed). Without inotify, read on every use.
-    pub fn load(&self) -> Result<Arc<KmsTable>, KmsError> {
+    pub fn load(&self) -> Result<Arc<KmsTable>, ConfigError> {
         if self.path.as_os_str().is_empty() {
             let last = self.last.lock().unwrap();
             return Ok(last.as_ref().map(|l| l.table.clone()).unwrap_or_default());
@@ -149,8 +149,9 @@ impl ConfigSource {
     }
 }
 
-fn read_config(path: &Path) -> Result<String, KmsError> {
-    let err = |e: std::io::Error| KmsError::Config(format!("reading {}: {e}", path.display()));
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    let err =
+        |e: std::io::Error| ConfigError::Malformed(format!("reading {}: {e}", path.display()));
     if path.is_dir() {
         let inner = path.join("config.json");
         if inner.is_file() {

@@ -16,8 +16,8 @@
 //!   with the TokenRequest API — never the driver's own.
 //! - Every other type ignores the tenant.
 
-use super::{KmsEntry, KmsTable, parse_entry};
-use crate::kms::{KmsError, KmsId};
+use super::ConfigError;
+use super::{HostDefaults, KmsEntry, KmsTable, parse_entry};
 use crate::secrets::{SERVICE_ACCOUNT_SECRET, SERVICE_ACCOUNT_TOKEN_PREFIX, SecretRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub const DEFAULT_TENANT_CONFIG: &str = "ceph-csi-kms-config";
 pub const DEFAULT_TENANT_TOKEN: &str = "ceph-csi-kms-token";
 
 /// Checks a tenant (a Kubernetes namespace name: a DNS label).
-pub fn check_tenant(tenant: &str) -> Result<(), KmsError> {
+pub fn check_tenant(tenant: &str) -> Result<(), ConfigError> {
     let ok = !tenant.is_empty()
         && tenant.len() <= 63
         && tenant
@@ -59,7 +59,7 @@ pub fn check_tenant(tenant: &str) -> Result<(), KmsError> {
     if ok {
         Ok(())
     } else {
-        Err(KmsError::Config(format!(
+        Err(ConfigError::Malformed(format!(
             "tenant {tenant:?} is not a valid namespace name"
         )))
     }
@@ -102,17 +102,11 @@ impl KmsTable {
         kms_id: &str,
         tenant: &str,
         tenant_config: Option<&BTreeMap<String, String>>,
-    ) -> Result<Arc<KmsEntry>, KmsError> {
+    ) -> Result<Arc<KmsEntry>, ConfigError> {
         let base = self.get(kms_id)?;
         check_tenant(tenant)?;
         let (Some(raw), Some(defaults)) = (self.raw.get(kms_id), self.defaults.as_ref()) else {
             return Ok(base);
-        };
-        let id = KmsId::new(kms_id)?;
-        let invalid = |option: String, message: &str| KmsError::InvalidConfig {
-            kms_id: id.clone(),
-            option,
-            message: message.into(),
         };
         let mut obj = raw.clone();
         match base.kms_type.as_str() {
@@ -128,78 +122,107 @@ impl KmsTable {
             }
             "vaulttokens" | "vaulttenantsa" => {
                 let sa_mode = base.kms_type == "vaulttenantsa";
-                let extra: &[&str] = if sa_mode {
-                    VAULT_TENANT_SA_EXTRA_KEYS
-                } else {
-                    &[]
-                };
-                let allowed: Vec<&str> = VAULT_TENANT_KEYS.iter().chain(extra).copied().collect();
-                let tenants = obj.remove("tenants");
-                let from_config = obj
-                    .get("tenantConfigName")
-                    .map(string)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| DEFAULT_TENANT_CONFIG.into());
-                let (source, overrides): (String, Vec<(String, String)>) =
-                    match tenants.as_ref().and_then(|t| t.get(tenant)) {
-                        Some(v) => {
-                            let o = v.as_object().ok_or_else(|| {
-                                invalid(format!("tenants.{tenant}"), "must be an object")
-                            })?;
-                            (
-                                format!("tenants.{tenant}"),
-                                o.iter().map(|(k, v)| (k.clone(), string(v))).collect(),
-                            )
-                        }
-                        None => (
-                            format!("{tenant}/{from_config}"),
-                            tenant_config
-                                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                                .unwrap_or_default(),
-                        ),
-                    };
-                for (k, v) in overrides {
-                    if !allowed.contains(&k.as_str()) {
-                        tracing::debug!(kms_id, tenant, key = %k, "refused tenant setting");
-                        return Err(invalid(
-                            format!("{source}.{k}"),
-                            &format!(
-                                "may not be set per tenant (allowed: {})",
-                                allowed.join(", ")
-                            ),
-                        ));
-                    }
-                    obj.insert(k, v.into());
-                }
+                apply_tenant_overrides(&base, &mut obj, tenant, tenant_config, sa_mode)?;
                 obj.insert("kmshostSecretNamespace".into(), tenant.into());
                 if sa_mode {
-                    let sa = obj
-                        .get("tenantSAName")
-                        .map(string)
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| DEFAULT_TENANT_SA.into());
-                    let mut entry = parse_entry(kms_id, &serde_json::Value::Object(obj), defaults)?;
-                    // The plugin's service-account token is the tenant's.
-                    entry.grants.grant_as(
-                        SERVICE_ACCOUNT_SECRET,
-                        SecretRef {
-                            namespace: Some(tenant.to_string()),
-                            name: format!("{SERVICE_ACCOUNT_TOKEN_PREFIX}{sa}"),
-                        },
-                    );
-                    return Ok(Arc::new(entry));
+                    return tenant_sa_entry(kms_id, obj, tenant, defaults);
                 }
-                let token = obj
-                    .get("tenantTokenName")
-                    .map(string)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| DEFAULT_TENANT_TOKEN.into());
+                let token = option_or(&obj, "tenantTokenName", DEFAULT_TENANT_TOKEN);
                 obj.insert("tokenSecretName".into(), token.into());
             }
             _ => return Ok(base),
         }
         parse_entry(kms_id, &serde_json::Value::Object(obj), defaults).map(Arc::new)
     }
+}
+
+type Options = serde_json::Map<String, serde_json::Value>;
+
+/// The option's value, or `default` when absent or empty.
+fn option_or(obj: &Options, option: &str, default: &str) -> String {
+    obj.get(option)
+        .map(string)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.into())
+}
+
+/// A tenant's own settings over the kmsID's: from `tenants.<tenant>` in the
+/// entry, else from the tenant's ConfigMap. Only the keys a tenant may set
+/// are taken; any other is refused, naming where it was set.
+fn apply_tenant_overrides(
+    base: &KmsEntry,
+    obj: &mut Options,
+    tenant: &str,
+    tenant_config: Option<&BTreeMap<String, String>>,
+    sa_mode: bool,
+) -> Result<(), ConfigError> {
+    let extra: &[&str] = if sa_mode {
+        VAULT_TENANT_SA_EXTRA_KEYS
+    } else {
+        &[]
+    };
+    let allowed: Vec<&str> = VAULT_TENANT_KEYS.iter().chain(extra).copied().collect();
+    let invalid = |option: String, message: &str| ConfigError::InvalidConfig {
+        kms_id: base.kms_id.clone(),
+        option,
+        message: message.into(),
+    };
+    let tenants = obj.remove("tenants");
+    let (source, overrides): (String, Vec<(String, String)>) =
+        match tenants.as_ref().and_then(|t| t.get(tenant)) {
+            Some(v) => {
+                let o = v
+                    .as_object()
+                    .ok_or_else(|| invalid(format!("tenants.{tenant}"), "must be an object"))?;
+                (
+                    format!("tenants.{tenant}"),
+                    o.iter().map(|(k, v)| (k.clone(), string(v))).collect(),
+                )
+            }
+            None => (
+                format!(
+                    "{tenant}/{}",
+                    option_or(obj, "tenantConfigName", DEFAULT_TENANT_CONFIG)
+                ),
+                tenant_config
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            ),
+        };
+    for (k, v) in overrides {
+        if !allowed.contains(&k.as_str()) {
+            tracing::debug!(kms_id = %base.kms_id, tenant, key = %k, "refused tenant setting");
+            return Err(invalid(
+                format!("{source}.{k}"),
+                &format!(
+                    "may not be set per tenant (allowed: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        obj.insert(k, v.into());
+    }
+    Ok(())
+}
+
+/// `vaulttenantsa`: the entry logs in with the tenant's own service
+/// account token, never the driver's.
+fn tenant_sa_entry(
+    kms_id: &str,
+    obj: Options,
+    tenant: &str,
+    defaults: &HostDefaults,
+) -> Result<Arc<KmsEntry>, ConfigError> {
+    let sa = option_or(&obj, "tenantSAName", DEFAULT_TENANT_SA);
+    let mut entry = parse_entry(kms_id, &serde_json::Value::Object(obj), defaults)?;
+    entry.grants.grant_as(
+        SERVICE_ACCOUNT_SECRET,
+        SecretRef {
+            namespace: Some(tenant.to_string()),
+            name: format!("{SERVICE_ACCOUNT_TOKEN_PREFIX}{sa}"),
+        },
+    );
+    Ok(Arc::new(entry))
 }
 
 #[cfg(test)]
@@ -262,7 +285,7 @@ mod tests {
         let bad: BTreeMap<String, String> =
             [("tokenSecretName".to_string(), "admin-token".to_string())].into();
         match t.tenant_entry("vt", "team-b", Some(&bad)) {
-            Err(KmsError::InvalidConfig { option, .. }) => {
+            Err(ConfigError::InvalidConfig { option, .. }) => {
                 assert_eq!(option, "team-b/ceph-csi-kms-config.tokenSecretName")
             }
             other => panic!("{other:?}"),
@@ -271,7 +294,7 @@ mod tests {
         let sa: BTreeMap<String, String> = [("vaultRole".to_string(), "admin".to_string())].into();
         assert!(matches!(
             t.tenant_entry("vt", "team-b", Some(&sa)),
-            Err(KmsError::InvalidConfig { .. })
+            Err(ConfigError::InvalidConfig { .. })
         ));
         assert!(t.tenant_entry("vt", "../x", None).is_err());
     }

@@ -117,7 +117,7 @@ pub(super) fn volume_context(r: &VolumeRecord) -> proto::Map {
     let mut m = proto::Map::new();
     m.insert(params::ENCRYPTED.into(), r.encryption.is_some().to_string());
     if let Some(e) = &r.encryption {
-        m.insert(params::KMS_ID.into(), e.kms_id.clone());
+        m.insert(params::KMS_ID.into(), e.kms_id.to_string());
     }
     m.insert(params::FS_TYPE.into(), r.fs_type.clone());
     m
@@ -208,7 +208,9 @@ impl Driver {
         }
     }
 
-    /// CreateVolume.
+    /// CreateVolume: validate everything first, record the volume as
+    /// `creating`, create its blocks, seal its key, mark it `ready`. A retry
+    /// resumes where an interrupted call stopped.
     pub async fn create_volume(
         &self,
         req: proto::CreateVolumeRequest,
@@ -221,7 +223,9 @@ impl Driver {
         if let Some(kms_id) = &p.kms_id {
             // An unknown or broken kmsID (or tenant setting) fails before
             // anything is created.
-            self.kms.entry_for(kms_id, p.tenant.as_deref()).await?;
+            self.kms
+                .check_configured(kms_id.as_str(), p.tenant.as_deref())
+                .await?;
         }
         let id = volume_id_for(&req.name);
         let _guard = self.locks.try_lock(&id)?;
@@ -232,93 +236,18 @@ impl Driver {
             .unwrap_or(0)
             .max(fs_floor(&req.volume_capabilities, &p.fs_type));
         let size = capacity(req.capacity_range, floor)?;
-
         let existing = self.records.volume(&id)?;
-        if let Some(r) = &existing {
-            let same = r.name == req.name
-                && r.parameters_digest == p.digest
-                && r.content_source == parent.as_ref().map(|p| p.source.clone())
-                && fits(req.capacity_range, r.capacity_bytes);
-            if !same {
-                return Err(CsiError::new(
-                    Code::AlreadyExists,
-                    format!(
-                        "volume {} ({id}) exists with another size, source or parameters",
-                        req.name
-                    ),
-                ));
-            }
-            match r.state {
-                VolumeState::Ready => {
-                    return Ok(proto::CreateVolumeResponse {
-                        volume: Some(to_volume(r)),
-                    });
-                }
-                VolumeState::Deleting => {
-                    return Err(CsiError::precondition(format!(
-                        "volume {id} is being deleted; retry DeleteVolume first"
-                    )));
-                }
-                VolumeState::Creating => {
-                    tracing::info!(volume = %id, "resuming an interrupted CreateVolume");
-                }
-            }
+        if let Some(r) = &existing
+            && let Some(done) = resume_or_refuse(r, &req, &p, parent.as_ref())?
+        {
+            return Ok(done);
         }
-
-        // What the new volume's encryption will be.
-        let encryption = match (&parent, &p.kms_id) {
-            (Some(par), None) if par.encryption.is_some() => {
-                return Err(CsiError::invalid(format!(
-                    "source {} is encrypted: the StorageClass must set encrypted=true and an \
-                     encryptionKMSID for the copy",
-                    par.id
-                )));
-            }
-            (Some(par), Some(_)) if par.encryption.is_none() => {
-                return Err(CsiError::invalid(format!(
-                    "source {} is not encrypted: kmshost cannot encrypt existing data in place",
-                    par.id
-                )));
-            }
-            (_, None) => None,
-            (Some(par), Some(kms_id)) => {
-                // The copy keeps the parent's LUKS header (and cipher); its
-                // key is re-stored under the new ID, maybe in another kmsID.
-                let pe = par.encryption.clone().expect("checked above");
-                Some(Encryption {
-                    kms_id: kms_id.clone(),
-                    tenant: p.tenant.clone(),
-                    key: KeyHolding::Pending,
-                    ..pe
-                })
-            }
-            (None, Some(kms_id)) => Some(Encryption {
-                kms_id: kms_id.clone(),
-                tenant: p.tenant.clone(),
-                key: KeyHolding::Pending,
-                cipher: p.format.cipher.clone(),
-                cipher_mode: p.format.cipher_mode.clone(),
-                key_size_bits: p.format.key_size_bits,
-                pbkdf: p.format.pbkdf,
-                sector_size: p.format.sector_size,
-                formatted: false,
-            }),
-        };
+        let encryption = encryption_for(parent.as_ref(), &p)?;
         let encrypted = encryption.is_some();
         let bytes = image_size(size, encrypted);
         if existing.is_none() {
-            let available = self.available_bytes().await?;
-            if bytes > available {
-                return Err(CsiError::new(
-                    Code::OutOfRange,
-                    format!(
-                        "capacity {size} bytes is beyond what the data directory has free \
-                         ({available} bytes)"
-                    ),
-                ));
-            }
+            self.check_room(bytes, size).await?;
         }
-
         let mut rec = VolumeRecord {
             version: 1,
             volume_id: id.clone(),
@@ -333,47 +262,10 @@ impl Driver {
         };
         self.records.put_volume(&rec)?;
         self.step("create.record")?;
-
-        let src = parent.as_ref().map(|p| (p.source.clone(), p.id.clone()));
-        self.on_backend(&id, move |b, id| {
-            let source = match &src {
-                None => BlockSource::Empty,
-                Some((ContentSource::Volume(_), pid)) => BlockSource::Volume(pid),
-                Some((ContentSource::Snapshot(_), pid)) => BlockSource::Snapshot(pid),
-            };
-            b.create(id, bytes, source)
-        })
-        .await?;
+        self.create_blocks(&id, bytes, parent.as_ref()).await?;
         self.step("create.blocks")?;
-
         if let Some(enc) = rec.encryption.as_mut() {
-            let passphrase = match &parent {
-                Some(par) => {
-                    let pe = par.encryption.as_ref().expect("checked above");
-                    keys::open(&self.kms, pe, &par.id)
-                        .await
-                        .map_err(|e| e.context(format!("source {}", par.id)))?
-                }
-                None => generate_passphrase(),
-            };
-            match keys::seal(
-                &self.kms,
-                &enc.kms_id,
-                enc.tenant.as_deref(),
-                &id,
-                &passphrase,
-            )
-            .await
-            {
-                Ok(holding) => enc.key = holding,
-                Err(e) => {
-                    // No key was stored and the CO never saw this volume:
-                    // undo, so a CO that gives up leaves nothing behind.
-                    let _ = self.on_backend(&id, |b, id| b.remove(id)).await;
-                    let _ = self.records.remove(&id);
-                    return Err(e);
-                }
-            }
+            enc.key = self.seal_new_key(&id, enc, parent.as_ref()).await?;
             self.step("create.key")?;
         }
         rec.state = VolumeState::Ready;
@@ -382,6 +274,76 @@ impl Driver {
         Ok(proto::CreateVolumeResponse {
             volume: Some(to_volume(&rec)),
         })
+    }
+
+    /// Refuses a volume that would not fit in the data directory.
+    async fn check_room(&self, bytes: u64, size: u64) -> Result<(), CsiError> {
+        let available = self.available_bytes().await?;
+        if bytes > available {
+            return Err(CsiError::new(
+                Code::OutOfRange,
+                format!(
+                    "capacity {size} bytes is beyond what the data directory has free \
+                     ({available} bytes)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The volume's blocks: empty, or a copy of its parent's.
+    async fn create_blocks(
+        &self,
+        id: &str,
+        bytes: u64,
+        parent: Option<&Parent>,
+    ) -> Result<(), CsiError> {
+        let src = parent.map(|p| (p.source.clone(), p.id.clone()));
+        self.on_backend(id, move |b, id| {
+            let source = match &src {
+                None => BlockSource::Empty,
+                Some((ContentSource::Volume(_), pid)) => BlockSource::Volume(pid),
+                Some((ContentSource::Snapshot(_), pid)) => BlockSource::Snapshot(pid),
+            };
+            b.create(id, bytes, source)
+        })
+        .await
+    }
+
+    /// Seals the new volume's passphrase (a fresh one, or its parent's for
+    /// a copy) with its kmsID. On failure nothing was stored and the CO
+    /// never saw the volume: its blocks and record are undone, so a CO that
+    /// gives up leaves nothing behind.
+    async fn seal_new_key(
+        &self,
+        id: &str,
+        enc: &Encryption,
+        parent: Option<&Parent>,
+    ) -> Result<KeyHolding, CsiError> {
+        let passphrase = match parent {
+            Some(par) => {
+                let pe = par.encryption.as_ref().expect("checked by encryption_for");
+                keys::open(&self.kms, pe, &par.id)
+                    .await
+                    .map_err(|e| e.context(format!("source {}", par.id)))?
+            }
+            None => generate_passphrase(),
+        };
+        let sealed = keys::seal(
+            &self.kms,
+            &enc.kms_id,
+            enc.tenant.as_deref(),
+            id,
+            &passphrase,
+        );
+        match sealed.await {
+            Ok(holding) => Ok(holding),
+            Err(e) => {
+                let _ = self.on_backend(id, |b, id| b.remove(id)).await;
+                let _ = self.records.remove(id);
+                Err(e)
+            }
+        }
     }
 
     /// DeleteVolume: blocks first, then the key, then the record.
@@ -698,7 +660,23 @@ impl Driver {
             self.records.put_volume(&rec)?;
             return Ok(proto::EncryptionKeyRotateResponse {});
         }
-        let (d, o, n, pbkdf) = (dev.clone(), old.clone(), new.clone(), enc.pbkdf);
+        self.rotate_formatted(&mut rec, &enc, dev, old, new).await?;
+        Ok(proto::EncryptionKeyRotateResponse {})
+    }
+
+    /// Rotation of a formatted volume, in the order that never loses
+    /// access: a new keyslot for the new key, the key sealed and read back,
+    /// the record, then the header's token, and only then the old slots go.
+    async fn rotate_formatted(
+        &self,
+        rec: &mut VolumeRecord,
+        enc: &Encryption,
+        dev: std::path::PathBuf,
+        old: crate::kms::Passphrase,
+        new: crate::kms::Passphrase,
+    ) -> Result<(), CsiError> {
+        let id = rec.volume_id.clone();
+        let (d, o, n, pbkdf) = (dev.clone(), old, new.clone(), enc.pbkdf);
         let new_slot = blocking(move || {
             luks::verify(&d, &o).map_err(|e| {
                 CsiError::from(e).context("the key the KMS holds does not open the volume")
@@ -719,33 +697,120 @@ impl Driver {
             ));
         }
         rec.encryption = Some(fresh.clone());
-        self.records.put_volume(&rec)?;
+        self.records.put_volume(rec)?;
         self.step("rotate.record")?;
         let token = luks::KmsToken {
-            kms_id: crate::kms::KmsId::new(fresh.kms_id.clone())
-                .map_err(|e| CsiError::internal(e.to_string()))?,
+            kms_id: fresh.kms_id.clone(),
             key_id: id.clone(),
             wrapped: fresh.key.wrapped_key(),
             keyslots: vec![new_slot],
         };
-        let (d, n) = (dev.clone(), new.clone());
-        blocking(move || {
-            let slot = luks::verify(&d, &n)?;
-            if slot != new_slot {
-                return Err(CsiError::internal(format!(
-                    "the new key opened keyslot {slot}, expected {new_slot}"
-                )));
-            }
-            luks::write_token(&d, &token)?;
-            for s in luks::active_keyslots(&d)? {
-                if s != new_slot {
-                    luks::kill_keyslot(&d, s)?;
-                }
-            }
-            Ok(())
-        })
-        .await?;
+        blocking(move || keep_only_the_new_slot(&dev, &new, new_slot, &token)).await?;
         tracing::info!(volume = %id, keyslot = new_slot, "volume key rotated");
-        Ok(proto::EncryptionKeyRotateResponse {})
+        Ok(())
+    }
+}
+
+/// After a rotation: the new key opens `new_slot`, the header's token says
+/// so, and every other keyslot is killed.
+fn keep_only_the_new_slot(
+    dev: &std::path::Path,
+    new: &crate::kms::Passphrase,
+    new_slot: u32,
+    token: &luks::KmsToken,
+) -> Result<(), CsiError> {
+    let slot = luks::verify(dev, new)?;
+    if slot != new_slot {
+        return Err(CsiError::internal(format!(
+            "the new key opened keyslot {slot}, expected {new_slot}"
+        )));
+    }
+    luks::write_token(dev, token)?;
+    for s in luks::active_keyslots(dev)? {
+        if s != new_slot {
+            luks::kill_keyslot(dev, s)?;
+        }
+    }
+    Ok(())
+}
+
+/// For a volume already recorded under this name: the answer if it is
+/// ready (the same request again), `None` to resume an interrupted create,
+/// or the reason the request conflicts with it.
+fn resume_or_refuse(
+    r: &VolumeRecord,
+    req: &proto::CreateVolumeRequest,
+    p: &params::VolumeParams,
+    parent: Option<&Parent>,
+) -> Result<Option<proto::CreateVolumeResponse>, CsiError> {
+    let same = r.name == req.name
+        && r.parameters_digest == p.digest
+        && r.content_source == parent.map(|p| p.source.clone())
+        && fits(req.capacity_range, r.capacity_bytes);
+    if !same {
+        return Err(CsiError::new(
+            Code::AlreadyExists,
+            format!(
+                "volume {} ({}) exists with another size, source or parameters",
+                req.name, r.volume_id
+            ),
+        ));
+    }
+    match r.state {
+        VolumeState::Ready => Ok(Some(proto::CreateVolumeResponse {
+            volume: Some(to_volume(r)),
+        })),
+        VolumeState::Deleting => Err(CsiError::precondition(format!(
+            "volume {} is being deleted; retry DeleteVolume first",
+            r.volume_id
+        ))),
+        VolumeState::Creating => {
+            tracing::info!(volume = %r.volume_id, "resuming an interrupted CreateVolume");
+            Ok(None)
+        }
+    }
+}
+
+/// What the new volume's encryption will be: none, the StorageClass's, or
+/// for a copy its parent's LUKS settings with the key re-stored under the
+/// new ID (maybe in another kmsID). A copy keeps its parent's encryption
+/// state: kmshost never encrypts existing data in place, nor copies
+/// encrypted data out in the clear.
+fn encryption_for(
+    parent: Option<&Parent>,
+    p: &params::VolumeParams,
+) -> Result<Option<Encryption>, CsiError> {
+    let pending = |kms_id: &crate::types::KmsId| Encryption {
+        kms_id: kms_id.clone(),
+        tenant: p.tenant.clone(),
+        key: KeyHolding::Pending,
+        cipher: p.format.cipher.clone(),
+        cipher_mode: p.format.cipher_mode.clone(),
+        key_size_bits: p.format.key_size_bits,
+        pbkdf: p.format.pbkdf,
+        sector_size: p.format.sector_size,
+        formatted: false,
+    };
+    match (parent, &p.kms_id) {
+        (None, None) => Ok(None),
+        (None, Some(kms_id)) => Ok(Some(pending(kms_id))),
+        (Some(par), kms_id) => match (&par.encryption, kms_id) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(CsiError::invalid(format!(
+                "source {} is encrypted: the StorageClass must set encrypted=true and an \
+                 encryptionKMSID for the copy",
+                par.id
+            ))),
+            (None, Some(_)) => Err(CsiError::invalid(format!(
+                "source {} is not encrypted: kmshost cannot encrypt existing data in place",
+                par.id
+            ))),
+            (Some(pe), Some(kms_id)) => Ok(Some(Encryption {
+                kms_id: kms_id.clone(),
+                tenant: p.tenant.clone(),
+                key: KeyHolding::Pending,
+                ..pe.clone()
+            })),
+        },
     }
 }

@@ -7,7 +7,7 @@
 //! `Aborted`. Messages never contain key material: the errors they are
 //! built from never carry any.
 
-use crate::kms::KmsError;
+use crate::kms::{KmsError, SandboxCause};
 use crate::luks::LuksError;
 use crate::volume::VolumeError;
 use tonic::Code;
@@ -59,9 +59,35 @@ impl From<CsiError> for tonic::Status {
     }
 }
 
+/// The gRPC status a CSI call failing with `e` returns.
+pub fn code_of(e: &KmsError) -> Code {
+    match e {
+        KmsError::UnknownKmsId(_) | KmsError::Id(_) | KmsError::InvalidKey { .. } => {
+            Code::InvalidArgument
+        }
+        KmsError::InvalidConfig { .. } | KmsError::Config(_) | KmsError::PluginLoad { .. } => {
+            Code::FailedPrecondition
+        }
+        KmsError::NotFound { .. } => Code::NotFound,
+        KmsError::Denied { .. } => Code::PermissionDenied,
+        KmsError::Unavailable { .. } => Code::Unavailable,
+        KmsError::Unsupported { .. } => Code::Unimplemented,
+        KmsError::Integrity { .. } => Code::DataLoss,
+        KmsError::Plugin { .. } => Code::Internal,
+        KmsError::Sandbox { cause, .. } => match cause {
+            SandboxCause::Deadline(_) => Code::DeadlineExceeded,
+            SandboxCause::Capacity | SandboxCause::Busy(_) => Code::ResourceExhausted,
+            SandboxCause::Memory(_)
+            | SandboxCause::StackOverflow
+            | SandboxCause::Trap(_)
+            | SandboxCause::HostLimit(_) => Code::Internal,
+        },
+    }
+}
+
 impl From<KmsError> for CsiError {
     fn from(e: KmsError) -> Self {
-        CsiError::new(Code::from_i32(e.grpc_code() as i32), e.to_string())
+        CsiError::new(code_of(&e), e.to_string())
     }
 }
 
@@ -97,5 +123,103 @@ impl From<VolumeError> for CsiError {
 impl From<tokio::task::JoinError> for CsiError {
     fn from(e: tokio::task::JoinError) -> Self {
         CsiError::internal(format!("worker task failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::KmsId;
+
+    /// Each KMS failure against the code the CSI spec and the CO's retry
+    /// logic expect (tonic's codes, not a copy of them).
+    #[test]
+    fn kms_errors_map_to_the_status_the_co_expects() {
+        let id = || KmsId::new("k").unwrap();
+        let m = || "m".to_string();
+        let stopped = |cause| KmsError::Sandbox {
+            kms_id: id(),
+            plugin: "p".into(),
+            cause,
+        };
+        let cases = [
+            (KmsError::UnknownKmsId("x".into()), Code::InvalidArgument),
+            (
+                KmsError::InvalidKey {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                KmsError::InvalidConfig {
+                    kms_id: id(),
+                    option: "o".into(),
+                    message: m(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (KmsError::Config(m()), Code::FailedPrecondition),
+            (
+                KmsError::PluginLoad {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                KmsError::NotFound {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::NotFound,
+            ),
+            (
+                KmsError::Denied {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::PermissionDenied,
+            ),
+            (
+                KmsError::Unavailable {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                KmsError::Unsupported {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::Unimplemented,
+            ),
+            (
+                KmsError::Integrity {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::DataLoss,
+            ),
+            (
+                KmsError::Plugin {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::Internal,
+            ),
+            (stopped(SandboxCause::Deadline(5)), Code::DeadlineExceeded),
+            (stopped(SandboxCause::Capacity), Code::ResourceExhausted),
+            (stopped(SandboxCause::Busy(2)), Code::ResourceExhausted),
+            (stopped(SandboxCause::Memory(1)), Code::Internal),
+            (stopped(SandboxCause::Trap("t".into())), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let text = err.to_string();
+            let csi = CsiError::from(err);
+            assert_eq!(csi.code, code, "{text}");
+            assert_eq!(csi.message, text);
+        }
     }
 }

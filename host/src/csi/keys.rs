@@ -3,7 +3,7 @@
 //! it when the volume is gone.
 
 use super::CsiError;
-use crate::kms::{KeyId, Kms, KmsError, Passphrase, Sealed};
+use crate::kms::{KeyId, Kms, KmsError, KmsId, Passphrase, Sealed};
 use crate::volume::{Encryption, KeyHolding};
 
 fn key_id(id: &str) -> Result<KeyId, CsiError> {
@@ -16,14 +16,18 @@ fn key_id(id: &str) -> Result<KeyId, CsiError> {
 /// (`unsupported`) stores it instead.
 pub async fn seal(
     kms: &Kms,
-    kms_id: &str,
+    kms_id: &KmsId,
     tenant: Option<&str>,
     id: &str,
     passphrase: &Passphrase,
 ) -> Result<KeyHolding, CsiError> {
     let key = key_id(id)?;
     Ok(
-        match kms.tenant(tenant).seal(kms_id, &key, passphrase).await? {
+        match kms
+            .tenant(tenant)
+            .seal(kms_id.as_str(), &key, passphrase)
+            .await?
+        {
             Sealed::Wrapped(w) => KeyHolding::wrapped(&w),
             Sealed::Stored => KeyHolding::Stored,
         },
@@ -38,7 +42,7 @@ pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, C
         KeyHolding::Pending => Err(CsiError::precondition(format!(
             "{id}: its key was never stored (CreateVolume did not finish)"
         ))),
-        KeyHolding::Stored => Ok(kms.get(&enc.kms_id, &key).await?),
+        KeyHolding::Stored => Ok(kms.get(enc.kms_id.as_str(), &key).await?),
         KeyHolding::Wrapped { .. } => {
             let w = enc.key.wrapped_key().ok_or_else(|| {
                 CsiError::new(
@@ -46,7 +50,7 @@ pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, C
                     format!("{id}: the wrapped key in its record is not base64"),
                 )
             })?;
-            Ok(kms.unwrap(&enc.kms_id, &key, &w).await?)
+            Ok(kms.unwrap(enc.kms_id.as_str(), &key, &w).await?)
         }
     }
 }
@@ -62,11 +66,111 @@ pub async fn release(kms: &Kms, enc: &Encryption, id: &str) -> Result<(), CsiErr
     let pending = enc.key == KeyHolding::Pending;
     match kms
         .tenant(enc.tenant.as_deref())
-        .delete(&enc.kms_id, &key_id(id)?)
+        .delete(enc.kms_id.as_str(), &key_id(id)?)
         .await
     {
         Ok(()) | Err(KmsError::NotFound { .. }) => Ok(()),
         Err(KmsError::Unsupported { .. }) if pending => Ok(()),
         Err(e) => Err(CsiError::from(e).context(format!("volume {id}: the key was not deleted"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSource, HostDefaults};
+    use crate::sandbox::{Sandbox, SandboxConfig};
+    use crate::secrets::MountedSecrets;
+    use std::sync::Arc;
+    use tonic::Code;
+
+    /// A facade with one `metadata` kmsID `meta` (the embedded `secret`
+    /// plugin wrapping with a passphrase Secret).
+    fn metadata_kms(dir: &std::path::Path) -> Kms {
+        let secret = dir.join("kek");
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("encryptionPassphrase"), b"unit test passphrase").unwrap();
+        let config = r#"{"meta": {"encryptionKMSType": "metadata", "secretName": "kek"}}"#;
+        let cache = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/unit-compile-cache");
+        let sandbox = Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache.into()),
+            max_instances: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        Kms::new(
+            ConfigSource::from_text(config, HostDefaults::default()).unwrap(),
+            sandbox,
+            Arc::new(MountedSecrets::new(dir)),
+        )
+    }
+
+    fn encryption(key: KeyHolding) -> Encryption {
+        Encryption {
+            kms_id: crate::types::KmsId::new("meta").unwrap(),
+            tenant: None,
+            key,
+            cipher: "aes".into(),
+            cipher_mode: "xts-plain64".into(),
+            key_size_bits: 512,
+            pbkdf: crate::luks::Pbkdf::MACHINE_KEY,
+            sector_size: 512,
+            formatted: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sealed_key_opens_for_its_volume_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = metadata_kms(dir.path());
+        let pass = crate::kms::generate_passphrase();
+        let meta = KmsId::new("meta").unwrap();
+        let held = seal(&kms, &meta, None, "vol-1", &pass).await.unwrap();
+        assert!(matches!(held, KeyHolding::Wrapped { .. }), "{held:?}");
+        let enc = encryption(held);
+        assert_eq!(open(&kms, &enc, "vol-1").await.unwrap(), pass);
+        // The record's blob moved to another volume: refused as data loss.
+        let err = open(&kms, &enc, "vol-2").await.unwrap_err();
+        assert_eq!(err.code, Code::DataLoss, "{err}");
+        // A wrapped key goes with its record: releasing calls nothing.
+        release(&kms, &enc, "vol-1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_never_recorded_or_unreadable_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = metadata_kms(dir.path());
+        let err = open(&kms, &encryption(KeyHolding::Pending), "vol-1")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::FailedPrecondition, "{err}");
+        assert!(err.message.contains("never stored"), "{err}");
+        let corrupt = encryption(KeyHolding::Wrapped {
+            blob: "not base64!".into(),
+        });
+        let err = open(&kms, &corrupt, "vol-1").await.unwrap_err();
+        assert_eq!(err.code, Code::DataLoss, "{err}");
+        let err = open(&kms, &corrupt, "../etc").await.unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument, "{err}");
+    }
+
+    #[tokio::test]
+    async fn release_tolerates_only_what_cannot_orphan_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = metadata_kms(dir.path());
+        // Pending with a wrapping provider: nothing was stored (its delete
+        // is `unsupported`), so nothing is left behind.
+        release(&kms, &encryption(KeyHolding::Pending), "vol-1")
+            .await
+            .unwrap();
+        // A record saying the key is stored, at a provider that cannot
+        // delete: an error naming the volume, never a silent success.
+        let err = release(&kms, &encryption(KeyHolding::Stored), "vol-1")
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.contains("vol-1: the key was not deleted"),
+            "{err}"
+        );
     }
 }

@@ -29,7 +29,7 @@ pub mod params;
 pub mod proto;
 mod service;
 
-pub use error::CsiError;
+pub use error::{CsiError, code_of};
 pub use locks::{VolumeGuard, VolumeLocks};
 pub use service::{serve, unix_channel};
 
@@ -95,6 +95,30 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Serves the CSI driver on `endpoint` with volumes as image files under
+/// `data_dir/images` and their records under `data_dir/records`, until
+/// SIGTERM or Ctrl-C.
+pub async fn run_image_file_driver(
+    kms: Arc<Kms>,
+    data_dir: &std::path::Path,
+    endpoint: &str,
+    config: DriverConfig,
+) -> Result<(), CsiError> {
+    let backend = crate::volume::ImageFileBackend::new(data_dir.join("images"))?;
+    let driver = Driver::new(kms, Arc::new(backend), data_dir.join("records"), config)?;
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            },
+            Err(_) => drop(tokio::signal::ctrl_c().await),
+        }
+    };
+    serve(Arc::new(driver), endpoint, shutdown).await
 }
 
 /// The driver: what the gRPC services call.

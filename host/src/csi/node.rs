@@ -3,7 +3,6 @@
 
 use super::proto::{self, volume_capability::AccessType};
 use super::{CsiError, Driver, blocking, check_id, keys};
-use crate::kms::KmsId;
 use crate::luks::{self, FormatParams};
 use crate::volume::{Encryption, VolumeRecord, VolumeState, sys};
 use std::path::{Path, PathBuf};
@@ -157,64 +156,19 @@ impl Driver {
             .map_err(|_| CsiError::internal("unlock limiter closed"))?;
         let passphrase = keys::open(&self.kms, enc, &id).await?;
         let d = dev.to_path_buf();
-        let is_luks = blocking(move || Ok(luks::is_luks2(&d))).await?;
-        if !is_luks {
-            // Only a key of the exact shape kmshost generates formats a
-            // volume: whatever a plugin returns, a weak key never does.
-            if !crate::kms::checks::is_generated_passphrase(&passphrase) {
-                return Err(CsiError::precondition(format!(
-                    "volume {id}: kmsID {} returned a key of {} bytes that kmshost did not generate; \
-                     refusing to format the volume with it",
-                    enc.kms_id,
-                    passphrase.len()
-                )));
-            }
-            let params = FormatParams {
-                cipher: enc.cipher.clone(),
-                cipher_mode: enc.cipher_mode.clone(),
-                key_size_bits: enc.key_size_bits,
-                pbkdf: enc.pbkdf,
-                sector_size: enc.sector_size,
-                label: None,
-            };
-            let (d, p) = (dev.to_path_buf(), passphrase.clone());
-            blocking(move || Ok(luks::format(&d, &p, &params)?))
-                .await
-                .map_err(|e| e.context(format!("volume {id}")))?;
-            tracing::info!(volume = %id, "formatted LUKS2 on first use");
-            self.step("stage.format")?;
+        if !blocking(move || Ok(luks::is_luks2(&d))).await? {
+            self.format_first_use(&id, enc, dev, &passphrase).await?;
         }
         // The header names its kmsID and (for wrapping providers) carries
         // the wrapped key, so the volume describes itself.
         let token = luks::KmsToken {
-            kms_id: KmsId::new(enc.kms_id.clone())
-                .map_err(|e| CsiError::internal(e.to_string()))?,
+            kms_id: enc.kms_id.clone(),
             key_id: id.clone(),
             wrapped: enc.key.wrapped_key(),
             keyslots: Vec::new(),
         };
         let (d, p, n) = (dev.to_path_buf(), passphrase.clone(), name.clone());
-        let vid = id.clone();
-        blocking(move || {
-            let slot = luks::verify(&d, &p).map_err(|e| match e {
-                luks::LuksError::WrongPassphrase(_) => CsiError::precondition(format!(
-                    "volume {vid}: the key from kmsID {} does not open it (wrong key)",
-                    token.kms_id
-                )),
-                other => other.into(),
-            })?;
-            let current = luks::read_token(&d)?;
-            let want = luks::KmsToken {
-                keyslots: vec![slot],
-                ..token
-            };
-            if current.as_ref() != Some(&want) {
-                luks::write_token(&d, &want)?;
-            }
-            luks::activate(&d, &n, &p, false)?;
-            Ok(())
-        })
-        .await?;
+        blocking(move || open_with_token(&d, &p, &n, token)).await?;
         if let Some(e) = rec.encryption.as_mut()
             && !e.formatted
         {
@@ -222,6 +176,40 @@ impl Driver {
             self.records.put_volume(rec)?;
         }
         Ok(mapped)
+    }
+
+    /// LUKS2-formats a blank device on first use, only with a key of the
+    /// exact shape kmshost generates: whatever a plugin returns, a weak key
+    /// never formats a volume.
+    async fn format_first_use(
+        &self,
+        id: &str,
+        enc: &Encryption,
+        dev: &Path,
+        passphrase: &crate::kms::Passphrase,
+    ) -> Result<(), CsiError> {
+        if !crate::kms::checks::is_generated_passphrase(passphrase) {
+            return Err(CsiError::precondition(format!(
+                "volume {id}: kmsID {} returned a key of {} bytes that kmshost did not generate; \
+                 refusing to format the volume with it",
+                enc.kms_id,
+                passphrase.len()
+            )));
+        }
+        let params = FormatParams {
+            cipher: enc.cipher.clone(),
+            cipher_mode: enc.cipher_mode.clone(),
+            key_size_bits: enc.key_size_bits,
+            pbkdf: enc.pbkdf,
+            sector_size: enc.sector_size,
+            label: None,
+        };
+        let (d, p) = (dev.to_path_buf(), passphrase.clone());
+        blocking(move || Ok(luks::format(&d, &p, &params)?))
+            .await
+            .map_err(|e| e.context(format!("volume {id}")))?;
+        tracing::info!(volume = %id, "formatted LUKS2 on first use");
+        self.step("stage.format")
     }
 
     /// NodeStageVolume.
@@ -572,4 +560,31 @@ impl Driver {
         })
         .await
     }
+}
+
+/// Opens the LUKS2 device `dev` as `name` with `passphrase`, after making
+/// its header's token name the keyslot the passphrase opens. A wrong key is
+/// a precondition failure naming the kmsID.
+fn open_with_token(
+    dev: &Path,
+    passphrase: &crate::kms::Passphrase,
+    name: &str,
+    token: luks::KmsToken,
+) -> Result<(), CsiError> {
+    let slot = luks::verify(dev, passphrase).map_err(|e| match e {
+        luks::LuksError::WrongPassphrase(_) => CsiError::precondition(format!(
+            "volume {}: the key from kmsID {} does not open it (wrong key)",
+            token.key_id, token.kms_id
+        )),
+        other => other.into(),
+    })?;
+    let want = luks::KmsToken {
+        keyslots: vec![slot],
+        ..token
+    };
+    if luks::read_token(dev)?.as_ref() != Some(&want) {
+        luks::write_token(dev, &want)?;
+    }
+    luks::activate(dev, name, passphrase, false)?;
+    Ok(())
 }

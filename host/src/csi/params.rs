@@ -5,6 +5,7 @@
 
 use super::CsiError;
 use crate::luks::{FormatParams, Pbkdf};
+use crate::types::KmsId;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -66,7 +67,7 @@ pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeParams {
     /// The kmsID, when encrypted.
-    pub kms_id: Option<String>,
+    pub kms_id: Option<KmsId>,
     /// The PVC's namespace (`csi.storage.k8s.io/pvc/namespace`, passed by
     /// the external-provisioner with `--extra-create-metadata`): the tenant
     /// the kmsID is used as.
@@ -105,16 +106,7 @@ pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumePara
             KNOWN.join(", ")
         )));
     }
-    let encrypted = match p.get(ENCRYPTED).map(|v| v.trim().to_ascii_lowercase()) {
-        None => false,
-        Some(v) if v == "true" => true,
-        Some(v) if v == "false" || v.is_empty() => false,
-        Some(v) => {
-            return Err(CsiError::invalid(format!(
-                "parameter {ENCRYPTED}: {v:?} is neither \"true\" nor \"false\""
-            )));
-        }
-    };
+    let encrypted = encrypted(p)?;
     if let Some(t) = p.get(ENCRYPTION_TYPE)
         && t != "block"
     {
@@ -134,16 +126,43 @@ pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumePara
             FS_TYPES.join(", ")
         )));
     }
-    let kms_id = match (encrypted, p.get(KMS_ID).map(|s| s.trim())) {
-        (false, _) => None,
-        (true, None | Some("") | Some("default")) => {
-            return Err(CsiError::invalid(format!(
-                "parameter {KMS_ID} is required when {ENCRYPTED}=true: kmshost has no implicit \
-                 passphrase; name a kmsID (the embedded default is a `metadata` kmsID)"
-            )));
-        }
-        (true, Some(id)) => Some(id.to_string()),
-    };
+    Ok(VolumeParams {
+        kms_id: kms_id(p, encrypted)?,
+        tenant: p.get(PVC_NAMESPACE).filter(|s| !s.is_empty()).cloned(),
+        fs_type,
+        format: format(p)?,
+        digest: digest(p),
+    })
+}
+
+/// `encrypted`: true or false (empty is false).
+fn encrypted(p: &HashMap<String, String>) -> Result<bool, CsiError> {
+    match p.get(ENCRYPTED).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" || v.is_empty() => Ok(false),
+        Some(v) => Err(CsiError::invalid(format!(
+            "parameter {ENCRYPTED}: {v:?} is neither \"true\" nor \"false\""
+        ))),
+    }
+}
+
+/// `encryptionKMSID`: required when encrypted (no implicit passphrase).
+fn kms_id(p: &HashMap<String, String>, encrypted: bool) -> Result<Option<KmsId>, CsiError> {
+    match (encrypted, p.get(KMS_ID).map(|s| s.trim())) {
+        (false, _) => Ok(None),
+        (true, None | Some("") | Some("default")) => Err(CsiError::invalid(format!(
+            "parameter {KMS_ID} is required when {ENCRYPTED}=true: kmshost has no implicit \
+             passphrase; name a kmsID (the embedded default is a `metadata` kmsID)"
+        ))),
+        (true, Some(id)) => KmsId::new(id)
+            .map(Some)
+            .map_err(|e| CsiError::invalid(format!("parameter {KMS_ID}: {e}"))),
+    }
+}
+
+/// The LUKS2 settings: cipher, key size, keyslot KDF, sector size.
+fn format(p: &HashMap<String, String>) -> Result<FormatParams, CsiError> {
     let mut format = FormatParams::default();
     if let Some(c) = p.get(CIPHER) {
         if !CIPHERS.contains(&c.as_str()) {
@@ -164,10 +183,24 @@ pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumePara
         }
         format.key_size_bits = bits;
     }
+    format.pbkdf = pbkdf(p)?;
+    if let Some(s) = number::<u32>(p, SECTOR_SIZE)? {
+        if s != 512 && s != 4096 {
+            return Err(CsiError::invalid(format!(
+                "parameter {SECTOR_SIZE}: {s} (512 or 4096)"
+            )));
+        }
+        format.sector_size = s;
+    }
+    Ok(format)
+}
+
+/// The keyslot KDF and its cost parameters.
+fn pbkdf(p: &HashMap<String, String>) -> Result<Pbkdf, CsiError> {
     let iterations = number::<u32>(p, PBKDF_ITERATIONS)?;
     let memory = number::<u32>(p, PBKDF_MEMORY)?;
     let parallel = number::<u32>(p, PBKDF_PARALLEL)?;
-    format.pbkdf = match p.get(PBKDF).map(String::as_str).unwrap_or("pbkdf2") {
+    let pbkdf = match p.get(PBKDF).map(String::as_str).unwrap_or("pbkdf2") {
         "pbkdf2" => {
             if memory.is_some() || parallel.is_some() {
                 return Err(CsiError::invalid(format!(
@@ -190,18 +223,16 @@ pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumePara
             )));
         }
     };
-    format
-        .pbkdf
+    pbkdf
         .validate()
         .map_err(|e| CsiError::invalid(format!("parameter {PBKDF}: {e}")))?;
-    if let Some(s) = number::<u32>(p, SECTOR_SIZE)? {
-        if s != 512 && s != 4096 {
-            return Err(CsiError::invalid(format!(
-                "parameter {SECTOR_SIZE}: {s} (512 or 4096)"
-            )));
-        }
-        format.sector_size = s;
-    }
+    Ok(pbkdf)
+}
+
+/// sha256 over the parameters that shape the volume (not the
+/// provisioner's metadata, but its fstype), to tell a retried
+/// CreateVolume from a conflicting one.
+fn digest(p: &HashMap<String, String>) -> String {
     let mut pairs: Vec<_> = p
         .iter()
         .filter(|(k, _)| !k.starts_with("csi.storage.k8s.io/") || k.as_str() == FS_TYPE)
@@ -214,14 +245,7 @@ pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumePara
         h.update(v.as_bytes());
         h.update([0]);
     }
-    let tenant = p.get(PVC_NAMESPACE).filter(|s| !s.is_empty()).cloned();
-    Ok(VolumeParams {
-        kms_id,
-        tenant,
-        fs_type,
-        format,
-        digest: hex::encode(h.finalize()),
-    })
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]
@@ -251,7 +275,7 @@ mod tests {
             "ext4",
         )
         .unwrap();
-        assert_eq!(ok.kms_id.as_deref(), Some("vault-1"));
+        assert_eq!(ok.kms_id.as_ref().map(|k| k.as_str()), Some("vault-1"));
         assert_eq!(ok.fs_type, "xfs");
         assert_eq!(ok.format.cipher, "serpent");
         assert_eq!(ok.format.cipher_mode, "xts-plain64");

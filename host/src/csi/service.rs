@@ -268,12 +268,10 @@ impl Driver {
         let described = self.kms.describe().map_err(|e| e.to_string())?;
         for d in described {
             let d = d.map_err(|e| e.to_string())?;
-            let rt = self
-                .kms
-                .runtime(&d.kms_id)
+            self.kms
+                .validate(&d.kms_id)
                 .await
                 .map_err(|e| e.to_string())?;
-            rt.validate().await.map_err(|e| e.to_string())?;
         }
         let probe = self.records.dir().join(".probe");
         std::fs::write(&probe, b"ok").map_err(|e| format!("{}: {e}", probe.display()))?;

@@ -1,35 +1,11 @@
-//! The host's KMS error: what went wrong, whether to retry, and which gRPC
-//! status a CSI caller sees.
+//! The facade's error: what went wrong with a KMS operation and whether to
+//! retry. Lower layers' errors are mapped into it here, once; the front
+//! doors map it to their own codes (gRPC status in [`crate::csi`]).
 
-use super::types::{IdError, KmsId};
-
-/// gRPC status codes used by kmshost (numeric values as in the gRPC spec).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i32)]
-pub enum GrpcCode {
-    /// 3
-    InvalidArgument = 3,
-    /// 5
-    NotFound = 5,
-    /// 7
-    PermissionDenied = 7,
-    /// 9
-    FailedPrecondition = 9,
-    /// 10
-    Aborted = 10,
-    /// 12
-    Unimplemented = 12,
-    /// 13
-    Internal = 13,
-    /// 14
-    Unavailable = 14,
-    /// 4
-    DeadlineExceeded = 4,
-    /// 8
-    ResourceExhausted = 8,
-    /// 15
-    DataLoss = 15,
-}
+use crate::config::ConfigError;
+pub use crate::sandbox::SandboxCause;
+use crate::sandbox::{PluginError, Reported};
+use crate::types::{IdError, KmsId};
 
 /// How a plugin call ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -130,37 +106,52 @@ pub enum KmsError {
     },
 }
 
-/// Why the sandbox stopped a plugin call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SandboxCause {
-    /// The call ran past its deadline.
-    #[error("deadline of {0} ms exceeded")]
-    Deadline(u64),
-    /// The plugin tried to grow its memory past the cap.
-    #[error("memory limit of {0} bytes exceeded")]
-    Memory(usize),
-    /// The plugin exhausted its stack.
-    #[error("stack exhausted")]
-    StackOverflow,
-    /// The plugin trapped (a panic, `unreachable`, an out-of-bounds access).
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// No sandbox slot was free.
-    #[error("too many concurrent plugin instances")]
-    Capacity,
-    /// The plugin hit a cap on what it can make the host hold (resource
-    /// handles, header bytes).
-    #[error("host resource limit reached: {0}")]
-    HostLimit(String),
-    /// The kmsID's own concurrency limit was reached and no call finished
-    /// before this one's deadline.
-    #[error(
-        "the kmsID already runs its limit of {0} concurrent calls (kmshostMaxConcurrency) and none finished before this call's deadline"
-    )]
-    Busy(u32),
+impl From<ConfigError> for KmsError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::UnknownKmsId(id) => KmsError::UnknownKmsId(id),
+            ConfigError::InvalidConfig {
+                kms_id,
+                option,
+                message,
+            } => KmsError::InvalidConfig {
+                kms_id,
+                option,
+                message,
+            },
+            ConfigError::Malformed(m) => KmsError::Config(m),
+        }
+    }
 }
 
 impl KmsError {
+    /// The facade's error for a failed load of, or call into, `kms_id`'s
+    /// plugin.
+    pub fn from_plugin(kms_id: &KmsId, e: PluginError) -> Self {
+        let kms_id = kms_id.clone();
+        match e {
+            PluginError::Reported { kind, message } => match kind {
+                Reported::NotFound => KmsError::NotFound { kms_id, message },
+                Reported::Denied => KmsError::Denied { kms_id, message },
+                Reported::Unavailable => KmsError::Unavailable { kms_id, message },
+                Reported::Unsupported => KmsError::Unsupported { kms_id, message },
+                Reported::Integrity => KmsError::Integrity { kms_id, message },
+                Reported::Other => KmsError::Plugin { kms_id, message },
+            },
+            PluginError::InvalidOption { option, message } => KmsError::InvalidConfig {
+                kms_id,
+                option,
+                message,
+            },
+            PluginError::Stopped { plugin, cause } => KmsError::Sandbox {
+                kms_id,
+                plugin,
+                cause,
+            },
+            PluginError::Load(message) => KmsError::PluginLoad { kms_id, message },
+        }
+    }
+
     /// Whether retrying the same call later may succeed. A wrong key or a
     /// corrupt blob (`Integrity`) is never retryable, nor is bad config.
     pub fn is_retryable(&self) -> bool {
@@ -175,29 +166,6 @@ impl KmsError {
                 }
         )
     }
-
-    /// The gRPC status code a CSI call failing with this error returns.
-    pub fn grpc_code(&self) -> GrpcCode {
-        match self {
-            KmsError::UnknownKmsId(_) | KmsError::Id(_) | KmsError::InvalidKey { .. } => {
-                GrpcCode::InvalidArgument
-            }
-            KmsError::InvalidConfig { .. } | KmsError::Config(_) | KmsError::PluginLoad { .. } => {
-                GrpcCode::FailedPrecondition
-            }
-            KmsError::NotFound { .. } => GrpcCode::NotFound,
-            KmsError::Denied { .. } => GrpcCode::PermissionDenied,
-            KmsError::Unavailable { .. } => GrpcCode::Unavailable,
-            KmsError::Unsupported { .. } => GrpcCode::Unimplemented,
-            KmsError::Integrity { .. } => GrpcCode::DataLoss,
-            KmsError::Plugin { .. } => GrpcCode::Internal,
-            KmsError::Sandbox { cause, .. } => match cause {
-                SandboxCause::Deadline(_) => GrpcCode::DeadlineExceeded,
-                SandboxCause::Capacity | SandboxCause::Busy(_) => GrpcCode::ResourceExhausted,
-                _ => GrpcCode::Internal,
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -210,75 +178,65 @@ mod tests {
 
     #[test]
     fn only_transient_errors_are_retryable() {
-        let cases: Vec<(KmsError, bool, GrpcCode)> = vec![
+        let msg = || "m".to_string();
+        let cases: Vec<(KmsError, bool)> = vec![
             (
                 KmsError::Unavailable {
                     kms_id: id(),
-                    message: "5xx".into(),
+                    message: msg(),
                 },
                 true,
-                GrpcCode::Unavailable,
             ),
             (
                 KmsError::Integrity {
                     kms_id: id(),
-                    message: "wrong key".into(),
+                    message: msg(),
                 },
                 false,
-                GrpcCode::DataLoss,
             ),
             (
                 KmsError::Denied {
                     kms_id: id(),
-                    message: "403".into(),
+                    message: msg(),
                 },
                 false,
-                GrpcCode::PermissionDenied,
             ),
             (
                 KmsError::NotFound {
                     kms_id: id(),
-                    message: "x".into(),
+                    message: msg(),
                 },
                 false,
-                GrpcCode::NotFound,
             ),
             (
                 KmsError::InvalidConfig {
                     kms_id: id(),
                     option: "o".into(),
-                    message: "m".into(),
+                    message: msg(),
                 },
                 false,
-                GrpcCode::FailedPrecondition,
             ),
-            (
-                KmsError::Sandbox {
-                    kms_id: id(),
-                    plugin: "p".into(),
-                    cause: SandboxCause::Deadline(5),
-                },
-                true,
-                GrpcCode::DeadlineExceeded,
-            ),
-            (
-                KmsError::Sandbox {
-                    kms_id: id(),
-                    plugin: "p".into(),
-                    cause: SandboxCause::Memory(1),
-                },
-                false,
-                GrpcCode::Internal,
-            ),
-            (
-                KmsError::UnknownKmsId("x".into()),
-                false,
-                GrpcCode::InvalidArgument,
-            ),
+            (KmsError::UnknownKmsId("x".into()), false),
         ];
-        for (err, retry, code) in cases {
+        let stopped = |cause| KmsError::Sandbox {
+            kms_id: id(),
+            plugin: "p".into(),
+            cause,
+        };
+        let mut cases = cases;
+        for (cause, retry) in [
+            (SandboxCause::Deadline(5), true),
+            (SandboxCause::Capacity, true),
+            (SandboxCause::Busy(4), true),
+            (SandboxCause::Memory(1), false),
+            (SandboxCause::StackOverflow, false),
+            (SandboxCause::Trap("t".into()), false),
+            (SandboxCause::HostLimit("h".into()), false),
+        ] {
+            cases.push((stopped(cause), retry));
+        }
+        for (err, retry) in cases {
             assert_eq!(err.is_retryable(), retry, "{err}");
-            assert_eq!(err.grpc_code(), code, "{err}");
         }
     }
 }

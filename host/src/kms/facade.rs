@@ -62,6 +62,37 @@ pub struct KmsDescription {
     pub granted_secrets: Vec<String>,
 }
 
+/// What the host knows of a kmsID's plugin now: the answer to "which
+/// plugin runs for this kmsID, and what is it holding?".
+#[derive(Debug, Clone)]
+pub struct PluginReport {
+    /// The kmsID.
+    pub kms_id: KmsId,
+    /// The plugin's name (from the registration or file name).
+    pub plugin: String,
+    /// sha256 of the component bytes.
+    pub sha256: [u8; 32],
+    /// Whether its code came from the compile cache.
+    pub from_cache: bool,
+    /// Its instances kept warm now.
+    pub warm_instances: usize,
+    /// Values it keeps in the host's cache now (never the values).
+    pub cached_values: usize,
+    /// Identifies the runtime: a changed configuration builds a new one.
+    pub runtime_id: u64,
+}
+
+/// The plugin's description of itself, its text capped and escaped.
+#[derive(Debug, Clone)]
+pub struct PluginAbout {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// One line for admins.
+    pub description: String,
+}
+
 impl Kms {
     /// A facade over `config`, running plugins in `sandbox` and reading
     /// Secrets from `secrets`.
@@ -94,15 +125,25 @@ impl Kms {
         TenantKms { kms: self, tenant }
     }
 
+    /// Whether `kms_id` is configured and its entry, as `tenant` sees it,
+    /// is valid: the check made before anything is created for it.
+    pub async fn check_configured(
+        &self,
+        kms_id: &str,
+        tenant: Option<&str>,
+    ) -> Result<(), KmsError> {
+        self.entry_for(kms_id, tenant).await.map(drop)
+    }
+
     /// The entry of `kms_id` as `tenant` sees it.
-    pub async fn entry_for(
+    async fn entry_for(
         &self,
         kms_id: &str,
         tenant: Option<&str>,
     ) -> Result<Arc<KmsEntry>, KmsError> {
         let table = self.config.load()?;
         let Some(t) = tenant else {
-            return table.get(kms_id);
+            return Ok(table.get(kms_id)?);
         };
         let config_map = match (table.tenant_config_map(kms_id, t), &self.config_maps) {
             (Some(name), Some(src)) => match src.config_map(t, &name).await {
@@ -123,27 +164,12 @@ impl Kms {
             },
             _ => None,
         };
-        table.tenant_entry(kms_id, t, config_map.as_ref())
-    }
-
-    /// The sandbox.
-    pub fn sandbox(&self) -> &Arc<Sandbox> {
-        &self.sandbox
+        Ok(table.tenant_entry(kms_id, t, config_map.as_ref())?)
     }
 
     /// Plugin instances kept warm now, over all kmsIDs and tenants.
     pub fn warm_instances(&self) -> usize {
         self.sandbox.warm_instances()
-    }
-
-    /// The configuration source.
-    pub fn config(&self) -> &ConfigSource {
-        &self.config
-    }
-
-    /// The entry of `kms_id` in the current configuration.
-    pub fn entry(&self, kms_id: &str) -> Result<Arc<KmsEntry>, KmsError> {
-        self.config.load()?.get(kms_id)
     }
 
     /// Every kmsID with its plugin, allowed hosts and granted Secret names,
@@ -160,22 +186,57 @@ impl Kms {
                     allowed_hosts: e.allow.entries().iter().map(|h| h.to_string()).collect(),
                     granted_secrets: e.grants.iter().map(|s| s.to_string()).collect(),
                 }),
-                Err(_) => Err(table
-                    .get(id)
-                    .err()
-                    .unwrap_or_else(|| KmsError::Config("?".into()))),
+                Err(e) => Err(e.clone().into()),
             })
             .collect())
     }
 
-    /// The runtime of `kms_id`, built or rebuilt as the configuration says.
-    pub async fn runtime(&self, kms_id: &str) -> Result<Arc<PluginRuntime>, KmsError> {
-        self.runtime_for(kms_id, None).await
+    /// Checks `kms_id`'s options by configuring its plugin (once per
+    /// configuration; nothing is kept).
+    pub async fn validate(&self, kms_id: &str) -> Result<(), KmsError> {
+        let rt = self.runtime_for(kms_id, None).await?;
+        rt.validate()
+            .await
+            .map_err(|e| KmsError::from_plugin(rt.kms_id(), e))
+    }
+
+    /// Which plugin runs for `kms_id` (as `tenant` sees it) and what it
+    /// holds now.
+    pub async fn plugin_report(
+        &self,
+        kms_id: &str,
+        tenant: Option<&str>,
+    ) -> Result<PluginReport, KmsError> {
+        let rt = self.runtime_for(kms_id, tenant).await?;
+        Ok(PluginReport {
+            kms_id: rt.kms_id().clone(),
+            plugin: rt.plugin().name.clone(),
+            sha256: rt.plugin().sha256,
+            from_cache: rt.plugin().from_cache,
+            warm_instances: rt.warm_instances(),
+            cached_values: rt.cache().len(),
+            runtime_id: rt.id(),
+        })
+    }
+
+    /// The plugin's description of itself (`info`), its text capped and
+    /// escaped.
+    pub async fn plugin_about(&self, kms_id: &str) -> Result<PluginAbout, KmsError> {
+        let rt = self.runtime_for(kms_id, None).await?;
+        let info = rt
+            .info()
+            .await
+            .map_err(|e| KmsError::from_plugin(rt.kms_id(), e))?;
+        Ok(PluginAbout {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+        })
     }
 
     /// The runtime of `kms_id` as `tenant` sees it: one per (kmsID,
     /// tenant), each with its own cache and warm instances.
-    pub async fn runtime_for(
+    async fn runtime_for(
         &self,
         kms_id: &str,
         tenant: Option<&str>,
@@ -232,7 +293,8 @@ impl Kms {
         };
         let plugin = self
             .sandbox
-            .load(&entry.kms_id, &name, &bytes, entry.pinned_sha256)?;
+            .load(&name, &bytes, entry.pinned_sha256)
+            .map_err(|e| KmsError::from_plugin(&entry.kms_id, e))?;
         let tls = self.tls_settings(entry).await?;
         let tls = tls.client_config().map_err(|e| KmsError::InvalidConfig {
             kms_id: entry.kms_id.clone(),
@@ -350,7 +412,10 @@ impl Kms {
             }
         };
         async {
-            let r = rt.call(op).await;
+            let r = rt
+                .call(op)
+                .await
+                .map_err(|e| KmsError::from_plugin(rt.kms_id(), e));
             match &r {
                 Ok(_) => tracing::debug!("ok"),
                 Err(e) => tracing::debug!(retryable = e.is_retryable(), "failed: {e}"),

@@ -1,12 +1,14 @@
-//! The KMS facade ([`Kms`]) and its types: identifiers, redacting key
-//! material, and errors that know whether to retry and which gRPC status
-//! they become.
+//! The KMS facade ([`Kms`]): the one way the front doors reach a kmsID's
+//! plugin, with the host's key invariants ([`checks`]) and an error that
+//! knows whether to retry. Identifiers and key material come from
+//! [`crate::types`].
 
 pub mod checks;
 mod error;
 mod facade;
-mod types;
 
-pub use error::{GrpcCode, KmsError, SandboxCause};
-pub use facade::{Kms, KmsDescription, Sealed, TenantKms, generate_passphrase};
-pub use types::{IdError, KeyId, KmsId, Passphrase, SecretBytes, WrappedKey};
+pub use crate::types::{IdError, KeyId, KmsId, Passphrase, SecretBytes, WrappedKey};
+pub use error::{KmsError, SandboxCause};
+pub use facade::{
+    Kms, KmsDescription, PluginAbout, PluginReport, Sealed, TenantKms, generate_passphrase,
+};

@@ -9,7 +9,7 @@ mod signature;
 
 pub use signature::{Signature, probe_signature};
 
-use crate::kms::{KmsId, Passphrase, WrappedKey};
+use crate::types::{KmsId, Passphrase, WrappedKey};
 use base64::Engine as _;
 use libcryptsetup_rs::consts::flags::{
     CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey as CryptVolumeKeyFlags,

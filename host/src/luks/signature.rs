@@ -47,6 +47,12 @@ pub fn probe_signature(path: &Path) -> std::io::Result<Option<Signature>> {
     if let Some(t) = blkid_type(path) {
         return Ok(Some(Signature::Known(t)));
     }
+    probe_builtin(path)
+}
+
+/// The host's own check, without blkid: known magics, LUKS2's second
+/// header, and any non-zero byte in the first MiB.
+fn probe_builtin(path: &Path) -> std::io::Result<Option<Signature>> {
     let mut f = std::fs::File::open(path)?;
     let mut head = vec![0u8; 1 << 20];
     let mut n = 0;
@@ -97,4 +103,61 @@ fn blkid_type(path: &Path) -> Option<String> {
         .trim()
         .to_string();
     (!t.is_empty()).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A 5 MiB sparse file with `bytes` at `off`.
+    fn file_with(dir: &Path, off: u64, bytes: &[u8]) -> std::path::PathBuf {
+        let p = dir.join(format!("img-{off}-{}", hex::encode(bytes)));
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.set_len(5 << 20).unwrap();
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn every_builtin_magic_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        for (off, magic, name) in MAGICS {
+            let p = file_with(dir.path(), *off, magic);
+            assert_eq!(
+                probe_builtin(&p).unwrap(),
+                Some(Signature::Known(name.to_string())),
+                "{name} at {off}"
+            );
+        }
+    }
+
+    #[test]
+    fn luks2_second_header_beyond_the_first_mib_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        for off in [0x4000u64, 0x100000, 0x400000] {
+            let p = file_with(dir.path(), off, b"SKUL\xba\xbe");
+            assert_eq!(
+                probe_builtin(&p).unwrap(),
+                Some(Signature::Known("crypto_LUKS".into())),
+                "at {off:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_byte_in_the_first_mib_is_data_and_zeros_are_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let blank = file_with(dir.path(), 0, &[]);
+        assert_eq!(probe_builtin(&blank).unwrap(), None);
+        assert_eq!(probe_signature(&blank).unwrap(), None);
+        let last = file_with(dir.path(), (1 << 20) - 1, &[1]);
+        assert_eq!(probe_builtin(&last).unwrap(), Some(Signature::Data));
+        assert_eq!(probe_signature(&last).unwrap(), Some(Signature::Data));
+        // A short file (smaller than any magic's offset) is still probed.
+        let short = dir.path().join("short");
+        std::fs::write(&short, [0u8, 0, 7]).unwrap();
+        assert_eq!(probe_builtin(&short).unwrap(), Some(Signature::Data));
+    }
 }

@@ -2,7 +2,7 @@
 //! zeroizing values on eviction. Tokens and derived KEKs live here, so a
 //! fresh plugin instance does not log in or run a KDF again.
 
-use crate::kms::SecretBytes;
+use crate::types::SecretBytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -5,7 +5,9 @@
 
 pub mod bindings;
 pub mod compile_cache;
+mod error;
 pub mod kv_cache;
+mod limits;
 pub mod outbound;
 pub mod plugin_text;
 mod runtime;
@@ -13,9 +15,10 @@ pub mod state;
 pub mod warm;
 
 pub use compile_cache::CompileCache;
+pub use error::{PluginError, Reported, SandboxCause};
+pub use limits::{DEFAULT_MAX_CONCURRENCY, Limits};
 pub use runtime::{Op, PluginRuntime, RuntimeSpec};
 
-use crate::kms::{KmsError, KmsId};
 use sha2::{Digest, Sha256};
 use state::HostState;
 use std::collections::HashMap;
@@ -220,15 +223,11 @@ impl Sandbox {
     /// not provide. `expected_sha256` pins the exact bytes.
     pub fn load(
         &self,
-        kms_id: &KmsId,
         name: &str,
         wasm: &[u8],
         expected_sha256: Option<[u8; 32]>,
-    ) -> Result<LoadedPlugin, KmsError> {
-        let load_err = |message: String| KmsError::PluginLoad {
-            kms_id: kms_id.clone(),
-            message,
-        };
+    ) -> Result<LoadedPlugin, PluginError> {
+        let load_err = PluginError::Load;
         let sha256: [u8; 32] = Sha256::digest(wasm).into();
         if let Some(want) = expected_sha256
             && want != sha256

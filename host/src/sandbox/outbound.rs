@@ -10,8 +10,8 @@ use super::bindings::kmshost::plugin::outbound_http::{
 use super::bindings::kmshost::plugin::types::KmsError as WitError;
 use crate::capability::AllowList;
 use crate::capability::allow_list::Target;
-use crate::kms::KmsId;
 use crate::net::{self, Connect, NetError};
+use crate::types::KmsId;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -402,5 +402,154 @@ impl Events {
             kept.push(format!("and {dropped} more"));
         }
         kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy allowing only `https://kms.example:8200`, with a listener
+    /// nobody connects to: every test here must be decided before a
+    /// connection.
+    fn policy() -> Outbound {
+        Outbound {
+            kms_id: KmsId::new("k").unwrap(),
+            plugin: "p".into(),
+            allow: AllowList::parse_list("https://kms.example:8200").unwrap(),
+            connect: Connect {
+                tls: None,
+                server_name: None,
+                connect_timeout: Duration::from_secs(5),
+                first_byte_timeout: Duration::from_secs(10),
+            },
+            max_response_bytes: 1024,
+            pool: net::Pool::default(),
+        }
+    }
+
+    fn request(url: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: "GET".into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: Vec::new(),
+            timeout_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_off_the_list_is_denied_and_the_query_never_echoed() {
+        let events = Events::default();
+        let p = policy();
+        for url in [
+            "https://evil.example:8200/v1/x?token=s3cret",
+            "http://kms.example:8200/v1/x?token=s3cret",
+            "https://kms.example:8201/v1/x?token=s3cret",
+        ] {
+            let err = p.exchange(request(url, &[]), &events).await.unwrap_err();
+            let text = format!("{err:?}");
+            assert!(matches!(err, WitError::Denied(_)), "{url}: {text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        let recorded = events.take();
+        assert_eq!(recorded.len(), 3, "{recorded:?}");
+        assert!(
+            recorded
+                .iter()
+                .all(|e| e.starts_with("outbound request denied"))
+        );
+        assert_eq!(p.pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn headers_the_host_sets_are_refused() {
+        let p = policy();
+        for name in [
+            "host",
+            "Host",
+            "content-length",
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            let events = Events::default();
+            let req = request("https://kms.example:8200/v1/x", &[(name, "v")]);
+            let err = p.exchange(req, &events).await.unwrap_err();
+            assert!(
+                matches!(&err, WitError::Denied(m) if m.contains("forbidden")),
+                "{name}: {err:?}"
+            );
+            assert_eq!(events.take().len(), 1, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_the_plugins_error() {
+        let p = policy();
+        let events = Events::default();
+        let mut bad_method = request("https://kms.example:8200/", &[]);
+        bad_method.method = "G T".into();
+        for req in [
+            request("not a url", &[]),
+            bad_method,
+            request("https://kms.example:8200/", &[("bad name", "v")]),
+            request("https://kms.example:8200/", &[("x-ok", "line\nbreak")]),
+        ] {
+            let err = p.exchange(req, &events).await.unwrap_err();
+            assert!(matches!(err, WitError::Other(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_plugin_may_shorten_timeouts_never_lengthen_or_zero_them() {
+        let p = policy();
+        let c = p.connect_within(Some(Duration::from_secs(1)), Some(Duration::from_secs(60)));
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.first_byte_timeout, Duration::from_secs(10));
+        let c = p.connect_within(Some(Duration::ZERO), None);
+        assert_eq!(c.connect_timeout, Duration::from_millis(1));
+        assert_eq!(c.first_byte_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_declared_body_over_the_cap_is_recorded() {
+        let p = policy();
+        let events = Events::default();
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, "1024".parse().unwrap());
+        assert_eq!(p.declared_too_large(&h, &events), None);
+        h.insert(http::header::CONTENT_LENGTH, "1025".parse().unwrap());
+        assert_eq!(p.declared_too_large(&h, &events), Some(1025));
+        assert_eq!(events.take().len(), 1);
+    }
+
+    #[test]
+    fn events_keep_eight_and_count_the_rest() {
+        let events = Events::default();
+        for i in 0..20 {
+            events.push(format!("denied {i}\nforged line"));
+        }
+        let kept = events.take();
+        assert_eq!(kept.len(), Events::KEPT + 1);
+        assert_eq!(kept.last().unwrap(), "and 12 more");
+        assert!(kept.iter().all(|e| !e.contains('\n')), "{kept:?}");
+        assert!(events.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn in_flight_requests_are_capped_and_released_on_drop() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let held: Vec<_> = (0..MAX_IN_FLIGHT)
+            .map(|_| InFlight::enter(&count).expect("under the cap"))
+            .collect();
+        assert!(InFlight::enter(&count).is_none(), "one more than the cap");
+        drop(held);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(InFlight::enter(&count).is_some());
     }
 }

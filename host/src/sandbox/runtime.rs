@@ -2,15 +2,16 @@
 //! and policy, keeps a few warm, runs each call under a deadline, and turns
 //! traps into root causes.
 
+use super::Limits;
 use super::bindings::KmsPlugin;
 use super::bindings::kmshost::plugin::types::{KmsError as WitError, PluginInfo};
+use super::error::{PluginError, Reported, SandboxCause};
 use super::kv_cache::KvCache;
 use super::outbound::{Outbound, OutboundHooks};
 use super::state::{HostState, KmsShared};
 use super::{LoadedPlugin, Sandbox, plugin_text};
-use crate::config::Limits;
-use crate::kms::{KeyId, KmsError, KmsId, SandboxCause};
 use crate::secrets::{Grants, SecretSource};
+use crate::types::{KeyId, KmsId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
@@ -161,6 +162,12 @@ impl PluginRuntime {
         self.sandbox.warm.count(self.owner)
     }
 
+    /// A number no other runtime of this sandbox has: a runtime rebuilt for
+    /// a changed configuration gets a new one.
+    pub fn id(&self) -> u64 {
+        self.owner
+    }
+
     /// The one deadline of an operation started now: instantiating,
     /// configuring and the call itself all count against it.
     fn deadline(&self) -> Instant {
@@ -189,7 +196,7 @@ impl PluginRuntime {
     }
 
     /// A place among the kmsID's concurrent calls, waited for until `until`.
-    async fn admit(&self, until: Instant) -> Result<tokio::sync::SemaphorePermit<'_>, KmsError> {
+    async fn admit(&self, until: Instant) -> Result<tokio::sync::SemaphorePermit<'_>, PluginError> {
         let left = until.saturating_duration_since(Instant::now());
         match crate::deadline::timeout(left, self.concurrency.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
@@ -197,15 +204,14 @@ impl PluginRuntime {
         }
     }
 
-    fn deadline_error(&self) -> KmsError {
+    fn deadline_error(&self) -> PluginError {
         self.sandbox_error(SandboxCause::Deadline(
             self.limits.timeout.as_millis() as u64
         ))
     }
 
-    fn sandbox_error(&self, cause: SandboxCause) -> KmsError {
-        KmsError::Sandbox {
-            kms_id: self.shared.kms_id.clone(),
+    fn sandbox_error(&self, cause: SandboxCause) -> PluginError {
+        PluginError::Stopped {
             plugin: self.plugin.name.clone(),
             cause,
         }
@@ -238,8 +244,7 @@ impl PluginRuntime {
 
     /// The host's error for a plugin's: every string in it is the plugin's,
     /// so each is capped and escaped ([`plugin_text`]).
-    fn map_wit(&self, e: WitError, denials: &[String]) -> KmsError {
-        let kms_id = self.shared.kms_id.clone();
+    fn map_wit(&self, e: WitError, denials: &[String]) -> PluginError {
         let with_host = |message: String| {
             if denials.is_empty() {
                 message
@@ -248,37 +253,21 @@ impl PluginRuntime {
                 format!("{message} (host: {host})")
             }
         };
-        let text = |m: String| plugin_text::sanitize(&m);
+        let reported = |kind, m: String| PluginError::Reported {
+            kind,
+            message: plugin_text::sanitize(&m),
+        };
         match e {
-            WitError::NotFound(m) => KmsError::NotFound {
-                kms_id,
-                message: text(m),
-            },
-            WitError::Denied(m) => KmsError::Denied {
-                kms_id,
-                message: with_host(text(m)),
-            },
-            WitError::Unavailable(m) => KmsError::Unavailable {
-                kms_id,
-                message: text(m),
-            },
-            WitError::InvalidConfig(c) => KmsError::InvalidConfig {
-                kms_id,
+            WitError::NotFound(m) => reported(Reported::NotFound, m),
+            WitError::Denied(m) => reported(Reported::Denied, with_host(m)),
+            WitError::Unavailable(m) => reported(Reported::Unavailable, m),
+            WitError::InvalidConfig(c) => PluginError::InvalidOption {
                 option: plugin_text::sanitize_to(&c.option, 128),
-                message: text(c.message),
+                message: plugin_text::sanitize(&c.message),
             },
-            WitError::Unsupported(m) => KmsError::Unsupported {
-                kms_id,
-                message: text(m),
-            },
-            WitError::Integrity(m) => KmsError::Integrity {
-                kms_id,
-                message: text(m),
-            },
-            WitError::Other(m) => KmsError::Plugin {
-                kms_id,
-                message: with_host(text(m)),
-            },
+            WitError::Unsupported(m) => reported(Reported::Unsupported, m),
+            WitError::Integrity(m) => reported(Reported::Integrity, m),
+            WitError::Other(m) => reported(Reported::Other, with_host(m)),
         }
     }
 
@@ -299,10 +288,10 @@ impl PluginRuntime {
     /// the least recently used warm instance (of any runtime) gives its slot
     /// up and instantiation is tried again: idle instances never keep a call
     /// from running.
-    async fn instantiate(&self, until: Instant) -> Result<Warm, KmsError> {
+    async fn instantiate(&self, until: Instant) -> Result<Warm, PluginError> {
         loop {
             match self.instantiate_once(until).await {
-                Err(KmsError::Sandbox {
+                Err(PluginError::Stopped {
                     cause: SandboxCause::Capacity,
                     ..
                 }) if self.sandbox.warm.evict_oldest().is_some() => continue,
@@ -311,7 +300,7 @@ impl PluginRuntime {
         }
     }
 
-    async fn instantiate_once(&self, until: Instant) -> Result<Warm, KmsError> {
+    async fn instantiate_once(&self, until: Instant) -> Result<Warm, PluginError> {
         let hooks = OutboundHooks::new(self.policy.clone());
         let state = HostState::new(self.shared.clone(), hooks, self.limits.memory_bytes);
         let mut store = Store::new(self.sandbox.engine(), state);
@@ -350,7 +339,7 @@ impl PluginRuntime {
 
     /// The plugin's own description (from a fresh or warm instance), its
     /// text capped and escaped.
-    pub async fn info(&self) -> Result<PluginInfo, KmsError> {
+    pub async fn info(&self) -> Result<PluginInfo, PluginError> {
         let until = self.deadline();
         let _permit = self.admit(until).await?;
         let mut w = self.take_or_instantiate(until).await?;
@@ -378,7 +367,7 @@ impl PluginRuntime {
     /// Checks the kmsID's options by configuring a fresh instance, once per
     /// configuration (a changed entry is a new runtime). The instance is
     /// dropped at once: checking holds no slot and no memory.
-    pub async fn validate(&self) -> Result<(), KmsError> {
+    pub async fn validate(&self) -> Result<(), PluginError> {
         use std::sync::atomic::Ordering;
         if self.validated.load(Ordering::Acquire) {
             return Ok(());
@@ -390,7 +379,7 @@ impl PluginRuntime {
         Ok(())
     }
 
-    async fn take_or_instantiate(&self, until: Instant) -> Result<Warm, KmsError> {
+    async fn take_or_instantiate(&self, until: Instant) -> Result<Warm, PluginError> {
         match self.sandbox.warm.take(self.owner) {
             Some(w) => Ok(w),
             None => self.instantiate(until).await,
@@ -438,7 +427,7 @@ impl PluginRuntime {
     /// Runs `op` in an instance of the plugin. A plugin error leaves the
     /// instance reusable; a trap, a deadline or a memory-limit hit discards
     /// it, and the next call gets a fresh one.
-    pub async fn call(&self, op: Op<'_>) -> Result<Option<Vec<u8>>, KmsError> {
+    pub async fn call(&self, op: Op<'_>) -> Result<Option<Vec<u8>>, PluginError> {
         let until = self.deadline();
         let _permit = self.admit(until).await?;
         let mut w = self.take_or_instantiate(until).await?;

@@ -6,8 +6,8 @@
 use super::bindings::kmshost::plugin::{cache, log, outbound_http, secrets, types};
 use super::kv_cache::KvCache;
 use super::outbound::OutboundHooks;
-use crate::kms::{KmsId, SecretBytes};
 use crate::secrets::{Grants, SecretError, SecretSource};
+use crate::types::{KmsId, SecretBytes};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};

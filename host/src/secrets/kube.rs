@@ -3,8 +3,8 @@
 use super::{SecretData, SecretError, SecretRef, SecretSource};
 use crate::capability::allow_list::Target;
 use crate::capability::tls::TlsSettings;
-use crate::kms::SecretBytes;
 use crate::net::{self, Connect};
+use crate::types::SecretBytes;
 use async_trait::async_trait;
 use base64::Engine as _;
 use http_body_util::BodyExt;

@@ -15,7 +15,7 @@ pub use kube::{
 };
 pub use mounted::MountedSecrets;
 
-use crate::kms::SecretBytes;
+use crate::types::SecretBytes;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;

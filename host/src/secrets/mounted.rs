@@ -14,7 +14,7 @@
 //! token is never served late. Without inotify every read goes to disk.
 
 use super::{SecretData, SecretError, SecretRef, SecretSource};
-use crate::kms::SecretBytes;
+use crate::types::SecretBytes;
 use crate::watch::DirWatcher;
 use async_trait::async_trait;
 use std::collections::HashMap;

@@ -3,8 +3,8 @@
 //! in the clear — only which kmsID holds it, or the provider's wrapped blob.
 
 use super::{VolumeError, create_private_dir, io_err};
-use crate::kms::WrappedKey;
 use crate::luks::Pbkdf;
+use crate::types::{KmsId, WrappedKey};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ impl KeyHolding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Encryption {
     /// The kmsID holding the key.
-    pub kms_id: String,
+    pub kms_id: KmsId,
     /// The tenant (the PVC's namespace) the kmsID is used as, if known:
     /// per-tenant settings and token ([`crate::config::tenant`]).
     #[serde(default)]

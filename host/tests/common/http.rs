@@ -318,8 +318,12 @@ pub async fn request_tls(
         .map_err(|e| e.to_string())?;
     let stream: Box<dyn Io> = if tls {
         let mut roots = rustls::RootCertStore::empty();
-        let mut pem = ca_pem.ok_or("https needs a CA")?;
-        for c in rustls_pemfile::certs(&mut pem) {
+        let pem = ca_pem.ok_or("https needs a CA")?;
+        for c in
+            <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+                pem,
+            )
+        {
             roots
                 .add(c.map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;

@@ -12,8 +12,8 @@
 use crate::bindings::kmshost::plugin::outbound_http;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
-    RequestOptions, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method as WasiMethod, OutgoingBody,
+    OutgoingRequest, RequestOptions, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::{KmsError, Result};
@@ -191,6 +191,29 @@ impl Request {
     /// Sends the request through `wasi:http/outgoing-handler` and reads the
     /// whole response.
     pub fn send_wasi(self) -> Result<Response> {
+        let req = self.wasi_request()?;
+        let options = RequestOptions::new();
+        let _ = options.set_connect_timeout(Some(self.timeout_ns));
+        let _ = options.set_first_byte_timeout(Some(self.timeout_ns));
+        let _ = options.set_between_bytes_timeout(Some(self.timeout_ns));
+        let future = outgoing_handler::handle(req, Some(options))
+            .map_err(|e| map_error_code(&self.url, e))?;
+        let incoming = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let resp = incoming
+            .map_err(|_| KmsError::Other("response already taken".into()))?
+            .map_err(|e| map_error_code(&self.url, e))?;
+        read_wasi_response(resp)
+    }
+
+    /// The `wasi:http` request: method, URL parts, headers (with a declared
+    /// length, so the host sends a plain body, or none when it is empty),
+    /// and the body written and finished.
+    fn wasi_request(&self) -> Result<OutgoingRequest> {
         let (scheme, authority, path) = split_url(&self.url)?;
         let headers = Fields::new();
         for (name, value) in &self.headers {
@@ -198,8 +221,6 @@ impl Request {
                 .append(name, value)
                 .map_err(|e| KmsError::Other(format!("bad header {name}: {e:?}")))?;
         }
-        // A declared length lets the host send a plain body instead of a
-        // chunked one (and no body at all when it is empty).
         if !self.body.is_empty() && !self.headers.iter().any(|(n, _)| n == "content-length") {
             headers
                 .append("content-length", self.body.len().to_string().as_bytes())
@@ -221,7 +242,6 @@ impl Request {
             .map_err(|_| bad("authority"))?;
         req.set_path_with_query(Some(path))
             .map_err(|_| bad("path"))?;
-
         if !self.body.is_empty() {
             let body = req.body().map_err(|_| bad("body"))?;
             {
@@ -234,54 +254,42 @@ impl Request {
             }
             OutgoingBody::finish(body, None).map_err(|e| map_error_code(&self.url, e))?;
         }
+        Ok(req)
+    }
+}
 
-        let options = RequestOptions::new();
-        let _ = options.set_connect_timeout(Some(self.timeout_ns));
-        let _ = options.set_first_byte_timeout(Some(self.timeout_ns));
-        let _ = options.set_between_bytes_timeout(Some(self.timeout_ns));
-
-        let future = outgoing_handler::handle(req, Some(options))
-            .map_err(|e| map_error_code(&self.url, e))?;
-        let incoming = loop {
-            match future.get() {
-                Some(result) => break result,
-                None => future.subscribe().block(),
-            }
-        };
-        let resp = incoming
-            .map_err(|_| KmsError::Other("response already taken".into()))?
-            .map_err(|e| map_error_code(&self.url, e))?;
-
-        let status = resp.status();
-        let headers = resp
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        let incoming_body = resp
-            .consume()
-            .map_err(|_| KmsError::Other("response body already taken".into()))?;
-        let mut body = Vec::new();
-        {
-            let stream = incoming_body
-                .stream()
-                .map_err(|_| KmsError::Other("response body stream already taken".into()))?;
-            loop {
-                match stream.blocking_read(64 * 1024) {
-                    Ok(chunk) => body.extend_from_slice(&chunk),
-                    Err(StreamError::Closed) => break,
-                    Err(e) => return Err(stream_error("reading the response body", e)),
-                }
+/// Status, headers (names lower-cased) and the whole body of a `wasi:http`
+/// response.
+fn read_wasi_response(resp: IncomingResponse) -> Result<Response> {
+    let status = resp.status();
+    let headers = resp
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let incoming_body = resp
+        .consume()
+        .map_err(|_| KmsError::Other("response body already taken".into()))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming_body
+            .stream()
+            .map_err(|_| KmsError::Other("response body stream already taken".into()))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(stream_error("reading the response body", e)),
             }
         }
-        let _trailers = IncomingBody::finish(incoming_body);
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
     }
+    let _trailers = IncomingBody::finish(incoming_body);
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl Response {

@@ -1,4 +1,5 @@
-//! Identifiers and key material.
+//! Identifiers and key material: the leaf every layer speaks, depending on
+//! nothing else in the crate.
 //!
 //! Key material lives only in [`SecretBytes`] (and the aliases built on it):
 //! its `Debug` prints `REDACTED`, it has no `Display`, and it is zeroized when
@@ -110,7 +111,7 @@ pub enum IdError {
     },
 }
 
-fn validate(what: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(), IdError> {
+fn validate(what: &'static str, s: &str, max: usize) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { what });
     }
@@ -119,7 +120,7 @@ fn validate(what: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(
     }
     if let Some(ch) = s
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(c)))
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
         return Err(IdError::BadChar {
             what,
@@ -149,7 +150,7 @@ macro_rules! identifier {
             #[doc = concat!("Validates a ", $what, ": 1–253 bytes of letters, digits, `-`, `_`, `.`.")]
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
-                validate($what, &s, 253, &[])?;
+                validate($what, &s, 253)?;
                 Ok($name(s))
             }
             #[doc = concat!("The ", $what, ".")]
@@ -167,6 +168,21 @@ macro_rules! identifier {
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        /// Stored as its string (records, tokens): the on-disk form of a
+        /// plain string, validated again when read.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::new(s).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -225,5 +241,14 @@ mod tests {
             KeyId::new("x".repeat(254)),
             Err(IdError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn identifiers_are_stored_as_strings_and_validated_when_read() {
+        let id = KmsId::new("vault-1").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"vault-1\"");
+        assert_eq!(serde_json::from_str::<KmsId>("\"vault-1\"").unwrap(), id);
+        let err = serde_json::from_str::<KmsId>("\"../x\"").unwrap_err();
+        assert!(err.to_string().contains("kmsID"), "{err}");
     }
 }
