@@ -15,9 +15,9 @@ mod common;
 
 use base64::Engine as _;
 use kmshost::capability::allow_list::Target;
+use kmshost::capability::net::{Connect, Pool, PoolBody};
 use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::kms::{KeyId, Kms, SecretBytes};
-use kmshost::net::{Connect, Pool, PoolBody};
 use kmshost::sandbox::{Sandbox, SandboxConfig};
 use kmshost::secrets::MountedSecrets;
 use serde_json::json;

@@ -17,7 +17,7 @@ pub mod inspect;
 pub mod kms;
 pub mod logging;
 pub mod luks;
-pub mod net;
+pub mod plugin_text;
 pub mod plugins;
 pub mod sandbox;
 pub mod secrets;

@@ -3,7 +3,8 @@
 //! (or anyone) changes it — without a syscall per read and without a TTL
 //! that would delay a rotated token or an admin's edit.
 //!
-//! The contract is deliberately coarse: any event in any watched directory
+//! The kernel interface is the `inotify` crate's. The contract is
+//! deliberately coarse: any event in any watched directory
 //! bumps one generation counter. The kernel queues an event before the
 //! changing syscall returns, and [`DirWatcher::generation`] drains the queue
 //! (one non-blocking `read`) before answering, so a change is visible to the
@@ -12,55 +13,72 @@
 //! *before* they read the files, and an entry is served only while the
 //! generation is unchanged; a change during a read is never served again.
 
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What is watched: creation, removal, renames, writes and attribute
 /// changes of the directory's entries, and of the directory itself.
-const MASK: u32 = libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF;
+fn mask() -> WatchMask {
+    WatchMask::MODIFY
+        | WatchMask::ATTRIB
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+}
+
+/// The inotify instance and the watched directories, both ways.
+struct Watched {
+    inotify: Inotify,
+    by_wd: HashMap<WatchDescriptor, PathBuf>,
+    by_dir: HashMap<PathBuf, WatchDescriptor>,
+}
 
 /// Watches directories and counts changes.
-#[derive(Debug)]
 pub struct DirWatcher {
-    fd: OwnedFd,
     generation: AtomicU64,
-    /// Watched directories by watch descriptor, and the reverse.
-    watches: Mutex<(HashMap<i32, PathBuf>, HashMap<PathBuf, i32>)>,
+    watched: Mutex<Watched>,
+}
+
+impl std::fmt::Debug for DirWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirWatcher")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DirWatcher {
     /// A watcher; `None` when inotify is unavailable here (then callers
     /// must not cache).
     pub fn start() -> Option<DirWatcher> {
-        // SAFETY: plain syscall; the returned descriptor is owned below.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 {
-            tracing::debug!(
-                "inotify unavailable ({}); mounted Secrets are read on every use",
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Non-blocking and close-on-exec, as the crate opens it.
+        let inotify = match Inotify::init() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!("inotify unavailable ({e}); mounted Secrets are read on every use");
+                return None;
+            }
+        };
         Some(DirWatcher {
-            fd,
             generation: AtomicU64::new(0),
-            watches: Mutex::default(),
+            watched: Mutex::new(Watched {
+                inotify,
+                by_wd: HashMap::new(),
+                by_dir: HashMap::new(),
+            }),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number of changes seen so far, including every change whose
@@ -68,7 +86,7 @@ impl DirWatcher {
     pub fn generation(&self) -> u64 {
         // Drain under the lock: a concurrent reader that took the events
         // has bumped the counter before this one looks at it.
-        let mut w = self.watches.lock().unwrap();
+        let mut w = self.lock();
         self.drain(&mut w);
         self.generation.load(Ordering::SeqCst)
     }
@@ -76,58 +94,44 @@ impl DirWatcher {
     /// Watches `dir` (idempotent). False if the kernel refused (missing
     /// directory, watch limit), in which case nothing under it may be cached.
     pub fn watch(&self, dir: &Path) -> bool {
-        let mut w = self.watches.lock().unwrap();
+        let mut w = self.lock();
         // Forget watches of directories removed meanwhile first.
         self.drain(&mut w);
-        if w.1.contains_key(dir) {
+        if w.by_dir.contains_key(dir) {
             return true;
         }
-        let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
-            return false;
-        };
-        // SAFETY: valid descriptor and NUL-terminated path.
-        let wd = unsafe {
-            libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK | libc::IN_ONLYDIR)
-        };
-        if wd < 0 {
-            tracing::debug!(
-                dir = %dir.display(),
-                "cannot watch ({}); not caching it",
-                std::io::Error::last_os_error()
-            );
-            return false;
+        match w.inotify.watches().add(dir, mask()) {
+            Ok(wd) => {
+                w.by_wd.insert(wd.clone(), dir.to_path_buf());
+                w.by_dir.insert(dir.to_path_buf(), wd);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), "cannot watch ({e}); not caching it");
+                false
+            }
         }
-        w.0.insert(wd, dir.to_path_buf());
-        w.1.insert(dir.to_path_buf(), wd);
-        true
     }
 
-    /// Reads whatever events are queued, bumping the generation if there
-    /// were any.
-    fn drain(&self, w: &mut (HashMap<i32, PathBuf>, HashMap<PathBuf, i32>)) {
+    /// Reads whatever events are queued (without blocking), bumping the
+    /// generation if there were any.
+    fn drain(&self, w: &mut Watched) {
         let mut buf = [0u8; 4096];
         loop {
-            // SAFETY: reading into a local buffer of the given length.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return;
-            }
-            let n = n as usize;
-            let header = std::mem::size_of::<libc::inotify_event>();
-            let mut off = 0;
-            while off + header <= n {
-                // SAFETY: the kernel wrote a whole event header at `off`;
-                // read_unaligned copes with the byte buffer's alignment.
-                let ev: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
-                if ev.mask & libc::IN_IGNORED != 0 {
-                    // The directory went away (or was unmounted): forget the
-                    // watch so a later read watches it anew.
-                    if let Some(p) = w.0.remove(&ev.wd) {
-                        w.1.remove(&p);
-                    }
+            let gone: Vec<WatchDescriptor> = match w.inotify.read_events(&mut buf) {
+                Ok(events) => events
+                    .filter(|e| e.mask.contains(EventMask::IGNORED))
+                    .map(|e| e.wd)
+                    .collect(),
+                // Nothing queued (WouldBlock), or nothing readable.
+                Err(_) => return,
+            };
+            // A directory that went away (or was unmounted): forget its
+            // watch so a later read watches it anew.
+            for wd in gone {
+                if let Some(p) = w.by_wd.remove(&wd) {
+                    w.by_dir.remove(&p);
                 }
-                off += header + ev.len as usize;
             }
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
@@ -138,9 +142,9 @@ impl DirWatcher {
 mod tests {
     use super::*;
 
-    /// Changed since `after`: checked right away, no waiting, since a
-    /// change must be visible to the next read.
-    fn wait_for(w: &DirWatcher, after: u64) -> bool {
+    /// Changed since `after`: checked right away, never waiting, since a
+    /// change must be visible to the very next read.
+    fn changed_since(w: &DirWatcher, after: u64) -> bool {
         w.generation() > after
     }
 
@@ -151,12 +155,12 @@ mod tests {
         assert!(w.watch(d.path()));
         let g = w.generation();
         std::fs::write(d.path().join("token"), "a").unwrap();
-        assert!(wait_for(&w, g), "a write was not noticed");
+        assert!(changed_since(&w, g), "a write was not noticed");
         // A kubelet-style swap: a new ..data symlink renamed into place.
         let g = w.generation();
         std::os::unix::fs::symlink("x", d.path().join("..data_tmp")).unwrap();
         std::fs::rename(d.path().join("..data_tmp"), d.path().join("..data")).unwrap();
-        assert!(wait_for(&w, g), "a symlink swap was not noticed");
+        assert!(changed_since(&w, g), "a symlink swap was not noticed");
     }
 
     #[test]
@@ -180,11 +184,14 @@ mod tests {
         assert!(w.watch(&d));
         let g = w.generation();
         std::fs::remove_dir(&d).unwrap();
-        assert!(wait_for(&w, g));
+        assert!(changed_since(&w, g));
         std::fs::create_dir(&d).unwrap();
         assert!(w.watch(&d));
         let g = w.generation();
         std::fs::write(d.join("k"), "v").unwrap();
-        assert!(wait_for(&w, g), "the re-created directory is not watched");
+        assert!(
+            changed_since(&w, g),
+            "the re-created directory is not watched"
+        );
     }
 }

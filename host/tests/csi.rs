@@ -595,7 +595,7 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
     // CreateVolume.
     for step in ["create.record", "create.blocks", "create.key"] {
         let name = format!("pvc-{step}");
-        h.driver.fail_after(Some(step));
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
         let e = h.create(&name, 32 * MIB, ENC_A, None).await.unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{step}");
         let id = kmshost::csi::volume_id_for(&name);
@@ -614,7 +614,7 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
     // the key the KMS gives; the retry leaves exactly one keyslot.
     for step in ["rotate.keyslot", "rotate.store", "rotate.record"] {
         let id = kmshost::csi::volume_id_for("pvc-create.key");
-        h.driver.fail_after(Some(step));
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
         assert_eq!(h.rotate(&id).await.unwrap_err().code(), Code::Internal);
         luks::verify(&h.image(&id), &kms_key(&h, &id).await).unwrap();
         h.rotate(&id).await.unwrap();
@@ -629,7 +629,7 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
     let src = kmshost::csi::volume_id_for("pvc-create.key");
     for step in ["snapshot.record", "snapshot.blocks", "snapshot.key"] {
         let name = format!("snap-{step}");
-        h.driver.fail_after(Some(step));
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
         let req = proto::CreateSnapshotRequest {
             source_volume_id: src.clone(),
             name: name.clone(),
@@ -657,7 +657,7 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
         .unwrap()
         .volume_id;
     for step in ["stage.attach", "stage.open"] {
-        h.driver.fail_after(Some(step));
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
         let s = h.path("staging-plain");
         assert_eq!(
             h.stage(&plain, &s, mount_cap("")).await.unwrap_err().code(),
@@ -676,7 +676,7 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
             "pvc-{}",
             ["create.record", "create.blocks", "create.key"][i]
         ));
-        h.driver.fail_after(Some(step));
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
         assert_eq!(h.delete(&id).await.unwrap_err().code(), Code::Internal);
         assert_eq!(h.record(&id).unwrap().state, VolumeState::Deleting);
         h.delete(&id).await.unwrap();
@@ -725,7 +725,7 @@ async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
 
     // A CreateVolume that died after storing the key but before recording
     // it, then deleted instead of retried: the key does not outlive it.
-    h.driver.fail_after(Some("create.key"));
+    fail::cfg(h.driver.failpoint("create.key"), "1*return").unwrap();
     let e = h
         .create("pvc-vault-crash", 32 * MIB, params, None)
         .await

@@ -287,7 +287,7 @@ async fn guest_lifecycle() {
         .await
         .unwrap()
         .volume_id;
-    h.driver.fail_after(Some("stage.format"));
+    fail::cfg(h.driver.failpoint("stage.format"), "1*return").unwrap();
     let e = h.stage(&b, &staging, block_cap()).await.unwrap_err();
     assert_eq!(e.code(), Code::Internal);
     assert_eq!(blkid_type(&h.image(&b)).as_deref(), Some("crypto_LUKS"));

@@ -1,8 +1,13 @@
-//! What a kmsID's plugin may touch beyond its own memory: outbound endpoints
-//! ([`allow_list`]), the TLS identity used to reach them ([`tls`]), and the
-//! secrets granted to it (see [`crate::secrets::Grants`]).
+//! What a kmsID's plugin may touch beyond its own memory, and how the host
+//! reaches it on the plugin's behalf: the outbound-HTTP policy ([`http`]:
+//! one object per kmsID, one enforcement point per resource, shared by
+//! both guest exits), the endpoints it may reach ([`allow_list`]), the TLS
+//! identity used ([`tls`]) and the connections themselves ([`net`]).
+//! Secrets granted to a kmsID are [`crate::secrets::Grants`].
 
 pub mod allow_list;
+pub mod http;
+pub mod net;
 pub mod tls;
 
 pub use allow_list::{AllowList, AllowedHost, Denial, Target};

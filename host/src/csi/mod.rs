@@ -36,7 +36,7 @@ pub use service::{serve, unix_channel};
 use crate::kms::Kms;
 use crate::volume::{Backend, RecordStore};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 /// Generated gRPC services (tonic, from [`proto`]'s messages).
@@ -129,7 +129,9 @@ pub struct Driver {
     locks: Arc<VolumeLocks>,
     unlocks: Arc<Semaphore>,
     config: DriverConfig,
-    failpoint: Mutex<Option<String>>,
+    /// This driver's number in the process (its crash points' prefix).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    instance: u64,
 }
 
 impl std::fmt::Debug for Driver {
@@ -159,7 +161,10 @@ impl Driver {
             locks: Arc::new(VolumeLocks::default()),
             unlocks: Arc::new(Semaphore::new(config.max_concurrent_unlocks.max(1))),
             config,
-            failpoint: Mutex::new(None),
+            instance: {
+                static DRIVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                DRIVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -184,21 +189,26 @@ impl Driver {
         &self.backend
     }
 
-    /// Crash testing: the next time a call reaches step `name` (for
-    /// example `create.key`, `delete.data`, `stage.format`,
-    /// `rotate.store`), it stops there with `Internal`, as if the process
-    /// had died right after the step. One-shot. The step names are listed
-    /// in docs/csi.md.
-    pub fn fail_after(&self, name: Option<&str>) {
-        *self.failpoint.lock().unwrap() = name.map(str::to_string);
+    /// The crash point of step `step` of this driver (the `fail` crate's
+    /// name for it, `csi<N>.<step>`, N counting drivers in the process from
+    /// 0): configured with `fail::cfg(name, "1*return")` (or the
+    /// `FAILPOINTS` environment variable), the next call reaching the step
+    /// stops there with `Internal`, as if the process had died right after
+    /// it. The step names are listed in docs/csi.md. Compiled in only with
+    /// the `failpoints` feature (the test suite's), never in a release
+    /// build.
+    #[cfg(feature = "failpoints")]
+    pub fn failpoint(&self, step: &str) -> String {
+        format!("csi{}.{step}", self.instance)
     }
 
+    #[cfg_attr(not(feature = "failpoints"), allow(clippy::unused_self))]
     fn step(&self, name: &str) -> Result<(), CsiError> {
-        let mut f = self.failpoint.lock().unwrap();
-        if f.as_deref() == Some(name) {
-            *f = None;
-            return Err(CsiError::internal(format!("injected failure after {name}")));
-        }
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!(&self.failpoint(name), |_| Err(CsiError::internal(format!(
+            "injected failure after {name}"
+        ))));
+        let _ = name;
         Ok(())
     }
 }

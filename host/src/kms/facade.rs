@@ -2,14 +2,12 @@
 
 use super::{KeyId, KmsError, KmsId, Passphrase, SecretBytes, WrappedKey, checks};
 use crate::capability::TlsSettings;
+use crate::capability::http::HttpPolicy;
 use crate::config::{ConfigSource, KmsEntry, PluginSource, SecretKeyRef};
-use crate::net::Connect;
-use crate::sandbox::outbound::Outbound;
 use crate::sandbox::{Op, PluginRuntime, RuntimeSpec, Sandbox};
 use crate::secrets::{ConfigMapSource, SecretError, SecretSource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tracing::Instrument;
 
 /// The KMS facade: `get/put/delete/wrap/unwrap(kms_id, key_id)`.
@@ -301,19 +299,15 @@ impl Kms {
             option: "TLS".into(),
             message: e.to_string(),
         })?;
-        let outbound = Outbound {
-            kms_id: entry.kms_id.clone(),
-            plugin: name,
-            allow: entry.allow.clone(),
-            connect: Connect {
-                tls: Some(tls),
-                server_name: entry.tls.server_name.clone(),
-                connect_timeout: entry.limits.timeout.min(Duration::from_secs(10)),
-                first_byte_timeout: entry.limits.timeout,
-            },
-            max_response_bytes: entry.limits.max_response_bytes,
-            pool: Default::default(),
-        };
+        let outbound = HttpPolicy::new(
+            entry.kms_id.clone(),
+            name,
+            entry.allow.clone(),
+            tls,
+            entry.tls.server_name.clone(),
+            entry.limits.timeout,
+            entry.limits.max_response_bytes,
+        );
         Ok(PluginRuntime::new(
             self.sandbox.clone(),
             RuntimeSpec {

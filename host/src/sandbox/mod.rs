@@ -9,11 +9,11 @@ mod error;
 pub mod kv_cache;
 mod limits;
 pub mod outbound;
-pub mod plugin_text;
 mod runtime;
 pub mod state;
 pub mod warm;
 
+pub use crate::plugin_text;
 pub use compile_cache::CompileCache;
 pub use error::{PluginError, Reported, SandboxCause};
 pub use limits::{DEFAULT_MAX_CONCURRENCY, Limits};

@@ -7,9 +7,10 @@ use super::bindings::KmsPlugin;
 use super::bindings::kmshost::plugin::types::{KmsError as WitError, PluginInfo};
 use super::error::{PluginError, Reported, SandboxCause};
 use super::kv_cache::KvCache;
-use super::outbound::{Outbound, OutboundHooks};
+use super::outbound::OutboundHooks;
 use super::state::{HostState, KmsShared};
 use super::{LoadedPlugin, Sandbox, plugin_text};
+use crate::capability::http::HttpPolicy;
 use crate::secrets::{Grants, SecretSource};
 use crate::types::{KeyId, KmsId};
 use std::sync::Arc;
@@ -65,7 +66,7 @@ pub struct RuntimeSpec {
     /// Secret values.
     pub secrets: Arc<dyn SecretSource>,
     /// Network policy.
-    pub outbound: Outbound,
+    pub outbound: HttpPolicy,
     /// The kmsID's concurrency limit, shared by all its tenants' runtimes
     /// (`limits.max_concurrency` permits).
     pub concurrency: Arc<tokio::sync::Semaphore>,
@@ -84,7 +85,7 @@ pub struct PluginRuntime {
     sandbox: Arc<Sandbox>,
     plugin: LoadedPlugin,
     shared: Arc<KmsShared>,
-    policy: Arc<Outbound>,
+    policy: Arc<HttpPolicy>,
     options: Vec<(String, String)>,
     limits: Limits,
     concurrency: Arc<tokio::sync::Semaphore>,
@@ -272,7 +273,7 @@ impl PluginRuntime {
     }
 
     fn flush_output(&self, store: &Store<HostState>) {
-        let (out, dropped) = store.data().stdout.take();
+        let (out, dropped) = store.data().output.take();
         if !out.is_empty() || dropped > 0 {
             tracing::debug!(
                 kms_id = %self.shared.kms_id,

@@ -179,8 +179,8 @@ pub struct HostState {
     pub hooks: OutboundHooks,
     /// The memory limiter.
     pub limiter: MemoryLimiter,
-    /// Captured stdout and stderr.
-    pub stdout: Capture,
+    /// Captured stdout and stderr, together.
+    pub output: Capture,
     /// Log records emitted in the current call.
     pub log_records: u32,
     /// Capability denials seen in the current call (for error messages).
@@ -195,10 +195,10 @@ impl HostState {
     /// directories, no environment, no arguments, sockets and name lookup
     /// denied, stdin empty, stdout/stderr captured.
     pub fn new(shared: Arc<KmsShared>, hooks: OutboundHooks, memory_bytes: usize) -> Self {
-        let stdout = Capture::default();
+        let output = Capture::default();
         let mut b = WasiCtx::builder();
-        b.stdout(stdout.clone())
-            .stderr(stdout.clone())
+        b.stdout(output.clone())
+            .stderr(output.clone())
             .allow_blocking_current_thread(false)
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
@@ -219,7 +219,7 @@ impl HostState {
                 exceeded: false,
                 peak: 0,
             },
-            stdout,
+            output,
             log_records: 0,
             denials: Vec::new(),
             until: None,

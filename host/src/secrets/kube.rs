@@ -2,8 +2,8 @@
 
 use super::{SecretData, SecretError, SecretRef, SecretSource};
 use crate::capability::allow_list::Target;
+use crate::capability::net::{self, Connect};
 use crate::capability::tls::TlsSettings;
-use crate::net::{self, Connect};
 use crate::types::SecretBytes;
 use async_trait::async_trait;
 use base64::Engine as _;

@@ -1,7 +1,7 @@
 //! One HTTP/1.1 exchange over TCP or TLS, used for plugin traffic (after the
 //! allow-list said yes) and for the host's own Kubernetes API calls.
 
-use crate::capability::allow_list::{Host, Scheme, Target};
+use super::allow_list::{Host, Scheme, Target};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
