@@ -520,3 +520,34 @@ fn every_config_change_is_seen_by_the_next_use() {
     ids.sort();
     assert_eq!(ids, vec!["one".to_string(), "two".to_string()]);
 }
+
+/// TLS material the host cannot use is the admin's error, naming the option
+/// they wrote (not "TLS"), before any connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn unusable_tls_material_names_the_option_that_named_it() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(dir.path(), "vault-token", &[("token", b"t")]);
+    common::write_secret(dir.path(), "not-a-ca", &[("cert", b"no pem here")]);
+    let cfg = json!({
+        "missing": {"encryptionKMSType": "vaulttokens", "vaultAddress": "https://127.0.0.1:1",
+                    "tokenSecretName": "vault-token", "vaultCAFromSecret": "absent-ca"},
+        "garbage": {"encryptionKMSType": "vaulttokens", "vaultAddress": "https://127.0.0.1:1",
+                    "tokenSecretName": "vault-token", "vaultCAFromSecret": "not-a-ca"},
+    });
+    let kms = common::kms(&cfg, dir.path(), None);
+    let v = KeyId::new("pvc-1").unwrap();
+    for (id, why) in [
+        ("missing", "absent-ca not found"),
+        ("garbage", "no PEM certificate"),
+    ] {
+        match kms.get(id, &v).await.unwrap_err() {
+            KmsError::InvalidConfig {
+                option, message, ..
+            } => {
+                assert_eq!(option, "vaultCAFromSecret", "{id}: {message}");
+                assert!(message.contains(why), "{id}: {message}");
+            }
+            e => panic!("{id}: {e}"),
+        }
+    }
+}

@@ -351,6 +351,31 @@ mod secret_reader {
         assert!(matches!(err, KmsError::NotFound { .. }), "{err}");
     }
 
+    /// Grants are keyed by the Secret as the option wrote it: the same
+    /// name in two namespaces is two grants, each read in its namespace,
+    /// and the bare name is neither.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn namespaced_grants_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        common::write_secret(dir.path(), "ns1/acme", &[("token", b"ns1-token")]);
+        common::write_secret(dir.path(), "ns2/acme", &[("token", b"ns2-token")]);
+        let kms = common::kms(
+            &json!({"t": {"encryptionKMSType": "test-guest", "kmshostPlugin": SECRET_READER,
+                          "kmshostSecrets": "ns1/acme, ns2/acme"}}),
+            dir.path(),
+            None,
+        );
+        for (asked, want) in [
+            ("ns1/acme/token", "ns1-token"),
+            ("ns2/acme/token", "ns2-token"),
+        ] {
+            let v = kms.wrap("t", &key("v"), &bytes(asked)).await.unwrap();
+            assert_eq!(v.as_bytes(), want.as_bytes(), "{asked}");
+        }
+        let err = wrap(&kms, "v", "acme/token").await.unwrap_err();
+        assert!(matches!(err, KmsError::Denied { .. }), "{err}");
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn secret_grant_violated() {
         let dir = tempfile::tempdir().unwrap();

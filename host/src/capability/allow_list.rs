@@ -378,6 +378,8 @@ mod tests {
         AllowList::parse_list(s).unwrap()
     }
 
+    /// One row per allow-list entry and request: long because it is the
+    /// table of cases (Spin's style), not logic.
     #[test]
     fn table() {
         // (allow-list, scheme, authority, host header, allowed?)

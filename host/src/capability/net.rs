@@ -608,6 +608,77 @@ mod tests {
         );
     }
 
+    /// A server that answers one request per connection as keep-alive,
+    /// then closes it at once (as a server's idle timeout would, only
+    /// sooner) and says so on the channel.
+    fn closing_server() -> (Target, Arc<AtomicUsize>, std::sync::mpsc::Receiver<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::parse("http", &listener.local_addr().unwrap().to_string()).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                drop(reader);
+                drop(stream);
+                let _ = tx.send(());
+            }
+        });
+        (target, accepted, rx)
+    }
+
+    /// A kept connection the server closed is dropped, not reused, on both
+    /// paths: the next request goes out on a new connection. (Inline
+    /// connections are checked by polling their driver; a spawned one once
+    /// its task has seen the close, which the test waits for.)
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_connection_the_server_closed_is_dropped_not_reused() {
+        let (target, accepted, closed) = closing_server();
+        let pool = Pool::default();
+        let wait_closed = || closed.recv_timeout(Duration::from_secs(5)).unwrap();
+        for round in 0..3 {
+            let f = pool
+                .fetch(&target, &conn(), get(&target, "/"), 64)
+                .await
+                .unwrap();
+            assert_eq!(f.body.as_deref(), Some(&b"ok"[..]), "fetch {round}");
+            wait_closed();
+            let resp = pool
+                .send(&target, &conn(), get(&target, "/"))
+                .await
+                .unwrap();
+            let body = read_body_limited(resp.into_body(), 64).await.unwrap();
+            assert_eq!(body.as_deref(), Some(&b"ok"[..]), "send {round}");
+            wait_closed();
+            let seen = crate::deadline::timeout(Duration::from_secs(5), async {
+                let open = || {
+                    pool.idle
+                        .lock()
+                        .unwrap()
+                        .values()
+                        .flatten()
+                        .any(|c| match c {
+                            Idle::Spawned(s) => !s.is_closed(),
+                            Idle::Inline(..) => false,
+                        })
+                };
+                while open() {
+                    tokio::task::yield_now().await;
+                }
+            });
+            seen.await.expect("the connection task saw the close");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 6);
+    }
+
     #[test]
     fn a_declared_length_is_read_only_as_a_number() {
         let mut h = http::HeaderMap::new();

@@ -73,6 +73,8 @@ impl std::fmt::Display for PluginSource {
 /// A Secret key holding TLS material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretKeyRef {
+    /// The option that named it (for errors: the admin's own word).
+    pub option: String,
     /// The Secret.
     pub secret: SecretRef,
     /// The key inside it.
@@ -495,7 +497,8 @@ impl Parsing<'_> {
                     }
                 };
                 match name {
-                    Some(name) => grants.grant(
+                    Some(name) => grants.grant_as(
+                        &name,
                         secret_ref(&name, ns.clone()).map_err(|m| self.invalid(so.option, m))?,
                     ),
                     None if so.option == "secretName" => {
@@ -515,7 +518,7 @@ impl Parsing<'_> {
             for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let r = secret_ref(name, default_ns.clone())
                     .map_err(|m| self.invalid("kmshostSecrets", m))?;
-                grants.grant(r);
+                grants.grant_as(name, r);
             }
         }
         Ok((grants, default_ns))
@@ -567,6 +570,7 @@ fn resolve_tls(
                     }
                 })?;
                 return Ok(Some(SecretKeyRef {
+                    option: option.to_string(),
                     secret,
                     key: key.to_string(),
                 }));

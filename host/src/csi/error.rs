@@ -132,7 +132,8 @@ mod tests {
     use crate::types::KmsId;
 
     /// Each KMS failure against the code the CSI spec and the CO's retry
-    /// logic expect (tonic's codes, not a copy of them).
+    /// logic expect (tonic's codes, not a copy of them). Long because it is
+    /// one table row per error case.
     #[test]
     fn kms_errors_map_to_the_status_the_co_expects() {
         let id = || KmsId::new("k").unwrap();

@@ -388,34 +388,7 @@ impl Driver {
             }
         }
         let block = matches!(access, Access::Block);
-        blocking(move || {
-            let mk = if block {
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| CsiError::internal(format!("{}: {e}", parent.display())))?;
-                }
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&target)
-                    .map(|_| ())
-            } else {
-                std::fs::create_dir_all(&target)
-            };
-            mk.map_err(|e| CsiError::internal(format!("{}: {e}", target.display())))?;
-            sys::mount(&source, &target, None, &["bind".to_string()])?;
-            if readonly {
-                sys::mount(
-                    Path::new("none"),
-                    &target,
-                    None,
-                    &["remount".into(), "bind".into(), "ro".into()],
-                )?;
-            }
-            Ok(())
-        })
-        .await?;
+        blocking(move || bind_mount(&source, &target, block, readonly)).await?;
         Ok(proto::NodePublishVolumeResponse {})
     }
 
@@ -586,5 +559,35 @@ fn open_with_token(
         luks::write_token(dev, &want)?;
     }
     luks::activate(dev, name, passphrase, false)?;
+    Ok(())
+}
+
+/// Bind-mounts `source` at `target` (a file for a block device, a
+/// directory for a filesystem, created if missing), read-only if asked.
+fn bind_mount(source: &Path, target: &Path, block: bool, readonly: bool) -> Result<(), CsiError> {
+    let made = if block {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CsiError::internal(format!("{}: {e}", parent.display())))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(target)
+            .map(|_| ())
+    } else {
+        std::fs::create_dir_all(target)
+    };
+    made.map_err(|e| CsiError::internal(format!("{}: {e}", target.display())))?;
+    sys::mount(source, target, None, &["bind".to_string()])?;
+    if readonly {
+        sys::mount(
+            Path::new("none"),
+            target,
+            None,
+            &["remount".into(), "bind".into(), "ro".into()],
+        )?;
+    }
     Ok(())
 }

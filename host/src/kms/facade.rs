@@ -3,6 +3,7 @@
 use super::{KeyId, KmsError, KmsId, Passphrase, SecretBytes, WrappedKey, checks};
 use crate::capability::TlsSettings;
 use crate::capability::http::HttpPolicy;
+use crate::capability::tls::TlsError;
 use crate::config::{ConfigSource, KmsEntry, PluginSource, SecretKeyRef};
 use crate::sandbox::{Op, PluginRuntime, RuntimeSpec, Sandbox};
 use crate::secrets::{ConfigMapSource, SecretError, SecretSource};
@@ -294,10 +295,18 @@ impl Kms {
             .load(&name, &bytes, entry.pinned_sha256)
             .map_err(|e| KmsError::from_plugin(&entry.kms_id, e))?;
         let tls = self.tls_settings(entry).await?;
-        let tls = tls.client_config().map_err(|e| KmsError::InvalidConfig {
-            kms_id: entry.kms_id.clone(),
-            option: "TLS".into(),
-            message: e.to_string(),
+        let tls = tls.client_config().map_err(|e| {
+            // Name the option the admin wrote for the material at fault.
+            let at_fault = match &e {
+                TlsError::Ca(_) => entry.tls.ca.as_ref(),
+                TlsError::ClientCert(_) => entry.tls.client_cert.as_ref(),
+                TlsError::Rustls(_) => None,
+            };
+            KmsError::InvalidConfig {
+                kms_id: entry.kms_id.clone(),
+                option: at_fault.map_or_else(|| "TLS".into(), |r| r.option.clone()),
+                message: e.to_string(),
+            }
         })?;
         let outbound = HttpPolicy::new(
             entry.kms_id.clone(),
@@ -345,7 +354,7 @@ impl Kms {
     ) -> Result<SecretBytes, KmsError> {
         let err = |message: String| KmsError::InvalidConfig {
             kms_id: entry.kms_id.clone(),
-            option: "TLS".into(),
+            option: r.option.clone(),
             message,
         };
         match self.secrets.read(&r.secret).await {

@@ -150,9 +150,10 @@ impl Grants {
     pub fn is_withheld(&self, name: &str) -> bool {
         self.withheld.iter().any(|s| s.name == name)
     }
-    /// Grants `secret` under the name `name` the plugin asks for (a
-    /// per-tenant entry maps the service-account pseudo-Secret to the
-    /// tenant's service account).
+    /// Grants `secret` under the name `name` the plugin asks for: the
+    /// Secret as the kmsID's option wrote it (`name`, or `namespace/name`,
+    /// so the same name in two namespaces is two grants), or a per-tenant
+    /// entry's service-account pseudo-Secret mapped to the tenant's own.
     pub fn grant_as(&mut self, name: &str, secret: SecretRef) {
         if !self.withheld.contains(&secret) {
             self.by_name.insert(name.to_string(), secret);

@@ -1,5 +1,5 @@
 //! Secret-grant case: `wrap(_, "name/key")` reads key `key` of the Secret
-//! `name` and returns its value.
+//! `name` (which may be `namespace/name`) and returns its value.
 use kmshost_plugin_sdk::{
     KmsError, Options, PluginInfo, Provider, Result, export_provider, secret,
 };
@@ -16,7 +16,7 @@ impl Provider for SecretReader {
     fn wrap(&self, _key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         let spec = String::from_utf8_lossy(plaintext);
         let (name, key) = spec
-            .split_once('/')
+            .rsplit_once('/')
             .ok_or_else(|| KmsError::Other("key-id must be name/key".into()))?;
         secret(name, key)
     }
