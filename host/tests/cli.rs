@@ -103,6 +103,7 @@ fn setup(dir: &Path) -> (String, String) {
     (cfg.display().to_string(), secrets.display().to_string())
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[test]
 fn kms_wrap_unwrap_never_echo_keys_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,6 +285,8 @@ fn plugin_inspect_shows_what_a_reviewer_needs() {
 }
 
 /// The README's lifecycle: `kmshost csi` serving, `kmshost volume` calling.
+///
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[test]
 fn csi_driver_and_volume_commands_run_a_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
@@ -549,6 +552,8 @@ fn plugin_inspect_says_a_plugin_will_not_load() {
 /// Failures exit with a code per class (README: "Exit codes"), print one
 /// `error:` line without a backtrace even with `RUST_BACKTRACE=1`, and a
 /// closed stdout ends the process quietly instead of a panic.
+///
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[test]
 fn exit_codes_name_the_class_and_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();

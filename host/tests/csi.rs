@@ -105,6 +105,7 @@ async fn identity_probe_follows_the_configuration() {
     h.stop().await;
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_lifecycle_unencrypted() {
     let h = CsiHarness::start(&metadata_config()).await;
@@ -350,6 +351,7 @@ async fn block_volume_publish_and_online_expansion() {
     h.stop().await;
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_volume_keys_formatting_rotation_clones_and_snapshots() {
     let h = CsiHarness::start(&metadata_config()).await;
@@ -451,6 +453,7 @@ async fn encrypted_volume_keys_formatting_rotation_clones_and_snapshots() {
     h.stop().await;
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_statuses_and_destroys_nothing() {
     let h = CsiHarness::start(&metadata_config()).await;
@@ -589,6 +592,7 @@ async fn bad_input_gets_clear_statuses_and_destroys_nothing() {
     h.stop().await;
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_any_step_then_a_retry_converges() {
     let h = CsiHarness::start(&metadata_config()).await;
@@ -685,6 +689,7 @@ async fn a_crash_after_any_step_then_a_retry_converges() {
     h.stop().await;
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[cfg_attr(peers_missing, ignore = "needs OpenBao: scripts/test.sh installs it")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
@@ -830,6 +835,7 @@ async fn xfs_volumes_and_a_filesystem_is_never_reformatted() {
     h.stop().await;
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[cfg_attr(peers_missing, ignore = "needs OpenBao: scripts/test.sh installs it")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaulttokens_tenants_get_their_own_settings_token_and_namespace() {
@@ -1147,6 +1153,8 @@ async fn node_expand(h: &CsiHarness, id: &str, path: &str) -> Result<(), tonic::
 /// The node ties every path to the volume mounted there (by device
 /// number, from the mount table) and refuses each mismatch with the CSI
 /// spec's code, touching nothing.
+///
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_paths_are_tied_to_their_volumes() {
     let h = CsiHarness::start(&metadata_config()).await;

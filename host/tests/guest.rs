@@ -34,6 +34,7 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[test]
 fn dm_crypt_lifecycle_in_a_guest_kernel() {
     let repo = repo();
@@ -151,6 +152,7 @@ fn fs_total(path: &Path) -> u64 {
     kmshost::volume::sys::fs_stats(path).unwrap().total_bytes
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
 async fn guest_lifecycle() {

@@ -24,6 +24,7 @@ fn metadata_kms(dir: &Path, passphrase: &[u8]) -> Kms {
     )
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[test]
 fn logs_carry_spans_and_never_key_material() {
     use std::io::Write;

@@ -539,6 +539,7 @@ fn tenant_jwt(ns: &str, name: &str) -> String {
     )
 }
 
+/// Long by design: one scenario end to end, each step checked where it happens.
 #[cfg_attr(peers_missing, ignore = "needs OpenBao: scripts/test.sh installs it")]
 #[tokio::test(flavor = "multi_thread")]
 async fn vaulttenantsa_logs_in_as_the_tenants_service_account() {

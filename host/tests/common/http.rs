@@ -87,6 +87,7 @@ impl TestServer {
         Self::start_inner(bind, handler, Some(tokio_rustls::TlsAcceptor::from(tls))).await
     }
 
+    /// Long by design: one accept loop (TLS, HTTP/1.1, the handler) a test server needs whole.
     async fn start_inner(
         bind: &str,
         handler: Handler,
