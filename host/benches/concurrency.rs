@@ -11,10 +11,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
-use kmshost::config::{ConfigSource, HostDefaults};
-use kmshost::kms::{KeyId, Kms, SecretBytes};
-use kmshost::sandbox::{Sandbox, SandboxConfig};
+use kmshost::kms::{KeyId, SecretBytes};
 use kmshost::secrets::MountedSecrets;
 use serde_json::json;
 use std::sync::Arc;
@@ -75,17 +75,9 @@ fn main() {
                        "kmshostMaxConcurrency": "64"}),
             );
         }
-        let kms = Arc::new(Kms::new(
-            ConfigSource::from_text(
-                &serde_json::Value::Object(config).to_string(),
-                HostDefaults::default(),
-            )
-            .unwrap(),
-            Sandbox::new(SandboxConfig {
-                cache_dir: Some(cache.path().to_path_buf()),
-                ..Default::default()
-            })
-            .unwrap(),
+        let kms = Arc::new(support::facade(
+            &serde_json::Value::Object(config),
+            cache.path(),
             Arc::new(MountedSecrets::new(dir.path())),
         ));
         let volume = KeyId::new("pvc-bench").unwrap();

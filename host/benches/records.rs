@@ -7,34 +7,22 @@
 //! restart. Unencrypted volumes: the figures are the driver's, not a KMS's.
 //! Run: `cargo bench -p kmshost --bench records`.
 
-use kmshost::config::{ConfigSource, HostDefaults};
+#[path = "support/mod.rs"]
+mod support;
+use support::{median, micros};
+
 use kmshost::csi::proto::{self, volume_capability};
 use kmshost::csi::{Driver, DriverConfig};
-use kmshost::kms::Kms;
-use kmshost::sandbox::{Sandbox, SandboxConfig};
 use kmshost::secrets::ChainedSecrets;
 use kmshost::volume::ImageFileBackend;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn driver(dir: &Path, cache: &Path) -> Driver {
-    let kms = Kms::new(
-        ConfigSource::from_text("{}", HostDefaults::default()).unwrap(),
-        Sandbox::new(SandboxConfig {
-            cache_dir: Some(cache.to_path_buf()),
-            ..Default::default()
-        })
-        .unwrap(),
+    let kms = support::facade(
+        &serde_json::json!({}),
+        cache,
         Arc::new(ChainedSecrets::new()),
     );
     Driver::new(

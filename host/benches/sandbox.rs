@@ -11,7 +11,10 @@
 //! not the filesystem's.
 
 use async_trait::async_trait;
-use kmshost::config::{ConfigSource, HostDefaults};
+#[path = "support/mod.rs"]
+mod support;
+use support::{median, micros};
+
 use kmshost::kms::{KeyId, Kms, SecretBytes};
 use kmshost::sandbox::{Sandbox, SandboxConfig};
 use kmshost::secrets::{SecretData, SecretError, SecretRef, SecretSource};
@@ -39,15 +42,6 @@ impl SecretSource for MemorySecrets {
         );
         Ok(Some(d))
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 async fn bench_calls(kms: &Kms, kms_id: &str, n: usize) -> Duration {
@@ -94,18 +88,8 @@ fn main() {
         "warm":  {"encryptionKMSType": "metadata", "secretName": "kek", "kmshostInstanceReuse": "true"},
         "echo-fresh": {"encryptionKMSType": "echo", "kmshostPlugin": TRAPPER, "kmshostInstanceReuse": "false"},
         "echo-warm": {"encryptionKMSType": "echo", "kmshostPlugin": TRAPPER, "kmshostInstanceReuse": "true"},
-    })
-    .to_string();
-    let config = config.as_str();
-    let kms = Kms::new(
-        ConfigSource::from_text(config, HostDefaults::default()).unwrap(),
-        Sandbox::new(SandboxConfig {
-            cache_dir: Some(cache.path().to_path_buf()),
-            ..Default::default()
-        })
-        .unwrap(),
-        Arc::new(MemorySecrets),
-    );
+    });
+    let kms = support::facade(&config, cache.path(), Arc::new(MemorySecrets));
     // Profiling aid: `KMSHOST_BENCH_PROFILE=<kmsID>` runs only that kmsID's
     // steady state for a while (e.g. under `perf record`).
     if let Ok(id) = std::env::var("KMSHOST_BENCH_PROFILE") {

@@ -12,9 +12,11 @@
 //! Every kmsID runs the echo test guest, so the figures are the host's, not
 //! a provider's. Run: `cargo bench -p kmshost --bench scale`.
 
-use kmshost::config::{ConfigSource, HostDefaults};
+#[path = "support/mod.rs"]
+mod support;
+use support::{median, micros};
+
 use kmshost::kms::{KeyId, Kms, SecretBytes};
-use kmshost::sandbox::{Sandbox, SandboxConfig};
 use kmshost::secrets::ChainedSecrets;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,15 +33,6 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 /// One point of the curve.
 struct Point {
     n: usize,
@@ -51,16 +44,7 @@ struct Point {
 }
 
 fn facade(config: &serde_json::Value, cache: &std::path::Path) -> Kms {
-    let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: Some(cache.to_path_buf()),
-        ..Default::default()
-    })
-    .unwrap();
-    Kms::new(
-        ConfigSource::from_text(&config.to_string(), HostDefaults::default()).unwrap(),
-        sandbox,
-        Arc::new(ChainedSecrets::new()),
-    )
+    support::facade(config, cache, Arc::new(ChainedSecrets::new()))
 }
 
 /// `n` kmsIDs (or, with `tenants`, one kmsID seen by `n` tenants).

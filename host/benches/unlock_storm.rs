@@ -21,12 +21,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
-use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::csi::keys;
 use kmshost::kms::{Kms, generate_passphrase};
 use kmshost::luks::{self, FormatParams, Pbkdf};
-use kmshost::sandbox::{Sandbox, SandboxConfig};
 use kmshost::secrets::{ChainedSecrets, MountedSecrets};
 use kmshost::volume::{Encryption, KeyHolding};
 use std::path::{Path, PathBuf};
@@ -155,14 +155,9 @@ fn main() {
         let config = serde_json::json!({
             "meta": {"encryptionKMSType": "metadata", "secretName": "kek"}
         });
-        let sandbox = Sandbox::new(SandboxConfig {
-            cache_dir: Some(kmshost::host_setup::default_cache_dir()),
-            ..Default::default()
-        })
-        .unwrap();
-        let kms = Arc::new(Kms::new(
-            ConfigSource::from_text(&config.to_string(), HostDefaults::default()).unwrap(),
-            sandbox,
+        let kms = Arc::new(support::facade(
+            &config,
+            &kmshost::host_setup::default_cache_dir(),
             Arc::new(ChainedSecrets::new().with(Arc::new(MountedSecrets::new(
                 dir.path().join("secrets"),
             )))),
@@ -219,13 +214,9 @@ async fn vault_storm(dir: &Path, n: usize, concurrency: usize) {
         "vault": {"encryptionKMSType": "vault", "vaultAddress": bao.addr,
                   "tokenSecretName": "vault-token", "vaultBackendPath": "secret/"}
     });
-    let kms = Arc::new(Kms::new(
-        ConfigSource::from_text(&config.to_string(), HostDefaults::default()).unwrap(),
-        Sandbox::new(SandboxConfig {
-            cache_dir: Some(kmshost::host_setup::default_cache_dir()),
-            ..Default::default()
-        })
-        .unwrap(),
+    let kms = Arc::new(support::facade(
+        &config,
+        &kmshost::host_setup::default_cache_dir(),
         Arc::new(MountedSecrets::new(dir.join("vault-secrets"))),
     ));
     let (one, _) = prepare(&kms, "vault", dir, "vault-seq", Pbkdf::MACHINE_KEY, n).await;

@@ -12,26 +12,18 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
+use support::{median, micros};
 
 use base64::Engine as _;
 use kmshost::capability::allow_list::Target;
 use kmshost::capability::net::{Connect, Pool, PoolBody};
-use kmshost::config::{ConfigSource, HostDefaults};
-use kmshost::kms::{KeyId, Kms, SecretBytes};
-use kmshost::sandbox::{Sandbox, SandboxConfig};
+use kmshost::kms::{KeyId, SecretBytes};
 use kmshost::secrets::MountedSecrets;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
 
 /// The median of the per-pair ratios plugin/native: each pair ran back to
 /// back, so drift in the server's latency over the run cancels out.
@@ -82,13 +74,9 @@ fn main() {
             "v": {"encryptionKMSType": "vault", "vaultAddress": bao.addr, "tokenSecretName": "vault-token",
                   "vaultBackendPath": "secret/", "vaultTransitKey": "volumes"},
         });
-        let kms = Kms::new(
-            ConfigSource::from_text(&config.to_string(), HostDefaults::default()).unwrap(),
-            Sandbox::new(SandboxConfig {
-                cache_dir: Some(cache.path().to_path_buf()),
-                ..Default::default()
-            })
-            .unwrap(),
+        let kms = support::facade(
+            &config,
+            cache.path(),
             Arc::new(MountedSecrets::new(dir.path())),
         );
         let volume = KeyId::new("pvc-bench").unwrap();
