@@ -46,7 +46,8 @@ pub fn inspect(wasm: &[u8]) -> Result<Inspection, String> {
             "NOT a kmshost plugin (does not export kmshost:plugin/provider@0.1)"
         }
     );
-    let verdict = sandbox.check_links(&component);
+    let manifest = manifest_report(&mut out, wasm);
+    let verdict = sandbox.check_links(&component).and(manifest);
     let _ = match &verdict {
         Ok(()) => writeln!(out, "loads:   yes"),
         Err(why) => writeln!(out, "loads:   NO, it will not load: it {why}"),
@@ -64,6 +65,87 @@ pub fn inspect(wasm: &[u8]) -> Result<Inspection, String> {
         report: out,
         loads: verdict.is_ok(),
     })
+}
+
+/// The manifest, as an admin reads it: types, capabilities, and each
+/// option with what the host does with it. An invalid manifest is the
+/// reason the plugin will not load.
+fn manifest_report(out: &mut String, wasm: &[u8]) -> Result<(), String> {
+    let m = match crate::manifest::read(wasm) {
+        Err(e) => {
+            let e = plugin_text::sanitize_to(&e.to_string(), 512);
+            let _ = writeln!(out, "manifest: INVALID: {e}");
+            return Err(format!("has an invalid manifest: {e}"));
+        }
+        Ok(d) => match d.manifest {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "manifest: none — the admin lists its endpoints in allowedHosts and its Secrets in kmshostSecrets; options reach it unchecked"
+                );
+                return Ok(());
+            }
+            Some(m) => m,
+        },
+    };
+    let text = |s: &str| plugin_text::sanitize_to(s, 256);
+    let _ = writeln!(
+        out,
+        "manifest: {} (contract {})",
+        text(&m.name),
+        text(&m.contract)
+    );
+    if !m.description.is_empty() {
+        let _ = writeln!(out, "  {}", text(&m.description));
+    }
+    for (t, spec) in &m.types {
+        let caps: Vec<String> = spec.capabilities.iter().map(|c| c.to_string()).collect();
+        let sa = if spec.service_account {
+            ", service-account token"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  type {}: {}{sa}", text(t), caps.join(", "));
+    }
+    let _ = writeln!(out, "options: ({})", m.options.len());
+    for o in &m.options {
+        let _ = writeln!(out, "  {}", option_line(o));
+    }
+    Ok(())
+}
+
+/// One option of a manifest: spellings, kind, default, and what the host
+/// does with its value.
+fn option_line(o: &crate::manifest::OptionSpec) -> String {
+    use crate::manifest::OptionKind as K;
+    let names: Vec<String> = o
+        .spellings()
+        .map(|s| plugin_text::sanitize_to(s, 128))
+        .collect();
+    let mut line = format!("{} [{:?}]", names.join(" | "), o.kind);
+    if o.required {
+        line.push_str(" required");
+    }
+    if let Some(d) = &o.default {
+        let _ = write!(line, " default {}", plugin_text::sanitize_to(d, 128));
+    }
+    if let Some(h) = o.default_from {
+        let _ = write!(line, " default from the host ({h:?})");
+    }
+    if !o.types.is_empty() {
+        let _ = write!(
+            line,
+            " (types {})",
+            plugin_text::sanitize_to(&o.types.join(", "), 256)
+        );
+    }
+    let host = match o.kind {
+        K::Endpoint => " — its host is allowed",
+        K::Secret => " — the Secret is granted",
+        k if k.is_tls() => " — read by the host, never passed to the plugin",
+        _ => "",
+    };
+    line + host
 }
 
 fn describe(name: &str, item: &ComponentItem) -> String {

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod kms;
 pub mod logging;
 pub mod luks;
+pub mod manifest;
 pub mod plugin_text;
 pub mod plugins;
 pub mod sandbox;

@@ -1,5 +1,7 @@
 //! The `kmshost` binary end to end.
 
+mod common;
+
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -245,7 +247,7 @@ fn plugins_lists_kms_ids_and_validates() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("options:         valid"), "{stdout}");
     assert!(
-        stdout.contains("option bogusOption: is not a known option"),
+        stdout.contains("option bogusOption: is not an option of plugin secret (type metadata)"),
         "{stdout}"
     );
 }
@@ -271,8 +273,42 @@ fn plugin_inspect_shows_what_a_reviewer_needs() {
     );
     assert!(stdout.contains("kmshost:plugin/provider@0.1.0"), "{stdout}");
     assert!(stdout.contains("loads:   yes"), "{stdout}");
+    // The manifest, as an admin needs it: types, capabilities, options
+    // and what the host does with each.
+    for line in [
+        "manifest: secret (contract 0.1.0)",
+        "  type kubernetes-secret: store, service-account token",
+        "  type metadata: wrap",
+        "  secretName [Secret] required (types metadata) — the Secret is granted",
+        "  kubernetesCAFromSecret [TlsCa] (types kubernetes-secret) — read by the host, never passed to the plugin",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
 
+    // A plugin without one is said to have none; one with a broken one
+    // will not load.
+    let out = run(&["plugin", "inspect", TRAPPER], None);
+    assert!(
+        text(&out.stdout).contains("manifest: none"),
+        "{}",
+        text(&out.stdout)
+    );
     let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    let bad = serde_json::json!({"manifest": 1, "contract": "0.1.0", "name": "x", "types": {}});
+    std::fs::write(
+        &broken,
+        common::with_manifest(&std::fs::read(TRAPPER).unwrap(), &bad),
+    )
+    .unwrap();
+    let out = run(&["plugin", "inspect", &broken.display().to_string()], None);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("loads:   NO, it will not load: it has an invalid manifest: manifest types: must name at least one type"),
+        "{stdout}"
+    );
+
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
     let out = run(&["plugin", "inspect", &junk.display().to_string()], None);

@@ -103,11 +103,38 @@ fn ceph_csi_sample_maps_types_endpoints_and_grants() {
 
 #[test]
 fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
-    // With a plugin directory holding vault.wasm etc., the same sample
-    // yields the allow-lists and grants of the registration table.
+    // With a plugin directory holding vault.wasm and plugins declaring
+    // ceph-csi's Key Protect and Azure options, the same sample yields the
+    // allow-lists and grants their manifests declare.
     let dir = tempfile::tempdir().unwrap();
-    for p in ["vault", "keyprotect", "azure", "kmip"] {
-        std::fs::write(dir.path().join(format!("{p}.wasm")), b"placeholder").unwrap();
+    std::fs::write(dir.path().join("vault.wasm"), kmshost::plugins::VAULT_WASM).unwrap();
+    let guest = std::fs::read(TRAPPER).unwrap();
+    let endpoint = |name: &str, default: Option<&str>| json!({"name": name, "kind": "endpoint", "default": default});
+    let keyprotect = json!({
+        "manifest": 1, "contract": "0.1.0", "name": "keyprotect",
+        "types": {"ibmkeyprotect": {"capabilities": ["wrap"]}},
+        "options": [
+            {"name": "IBM_KP_SERVICE_INSTANCE_ID", "kind": "plain"},
+            {"name": "IBM_KP_SECRET_NAME", "kind": "secret", "default": "ceph-csi-kp-credentials"},
+            endpoint("IBM_KP_BASE_URL", None),
+            endpoint("IBM_KP_TOKEN_URL", Some("https://iam.cloud.ibm.com/oidc/token")),
+            {"name": "IBM_KP_REGION", "kind": "plain"}
+        ]
+    });
+    let azure = json!({
+        "manifest": 1, "contract": "0.1.0", "name": "azure",
+        "types": {"azure-kv": {"capabilities": ["store"]}},
+        "options": [
+            endpoint("AZURE_VAULT_URL", None),
+            endpoint("AZURE_AUTHORITY_HOST", Some("https://login.microsoftonline.com")),
+            {"name": "AZURE_CLIENT_ID", "kind": "plain"},
+            {"name": "AZURE_TENANT_ID", "kind": "plain"},
+            {"name": "AZURE_CERT_SECRET_NAME", "kind": "secret", "default": "ceph-csi-azure-credentials"}
+        ]
+    });
+    for (name, m) in [("keyprotect", keyprotect), ("azure", azure)] {
+        let bytes = common::with_manifest(&guest, &m);
+        std::fs::write(dir.path().join(format!("{name}.wasm")), bytes).unwrap();
     }
     let defaults = HostDefaults {
         plugin_dir: Some(dir.path().to_path_buf()),
@@ -173,7 +200,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
 #[test]
 fn rook_connection_details_use_kms_provider() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("vault.wasm"), b"x").unwrap();
+    std::fs::write(dir.path().join("vault.wasm"), kmshost::plugins::VAULT_WASM).unwrap();
     let defaults = HostDefaults {
         plugin_dir: Some(dir.path().to_path_buf()),
         ..Default::default()
@@ -412,9 +439,18 @@ async fn third_party_plugin_from_plugin_dir_and_sha256_pin() {
         None,
         defaults,
     );
+    // It is refused when the configuration is read (its manifest cannot
+    // be), naming the kmsID and the option that chose it.
     match kms.wrap("j", &v, &p).await.unwrap_err() {
-        KmsError::PluginLoad { kms_id, message } => {
-            assert_eq!(kms_id.as_str(), "j");
+        KmsError::InvalidConfig {
+            kms_id,
+            option,
+            message,
+        } => {
+            assert_eq!(
+                (kms_id.as_str(), option.as_str()),
+                ("j", "encryptionKMSType")
+            );
             assert!(message.contains("not a WebAssembly component"), "{message}");
         }
         e => panic!("{e}"),
@@ -550,4 +586,180 @@ async fn unusable_tls_material_names_the_option_that_named_it() {
             e => panic!("{id}: {e}"),
         }
     }
+}
+
+/// Every option is checked against the plugin's manifest when the
+/// configuration is read — before any plugin runs and with no network —
+/// and the error names the option the admin wrote (#13, item 5).
+#[test]
+fn manifest_checks_every_option_before_the_plugin_runs() {
+    let vault = |extra: serde_json::Value| {
+        let mut o = json!({"encryptionKMSType": "vault", "vaultAddress": "https://v:8200"});
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        o
+    };
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        (
+            vault(json!({"vaultAdress": "https://typo"})),
+            "vaultAdress",
+            "did you mean vaultAddress?",
+        ),
+        (
+            vault(json!({"zzzz": "1"})),
+            "zzzz",
+            "is not an option of plugin vault (type vault)",
+        ),
+        (
+            vault(json!({"tenants": "{}"})),
+            "tenants",
+            "applies to type(s) vaulttokens, vaulttenantsa of plugin vault, not vault",
+        ),
+        (
+            vault(json!({"VAULT_ADDR": "https://other:8200"})),
+            "vaultAddress",
+            "and VAULT_ADDR are both set, to different values",
+        ),
+        (
+            vault(json!({"vaultDestroyKeys": "perhaps"})),
+            "vaultDestroyKeys",
+            "must be true or false",
+        ),
+        (
+            vault(json!({"VAULT_SECRET_ENGINE": "kv3"})),
+            "VAULT_SECRET_ENGINE",
+            "must be one of kv, transit",
+        ),
+        (
+            vault(json!({"vaultTimeoutSeconds": "soon"})),
+            "vaultTimeoutSeconds",
+            "must be a whole number",
+        ),
+        (
+            json!({"encryptionKMSType": "vault"}),
+            "vaultAddress",
+            "is required (or VAULT_ADDR)",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata"}),
+            "secretName",
+            "is required",
+        ),
+        (
+            json!({"encryptionKMSType": "metadata", "secretName": "s", "kubernetesAPIAddress": "https://k"}),
+            "kubernetesAPIAddress",
+            "applies to type(s) kubernetes-secret",
+        ),
+    ];
+    for (entry, option, expect) in cases {
+        let t =
+            KmsTable::parse(&json!({ "k": entry }).to_string(), &HostDefaults::default()).unwrap();
+        match t.get("k").unwrap_err() {
+            ConfigError::InvalidConfig {
+                option: got,
+                message,
+                ..
+            } => {
+                assert_eq!(got, option, "{entry}: {message}");
+                assert!(message.contains(expect), "{entry}: {message}");
+            }
+            e => panic!("{entry}: {e}"),
+        }
+    }
+    // The same option spelt once under each name is fine.
+    let t = KmsTable::parse(
+        &json!({"k": vault(json!({"VAULT_ADDR": "https://v:8200"}))}).to_string(),
+        &HostDefaults::default(),
+    )
+    .unwrap();
+    assert!(t.get("k").is_ok());
+}
+
+/// What the manifest tells the host: endpoints and Secrets written once
+/// (derived into the allow-list and grants), the host's TLS options kept
+/// from the plugin, defaults from the host, the types a plugin serves.
+#[test]
+fn manifests_derive_allow_lists_grants_and_host_defaults() {
+    let defaults = HostDefaults {
+        kube_api_address: Some("https://10.0.0.1:443".into()),
+        namespace: "csi".into(),
+        ..Default::default()
+    };
+    let t = KmsTable::parse(
+        &json!({
+            "v": {"encryptionKMSType": "vault", "vaultAddress": "https://v:8200",
+                  "tokenSecretName": "tok", "vaultCAFromSecret": "ca", "vaultCAVerify": "true"},
+            "k": {"encryptionKMSType": "kubernetes-secret"}
+        })
+        .to_string(),
+        &defaults,
+    )
+    .unwrap();
+    let v = t.get("v").unwrap();
+    let names = |e: &kmshost::config::KmsEntry| -> Vec<String> {
+        e.plugin_options.iter().map(|(k, _)| k.clone()).collect()
+    };
+    assert_eq!(v.allow.entries()[0].to_string(), "https://v:8200");
+    let grants: Vec<String> = v.grants.iter().map(|s| s.to_string()).collect();
+    assert!(grants.contains(&"tok".to_string()), "{grants:?}");
+    assert_eq!(v.tls.ca.as_ref().unwrap().secret.name, "ca");
+    for host_only in ["vaultCAFromSecret", "vaultCAVerify"] {
+        assert!(
+            !names(&v).contains(&host_only.to_string()),
+            "{host_only} reached the plugin"
+        );
+    }
+    let caps = v.capabilities().unwrap();
+    assert!(caps.contains(&kmshost::manifest::Capability::Wrap));
+
+    let k = t.get("k").unwrap();
+    assert_eq!(k.allow.entries()[0].to_string(), "https://10.0.0.1:443");
+    assert!(
+        k.plugin_options
+            .contains(&("secretNamespace".into(), "csi".into()))
+    );
+    assert_eq!(
+        k.capabilities().unwrap(),
+        [kmshost::manifest::Capability::Store]
+    );
+
+    // A plugin named by kmshostPlugin must serve the entry's type.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.wasm");
+    std::fs::write(&path, kmshost::plugins::VAULT_WASM).unwrap();
+    let t = KmsTable::parse(
+        &json!({"x": {"encryptionKMSType": "acme", "kmshostPlugin": path}}).to_string(),
+        &HostDefaults::default(),
+    )
+    .unwrap();
+    match t.get("x").unwrap_err() {
+        ConfigError::InvalidConfig {
+            option, message, ..
+        } => {
+            assert_eq!(option, "kmshostPlugin");
+            assert!(
+                message.contains("serves type(s) vault, vaulttenantsa, vaulttokens, not \"acme\""),
+                "{message}"
+            );
+        }
+        e => panic!("{e}"),
+    }
+
+    // Without a manifest nothing is derived, and options pass unchecked.
+    std::fs::copy(TRAPPER, dir.path().join("bare.wasm")).unwrap();
+    let t = KmsTable::parse(
+        &json!({"b": {"encryptionKMSType": "bare", "anything": "x",
+                      "allowedHosts": "https://b"}})
+        .to_string(),
+        &HostDefaults {
+            plugin_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = t.get("b").unwrap();
+    assert!(b.capabilities().is_none());
+    assert_eq!(b.allow.entries().len(), 1);
+    assert!(names(&b).contains(&"anything".to_string()));
 }

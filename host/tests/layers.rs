@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("plugins", 1),
     ("plugin_text", 1),
     ("capability", 2),
+    ("manifest", 2),
     ("secrets", 3),
     ("sandbox", 4),
     ("config", 5),

@@ -1122,6 +1122,34 @@ mod key_liar {
         // The host keeps serving an honest kmsID.
         assert!(seal(&liar("honest", dir.path()), "pvc-1").await.is_ok());
     }
+
+    /// The key_liar guest with a manifest declaring `capabilities`.
+    fn declared(mode: &str, capabilities: serde_json::Value, dir: &Path) -> Kms {
+        let m = json!({"manifest": 1, "contract": "0.1.0", "name": "key_liar",
+            "types": {"test-guest": {"capabilities": capabilities}},
+            "options": [{"name": "mode", "kind": "plain"}]});
+        let path = dir.join("declared.wasm");
+        let bytes = common::with_manifest(&std::fs::read(KEY_LIAR).unwrap(), &m);
+        std::fs::write(&path, bytes).unwrap();
+        guest_kms(path.to_str().unwrap(), json!({"mode": mode}), dir)
+    }
+
+    /// The manifest routes keys: a type declaring only `store` is never
+    /// asked to wrap (the honest liar would wrap well; its store lies, so
+    /// sealing fails on the store's check), and one declaring only `wrap`
+    /// gets no fallback to a store it did not declare.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn declared_capabilities_route_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = declared("honest", json!(["store"]), dir.path());
+        let e = seal(&kms, "pvc-1").await.unwrap_err();
+        assert!(e.to_string().contains("get after put"), "{e}");
+        let kms = declared("honest", json!(["wrap", "store"]), dir.path());
+        assert!(matches!(seal(&kms, "pvc-1").await, Ok(Sealed::Wrapped(_))));
+        let kms = declared("store-liar", json!(["wrap"]), dir.path());
+        let e = seal(&kms, "pvc-1").await.unwrap_err();
+        assert!(matches!(e, KmsError::Unsupported { .. }), "{e}");
+    }
 }
 
 /// Plugin text: every string a plugin hands the host is capped (about

@@ -17,6 +17,15 @@ fn describe(out: &mut impl Write, d: &KmsDescription) -> std::io::Result<()> {
     writeln!(out, "{}", d.kms_id)?;
     writeln!(out, "  type:            {}", d.kms_type)?;
     writeln!(out, "  plugin:          {}", d.plugin)?;
+    let capabilities = match &d.capabilities {
+        Some(c) => c
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "undeclared (no manifest: wrap is tried, then store)".into(),
+    };
+    writeln!(out, "  capabilities:    {capabilities}")?;
     writeln!(out, "  allowed hosts:   {}", list(&d.allowed_hosts))?;
     writeln!(out, "  granted secrets: {}", list(&d.granted_secrets))
 }

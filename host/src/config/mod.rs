@@ -16,9 +16,10 @@ pub use error::ConfigError;
 pub use source::ConfigSource;
 
 use crate::capability::allow_list::{AllowList, AllowedHost};
+use crate::manifest::{Capability, Declared, HostValue, Manifest, OptionKind, OptionSpec};
 use crate::secrets::{Grants, SERVICE_ACCOUNT_SECRET, SecretRef};
 use crate::types::KmsId;
-use registry::{GENERIC_TLS, HOST_OPTIONS, TlsOptions};
+use registry::{HOST_OPTIONS, TlsOptions};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,6 +121,17 @@ pub struct KmsEntry {
     pub limits: Limits,
     /// Hash of the entry as configured: a change means a new runtime.
     pub fingerprint: [u8; 32],
+    /// The plugin's manifest, if it has one.
+    pub manifest: Option<Arc<Manifest>>,
+}
+
+impl KmsEntry {
+    /// What the plugin declares this entry's type can do; `None` for a
+    /// plugin without a manifest (the host then tries `wrap` and falls
+    /// back to the key store on `unsupported`).
+    pub fn capabilities(&self) -> Option<&[Capability]> {
+        self.manifest.as_ref()?.capabilities(&self.kms_type)
+    }
 }
 
 /// The parsed configuration: each kmsID's entry, or its own error.
@@ -206,8 +218,9 @@ struct Parsing<'a> {
     kms_id: KmsId,
     opts: BTreeMap<String, String>,
     defaults: &'a HostDefaults,
-    reg: Option<&'static registry::Registration>,
     kms_type: String,
+    /// The plugin's manifest, once read.
+    manifest: Option<Arc<Manifest>>,
     /// Options the host fills in for the plugin (defaults of endpoint and
     /// Secret options, the driver's namespace).
     injected: Vec<(String, String)>,
@@ -230,8 +243,8 @@ fn parse_entry(
         kms_id,
         opts,
         defaults,
-        reg: None,
         kms_type: String::new(),
+        manifest: None,
         injected: Vec::new(),
     };
     p.kms_type()?;
@@ -239,6 +252,8 @@ fn parse_entry(
     let limits = p.limits()?;
     let plugin = p.plugin()?;
     let pinned_sha256 = p.pinned_sha256()?;
+    p.manifest = p.manifest(&plugin)?;
+    p.options_as_declared()?;
     let allow = p.allow_list()?;
     let (mut grants, default_ns) = p.grants()?;
     let tls = p.tls(&default_ns)?;
@@ -261,6 +276,7 @@ fn parse_entry(
         tls,
         limits,
         fingerprint,
+        manifest: p.manifest,
     })
 }
 
@@ -311,7 +327,6 @@ impl Parsing<'_> {
             ));
         }
         self.opts.insert("encryptionKMSType".into(), t.clone());
-        self.reg = registry::lookup(&t);
         self.kms_type = t;
         Ok(())
     }
@@ -393,7 +408,7 @@ impl Parsing<'_> {
             }
             return Ok(PluginSource::File(p));
         }
-        let name = self.reg.map(|r| r.plugin).unwrap_or(self.kms_type.as_str());
+        let name = registry::plugin_for(&self.kms_type);
         let file = self
             .defaults
             .plugin_dir
@@ -407,7 +422,7 @@ impl Parsing<'_> {
                     Some(f) => format!("no plugin file {}", f.display()),
                     None => "no plugin directory is configured".to_string(),
                 };
-                let what = if self.reg.is_some() {
+                let what = if registry::is_first_party(&self.kms_type) {
                     format!("plugin {name:?} is not built into this kmshost and there is {where_}")
                 } else {
                     format!(
@@ -432,87 +447,50 @@ impl Parsing<'_> {
             .ok_or_else(|| self.invalid("kmshostPluginSHA256", "must be 64 hex digits".into()))
     }
 
-    /// The allow-list: `allowedHosts`, plus every endpoint option of the
-    /// registration (its default filled in for the plugin when absent).
+    /// The allow-list: `allowedHosts`, plus the value of every endpoint
+    /// option the manifest declares.
     fn allow_list(&mut self) -> Result<AllowList, ConfigError> {
         let mut allow = match self.opts.get("allowedHosts") {
             Some(list) => AllowList::parse_list(list)
                 .map_err(|e| self.invalid("allowedHosts", e.to_string()))?,
             None => AllowList::none(),
         };
-        let Some(reg) = self.reg else {
-            return Ok(allow);
-        };
-        for ep in reg.endpoints {
-            let value = match self.set(ep.option) {
-                Some(v) => Some(v.clone()),
-                None => {
-                    let d = if ep.option == "kubernetesAPIAddress" {
-                        self.defaults.kube_api_address.clone()
-                    } else {
-                        ep.default.map(str::to_string)
-                    };
-                    if let Some(d) = &d {
-                        self.injected.push((ep.option.to_string(), d.clone()));
-                    }
-                    d
-                }
-            };
-            if let Some(v) = value {
-                let entry = AllowedHost::parse(&v).map_err(|e| {
-                    self.invalid(ep.option, format!("is not a usable endpoint: {e}"))
-                })?;
-                allow.push(entry);
-            }
-        }
-        if self.kms_type == "kubernetes-secret" && !self.opts.contains_key("secretNamespace") {
-            let ns = self.defaults.namespace.clone();
-            self.injected.push(("secretNamespace".into(), ns));
+        for (spec, value) in self.declared_values(OptionKind::Endpoint)? {
+            let entry = AllowedHost::parse(&value)
+                .map_err(|e| self.invalid(&spec, format!("is not a usable endpoint: {e}")))?;
+            allow.push(entry);
         }
         Ok(allow)
     }
 
-    /// The Secrets the plugin may read: the registration's Secret options
-    /// (their defaults filled in), the service-account token if the
-    /// provider logs in with it, and `kmshostSecrets`. Also the namespace
-    /// of Secrets named without one (`kmshostSecretNamespace`, set by the
-    /// host for per-tenant entries).
+    /// The Secrets the plugin may read: the value of every Secret option
+    /// the manifest declares (in the namespace its secret-namespace option
+    /// names), the service-account token if its type asks for it, and
+    /// `kmshostSecrets`. Also the namespace of Secrets named without one
+    /// (`kmshostSecretNamespace`, set by the host for per-tenant entries).
     fn grants(&mut self) -> Result<(Grants, Option<String>), ConfigError> {
         let mut grants = Grants::none();
         let default_ns = self.set("kmshostSecretNamespace").cloned();
-        if let Some(reg) = self.reg {
-            let ns = reg
-                .secret_namespace_option
-                .and_then(|o| self.set(o))
-                .cloned()
-                .or_else(|| default_ns.clone());
-            for so in reg.secrets {
-                let name = match self.set(so.option) {
-                    Some(v) => Some(v.clone()),
-                    None => {
-                        if let Some(d) = so.default {
-                            self.injected.push((so.option.to_string(), d.to_string()));
-                        }
-                        so.default.map(str::to_string)
-                    }
-                };
-                match name {
-                    Some(name) => grants.grant_as(
-                        &name,
-                        secret_ref(&name, ns.clone()).map_err(|m| self.invalid(so.option, m))?,
-                    ),
-                    None if so.option == "secretName" => {
-                        return Err(self.invalid("secretName", "is required".into()));
-                    }
-                    None => {}
-                }
-            }
-            if reg.service_account {
-                grants.grant(SecretRef {
-                    namespace: None,
-                    name: SERVICE_ACCOUNT_SECRET.into(),
-                });
-            }
+        let ns = self
+            .declared_values(OptionKind::SecretNamespace)?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .or_else(|| default_ns.clone());
+        for (option, name) in self.declared_values(OptionKind::Secret)? {
+            let r = secret_ref(&name, ns.clone()).map_err(|m| self.invalid(&option, m))?;
+            grants.grant_as(&name, r);
+        }
+        let service_account = self.manifest.as_ref().is_some_and(|m| {
+            m.types
+                .get(&self.kms_type)
+                .is_some_and(|t| t.service_account)
+        });
+        if service_account {
+            grants.grant(SecretRef {
+                namespace: None,
+                name: SERVICE_ACCOUNT_SECRET.into(),
+            });
         }
         if let Some(list) = self.opts.get("kmshostSecrets") {
             for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -524,13 +502,179 @@ impl Parsing<'_> {
         Ok((grants, default_ns))
     }
 
+    /// The plugin's manifest: read from the component (cached), and it
+    /// must serve this entry's type.
+    fn manifest(&self, plugin: &PluginSource) -> Result<Option<Arc<Manifest>>, ConfigError> {
+        let read = match plugin {
+            PluginSource::Embedded(name) => crate::plugins::embedded(name)
+                .map(|(n, bytes)| crate::manifest::read_embedded(n, bytes))
+                .unwrap_or(Ok(Declared {
+                    manifest: None,
+                    contract: None,
+                })),
+            PluginSource::File(path) => crate::manifest::read_file(path),
+        };
+        let option = if self.opts.contains_key("kmshostPlugin") {
+            "kmshostPlugin"
+        } else {
+            "encryptionKMSType"
+        };
+        let declared = read.map_err(|e| self.invalid(option, format!("plugin {plugin}: {e}")))?;
+        if let Some(m) = &declared.manifest
+            && !m.types.contains_key(&self.kms_type)
+        {
+            let served: Vec<&str> = m.types.keys().map(String::as_str).collect();
+            return Err(self.invalid(
+                option,
+                format!(
+                    "plugin {plugin} serves type(s) {}, not {:?}",
+                    served.join(", "),
+                    self.kms_type
+                ),
+            ));
+        }
+        Ok(declared.manifest)
+    }
+
+    /// The manifest's options for this entry's type (none without one).
+    fn declared(&self) -> impl Iterator<Item = &OptionSpec> {
+        self.manifest
+            .iter()
+            .flat_map(|m| m.options_for(&self.kms_type))
+    }
+
+    /// Every option checked against the manifest before the plugin runs:
+    /// each one set is declared for this type (else it is named, with the
+    /// declared option it most likely misspells), has a value of its kind,
+    /// and every required one has a value. Defaults of endpoint and Secret
+    /// options, and the host's defaults, are filled in for the plugin.
+    fn options_as_declared(&mut self) -> Result<(), ConfigError> {
+        let Some(m) = self.manifest.clone() else {
+            return Ok(());
+        };
+        if let Some(k) = self.opts.keys().find(|k| !self.is_declared(k)) {
+            return Err(self.invalid(k, self.undeclared(&m, k)));
+        }
+        for o in m.options_for(&self.kms_type) {
+            if let Some((spelling, v)) = self.value_of(o)? {
+                o.check_value(&v).map_err(|e| self.invalid(&spelling, e))?;
+                continue;
+            }
+            let host_default = match o.default_from {
+                Some(HostValue::KubernetesApi) => self.defaults.kube_api_address.clone(),
+                Some(HostValue::DriverNamespace) => Some(self.defaults.namespace.clone()),
+                None => None,
+            };
+            let host_acts_on = matches!(o.kind, OptionKind::Endpoint | OptionKind::Secret);
+            match (o.default.clone(), host_default) {
+                (Some(d), _) if host_acts_on => self.injected.push((o.name.clone(), d)),
+                (_, Some(d)) => self.injected.push((o.name.clone(), d)),
+                (None, None) if o.required => {
+                    return Err(self.invalid(&o.name, required_message(o)));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether option `k` is the host's or declared for this type.
+    fn is_declared(&self, k: &str) -> bool {
+        HOST_OPTIONS.contains(&k)
+            || k == "encryptionKMSType"
+            || k.starts_with("kmshost")
+            || self.declared().any(|o| o.spellings().any(|s| s == k))
+    }
+
+    /// Why option `k`, not declared for this type, is refused.
+    fn undeclared(&self, m: &Manifest, k: &str) -> String {
+        if let Some(o) = m.options.iter().find(|o| o.spellings().any(|s| s == k)) {
+            return format!(
+                "applies to type(s) {} of plugin {}, not {}",
+                o.types.join(", "),
+                m.name,
+                self.kms_type
+            );
+        }
+        let spellings = self.declared().flat_map(|o| o.spellings());
+        match registry::likely_meant(k, spellings) {
+            Some(s) => format!(
+                "is not an option of plugin {} (type {}); did you mean {s}?",
+                m.name, self.kms_type
+            ),
+            None => format!(
+                "is not an option of plugin {} (type {}); `kmshost plugin inspect` lists them",
+                m.name, self.kms_type
+            ),
+        }
+    }
+
+    /// The value of a declared option under any of its spellings; two
+    /// spellings set to different values are refused.
+    fn value_of(&self, o: &OptionSpec) -> Result<Option<(String, String)>, ConfigError> {
+        let mut found: Option<(&str, &String)> = None;
+        for s in o.spellings() {
+            let Some(v) = self.set(s) else { continue };
+            match found {
+                Some((first, fv)) if fv != v => {
+                    return Err(self.invalid(
+                        first,
+                        format!("and {s} are both set, to different values; set one"),
+                    ));
+                }
+                Some(_) => {}
+                None => found = Some((s, v)),
+            }
+        }
+        Ok(found.map(|(s, v)| (s.to_string(), v.clone())))
+    }
+
+    /// Each declared option of `kind` with its value, or the default the
+    /// host filled in: (the spelling that set it, the value).
+    fn declared_values(&self, kind: OptionKind) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::new();
+        for o in self.declared().filter(|o| o.kind == kind) {
+            if let Some(v) = self.value_of(o)? {
+                out.push(v);
+            } else if let Some((_, d)) = self.injected.iter().find(|(n, _)| *n == o.name) {
+                out.push((o.name.clone(), d.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The manifest's `tls-*` options, as the TLS resolver takes them.
+    fn declared_tls(&self) -> TlsOptions<'_> {
+        let mut t = TlsOptions::default();
+        for o in self.declared() {
+            let key = o.key.as_deref().unwrap_or_default();
+            for s in o.spellings() {
+                match o.kind {
+                    OptionKind::TlsCa => t.ca.push((s, key)),
+                    OptionKind::TlsClientCert => t.client_cert.push((s, key)),
+                    OptionKind::TlsClientKey => t.client_key.push((s, key)),
+                    OptionKind::TlsServerName => t.server_name.push(s),
+                    OptionKind::TlsVerify => t.verify.push(s),
+                    OptionKind::TlsSkipVerify => t.skip_verify.push(s),
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
+
     /// TLS material, read by the host from the same namespace as every
     /// other Secret of the entry (a tenant's own for per-tenant entries):
     /// the provider's own options first, then the generic ones.
     fn tls(&self, default_ns: &Option<String>) -> Result<TlsRefs, ConfigError> {
-        let own: &TlsOptions = self.reg.map(|r| &r.tls).unwrap_or(&GENERIC_TLS);
-        let mut tls = resolve_tls(&self.opts, own, &self.kms_id, default_ns)?;
-        let generic = resolve_tls(&self.opts, &GENERIC_TLS, &self.kms_id, default_ns)?;
+        let own = self.declared_tls();
+        let mut tls = resolve_tls(&self.opts, &own, &self.kms_id, default_ns)?;
+        let generic = resolve_tls(
+            &self.opts,
+            &registry::generic_tls(),
+            &self.kms_id,
+            default_ns,
+        )?;
         tls.ca = tls.ca.or(generic.ca);
         tls.client_cert = tls.client_cert.or(generic.client_cert);
         tls.client_key = tls.client_key.or(generic.client_key);
@@ -539,12 +683,18 @@ impl Parsing<'_> {
         Ok(tls)
     }
 
-    /// What the plugin's `configure` receives: every option but the host's,
-    /// plus what the host filled in, sorted.
+    /// What the plugin's `configure` receives: every option but the host's
+    /// (its own and the manifest's `tls-*` options), plus what the host
+    /// filled in, sorted.
     fn plugin_options(&mut self) -> Vec<(String, String)> {
+        let tls: Vec<String> = self
+            .declared()
+            .filter(|o| o.kind.is_tls())
+            .flat_map(|o| o.spellings().map(str::to_string).collect::<Vec<_>>())
+            .collect();
         let mut out: Vec<(String, String)> = std::mem::take(&mut self.opts)
             .into_iter()
-            .filter(|(k, _)| !HOST_OPTIONS.contains(&k.as_str()))
+            .filter(|(k, _)| !HOST_OPTIONS.contains(&k.as_str()) && !tls.contains(k))
             .collect();
         out.append(&mut self.injected);
         out.sort();
@@ -555,13 +705,13 @@ impl Parsing<'_> {
 
 fn resolve_tls(
     opts: &BTreeMap<String, String>,
-    t: &TlsOptions,
+    t: &TlsOptions<'_>,
     kms_id: &KmsId,
     namespace: &Option<String>,
 ) -> Result<TlsRefs, ConfigError> {
     let pick = |list: &[(&str, &str)]| -> Result<Option<SecretKeyRef>, ConfigError> {
-        for (option, key) in list {
-            if let Some(name) = opts.get(*option).filter(|v| !v.is_empty()) {
+        for (option, key) in list.iter().copied() {
+            if let Some(name) = opts.get(option).filter(|v| !v.is_empty()) {
                 let secret = secret_ref(name, namespace.clone()).map_err(|message| {
                     ConfigError::InvalidConfig {
                         kms_id: kms_id.clone(),
@@ -579,7 +729,7 @@ fn resolve_tls(
         Ok(None)
     };
     let mut skip = false;
-    for o in t.verify {
+    for o in &t.verify {
         if let Some(v) = opts.get(*o) {
             skip |= !parse_bool(v).ok_or_else(|| ConfigError::InvalidConfig {
                 kms_id: kms_id.clone(),
@@ -588,7 +738,7 @@ fn resolve_tls(
             })?;
         }
     }
-    for o in t.skip_verify {
+    for o in &t.skip_verify {
         if let Some(v) = opts.get(*o) {
             skip |= parse_bool(v).ok_or_else(|| ConfigError::InvalidConfig {
                 kms_id: kms_id.clone(),
@@ -598,9 +748,9 @@ fn resolve_tls(
         }
     }
     Ok(TlsRefs {
-        ca: pick(t.ca)?,
-        client_cert: pick(t.client_cert)?,
-        client_key: pick(t.client_key)?,
+        ca: pick(&t.ca)?,
+        client_cert: pick(&t.client_cert)?,
+        client_key: pick(&t.client_key)?,
         server_name: t
             .server_name
             .iter()
@@ -631,6 +781,14 @@ fn secret_ref(raw: &str, namespace: Option<String>) -> Result<SecretRef, String>
         namespace: ns,
         name,
     })
+}
+
+/// "is required", naming the other spellings that would do.
+fn required_message(o: &OptionSpec) -> String {
+    match o.aliases.as_slice() {
+        [] => "is required".into(),
+        a => format!("is required (or {})", a.join(", ")),
+    }
 }
 
 fn parse_bool(v: &str) -> Option<bool> {

@@ -1,220 +1,57 @@
-//! The registration table: which plugin serves each `encryptionKMSType`,
-//! which options name its endpoints, and which options name Secrets it may
-//! read. Option names are exactly ceph-csi's and Rook's.
-//!
-//! A type not in this table is a third-party plugin: `<type>.wasm` in the
-//! plugin directory, with endpoints only from `allowedHosts` and Secrets
-//! only from `kmshostSecrets`.
+//! What the host itself knows of plugins: which plugin serves each
+//! ceph-csi/Rook `encryptionKMSType`, the host's own options, and the
+//! generic TLS options every type accepts. What each plugin takes is in
+//! its manifest (`crate::manifest`).
 
-/// An option naming a Secret the plugin may read.
-#[derive(Debug, Clone, Copy)]
-pub struct SecretOption {
-    /// Option name (e.g. `IBM_KP_SECRET_NAME`).
-    pub option: &'static str,
-    /// Secret name used when the option is absent.
-    pub default: Option<&'static str>,
-}
-
-/// An option naming an endpoint the plugin may reach.
-#[derive(Debug, Clone, Copy)]
-pub struct EndpointOption {
-    /// Option name (e.g. `vaultAddress`).
-    pub option: &'static str,
-    /// Endpoint used when the option is absent.
-    pub default: Option<&'static str>,
-}
-
-/// TLS options of a provider: which Secret option holds the CA and client
-/// certificate, and the keys inside those Secrets.
-#[derive(Debug, Clone, Copy)]
-pub struct TlsOptions {
+/// TLS options: which options name the Secrets with the CA bundle and the
+/// client certificate (and the key inside each), the server-name override,
+/// and the switches that disable verification. Built from a plugin's
+/// manifest (its `tls-*` options), or [`GENERIC_TLS`].
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions<'a> {
     /// Options naming a Secret with the CA bundle, and the key in it.
-    pub ca: &'static [(&'static str, &'static str)],
+    pub ca: Vec<(&'a str, &'a str)>,
     /// Options naming a Secret with the client certificate, and the key.
-    pub client_cert: &'static [(&'static str, &'static str)],
+    pub client_cert: Vec<(&'a str, &'a str)>,
     /// Options naming a Secret with the client key, and the key.
-    pub client_key: &'static [(&'static str, &'static str)],
+    pub client_key: Vec<(&'a str, &'a str)>,
     /// Options overriding the TLS server name.
-    pub server_name: &'static [&'static str],
+    pub server_name: Vec<&'a str>,
     /// Options that, set to `false`, disable verification.
-    pub verify: &'static [&'static str],
+    pub verify: Vec<&'a str>,
     /// Options that, set to `true`, disable verification.
-    pub skip_verify: &'static [&'static str],
+    pub skip_verify: Vec<&'a str>,
 }
 
-const NO_TLS: TlsOptions = TlsOptions {
-    ca: &[],
-    client_cert: &[],
-    client_key: &[],
-    server_name: &[],
-    verify: &[],
-    skip_verify: &[],
-};
-
-/// One row of the table.
-#[derive(Debug, Clone, Copy)]
-pub struct Registration {
-    /// `encryptionKMSType` values served.
-    pub types: &'static [&'static str],
-    /// Plugin name: embedded, or `<plugin>.wasm` in the plugin directory.
-    pub plugin: &'static str,
-    /// Endpoint options (their hosts form the allow-list).
-    pub endpoints: &'static [EndpointOption],
-    /// Secret-naming options (granted to the kmsID).
-    pub secrets: &'static [SecretOption],
-    /// Whether the driver's service-account token is granted (as
-    /// [`crate::secrets::SERVICE_ACCOUNT_SECRET`]).
-    pub service_account: bool,
-    /// The option giving the namespace of the Secrets, if any.
-    pub secret_namespace_option: Option<&'static str>,
-    /// TLS options.
-    pub tls: TlsOptions,
-}
-
-/// The first-party providers.
-pub static REGISTRY: &[Registration] = &[
-    Registration {
-        types: &["metadata"],
-        plugin: "secret",
-        endpoints: &[],
-        secrets: &[SecretOption {
-            option: "secretName",
-            default: None,
-        }],
-        service_account: false,
-        secret_namespace_option: Some("secretNamespace"),
-        tls: NO_TLS,
-    },
-    Registration {
-        types: &["kubernetes-secret"],
-        plugin: "secret",
-        endpoints: &[EndpointOption {
-            option: "kubernetesAPIAddress",
-            default: None,
-        }],
-        secrets: &[],
-        service_account: true,
-        secret_namespace_option: None,
-        tls: TlsOptions {
-            ca: &[("kubernetesCAFromSecret", "ca.crt")],
-            client_cert: &[],
-            client_key: &[],
-            server_name: &[],
-            verify: &[],
-            skip_verify: &[],
-        },
-    },
-    Registration {
-        types: &["vault", "vaulttokens", "vaulttenantsa"],
-        plugin: "vault",
-        endpoints: &[
-            EndpointOption {
-                option: "vaultAddress",
-                default: None,
-            },
-            EndpointOption {
-                option: "VAULT_ADDR",
-                default: None,
-            },
-        ],
-        secrets: &[
-            // The TLS Secrets (CA, client certificate and key) are the
-            // host's: see `tls` below. They are never granted.
-            SecretOption {
-                option: "tokenSecretName",
-                default: None,
-            },
-        ],
-        service_account: true,
-        secret_namespace_option: None,
-        tls: TlsOptions {
-            ca: &[("vaultCAFromSecret", "cert"), ("VAULT_CACERT", "cert")],
-            client_cert: &[
-                ("vaultClientCertFromSecret", "cert"),
-                ("VAULT_CLIENT_CERT", "cert"),
-            ],
-            client_key: &[
-                ("vaultClientCertKeyFromSecret", "key"),
-                ("VAULT_CLIENT_KEY", "key"),
-            ],
-            server_name: &["vaultTLSServerName", "VAULT_TLS_SERVER_NAME"],
-            verify: &["vaultCAVerify"],
-            skip_verify: &["VAULT_SKIP_VERIFY"],
-        },
-    },
-    Registration {
-        types: &["ibmkeyprotect"],
-        plugin: "keyprotect",
-        endpoints: &[
-            EndpointOption {
-                option: "IBM_KP_BASE_URL",
-                default: None,
-            },
-            EndpointOption {
-                option: "IBM_BASE_URL",
-                default: None,
-            },
-            EndpointOption {
-                option: "IBM_KP_TOKEN_URL",
-                default: Some("https://iam.cloud.ibm.com/oidc/token"),
-            },
-            EndpointOption {
-                option: "IBM_TOKEN_URL",
-                default: None,
-            },
-        ],
-        secrets: &[SecretOption {
-            option: "IBM_KP_SECRET_NAME",
-            default: Some("ceph-csi-kp-credentials"),
-        }],
-        service_account: false,
-        secret_namespace_option: None,
-        tls: NO_TLS,
-    },
-    Registration {
-        types: &["azure-kv"],
-        plugin: "azure",
-        endpoints: &[
-            EndpointOption {
-                option: "AZURE_VAULT_URL",
-                default: None,
-            },
-            EndpointOption {
-                option: "AZURE_AUTHORITY_HOST",
-                default: Some("https://login.microsoftonline.com"),
-            },
-        ],
-        secrets: &[SecretOption {
-            option: "AZURE_CERT_SECRET_NAME",
-            default: Some("ceph-csi-azure-credentials"),
-        }],
-        service_account: false,
-        secret_namespace_option: None,
-        tls: NO_TLS,
-    },
-    Registration {
-        types: &["kmip"],
-        plugin: "kmip",
-        endpoints: &[EndpointOption {
-            option: "KMIP_ENDPOINT",
-            default: None,
-        }],
-        secrets: &[SecretOption {
-            option: "KMIP_SECRET_NAME",
-            default: Some("ceph-csi-kmip-credentials"),
-        }],
-        service_account: false,
-        secret_namespace_option: None,
-        tls: NO_TLS,
-    },
+/// Which plugin serves each ceph-csi/Rook `encryptionKMSType`, when it is
+/// not a plugin of the type's own name. Everything else a plugin declares
+/// (options, endpoints, Secrets, capabilities) is in its manifest.
+pub static TYPES: &[(&[&str], &str)] = &[
+    (&["metadata", "kubernetes-secret"], "secret"),
+    (&["vault", "vaulttokens", "vaulttenantsa"], "vault"),
+    (&["ibmkeyprotect"], "keyprotect"),
+    (&["azure-kv"], "azure"),
+    (&["kmip"], "kmip"),
 ];
 
-/// The registration serving `kms_type`, if first-party.
-pub fn lookup(kms_type: &str) -> Option<&'static Registration> {
-    REGISTRY.iter().find(|r| r.types.contains(&kms_type))
+/// The plugin serving `kms_type`: from [`TYPES`], else the type's own name
+/// (a third-party plugin, `<type>.wasm`).
+pub fn plugin_for(kms_type: &str) -> &str {
+    TYPES
+        .iter()
+        .find(|(types, _)| types.contains(&kms_type))
+        .map(|(_, p)| *p)
+        .unwrap_or(kms_type)
+}
+
+/// Whether `kms_type` is one of ceph-csi's or Rook's (served first-party).
+pub fn is_first_party(kms_type: &str) -> bool {
+    TYPES.iter().any(|(types, _)| types.contains(&kms_type))
 }
 
 /// Options the host consumes itself; they are not passed to the plugin.
+/// Besides these, every option starting with `kmshost` is the host's (an
+/// unknown one is a typo), and so are a manifest's `tls-*` options.
 pub const HOST_OPTIONS: &[&str] = &[
     "KMS_PROVIDER",
     "allowedHosts",
@@ -236,36 +73,55 @@ pub const HOST_OPTIONS: &[&str] = &[
 /// The host option nearest to `typo` (fewest single-character edits), to
 /// name in the error an admin sees.
 pub fn closest_host_option(typo: &str) -> &'static str {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let cur = row[j + 1];
-                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-                prev = cur;
-            }
+    nearest(
+        typo,
+        HOST_OPTIONS
+            .iter()
+            .copied()
+            .filter(|o| o.starts_with("kmshost")),
+    )
+    .unwrap_or("kmshostSecrets")
+}
+
+/// The candidate nearest to `typo`, ignoring case.
+pub fn nearest<'a>(typo: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let typo = typo.to_ascii_lowercase();
+    candidates.min_by_key(|c| edit_distance(&typo, &c.to_ascii_lowercase()))
+}
+
+/// A candidate close enough to `typo` to be what the admin meant.
+pub fn likely_meant<'a>(typo: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let typo_lc = typo.to_ascii_lowercase();
+    nearest(typo, candidates)
+        .filter(|c| edit_distance(&typo_lc, &c.to_ascii_lowercase()) <= (typo.len() / 4).max(2))
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
         }
-        row[b.len()]
     }
-    HOST_OPTIONS
-        .iter()
-        .filter(|o| o.starts_with("kmshost"))
-        .min_by_key(|o| distance(&typo.to_ascii_lowercase(), &o.to_ascii_lowercase()))
-        .copied()
-        .unwrap_or("kmshostSecrets")
+    row[b.len()]
 }
 
 /// TLS options every type accepts (kmshost's own): a CA Secret (key
 /// `ca.crt`), a kubernetes.io/tls client-certificate Secret (`tls.crt`,
 /// `tls.key`), a server-name override and an explicit skip-verify.
-pub const GENERIC_TLS: TlsOptions = TlsOptions {
-    ca: &[("kmshostCAFromSecret", "ca.crt")],
-    client_cert: &[("kmshostClientCertFromSecret", "tls.crt")],
-    client_key: &[("kmshostClientCertFromSecret", "tls.key")],
-    server_name: &["kmshostTLSServerName"],
-    verify: &[],
-    skip_verify: &["kmshostInsecureSkipVerify"],
-};
+pub fn generic_tls() -> TlsOptions<'static> {
+    TlsOptions {
+        ca: vec![("kmshostCAFromSecret", "ca.crt")],
+        client_cert: vec![("kmshostClientCertFromSecret", "tls.crt")],
+        client_key: vec![("kmshostClientCertFromSecret", "tls.key")],
+        server_name: vec!["kmshostTLSServerName"],
+        verify: vec![],
+        skip_verify: vec!["kmshostInsecureSkipVerify"],
+    }
+}

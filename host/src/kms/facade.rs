@@ -5,6 +5,7 @@ use crate::capability::TlsSettings;
 use crate::capability::http::HttpPolicy;
 use crate::capability::tls::TlsError;
 use crate::config::{ConfigSource, KmsEntry, PluginSource, SecretKeyRef};
+use crate::manifest::Capability;
 use crate::sandbox::{Op, PluginRuntime, RuntimeSpec, Sandbox};
 use crate::secrets::{ConfigMapSource, SecretError, SecretSource};
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ pub struct KmsDescription {
     pub allowed_hosts: Vec<String>,
     /// Granted Secret names (never values).
     pub granted_secrets: Vec<String>,
+    /// What the manifest declares the type can do (`None`: no manifest).
+    pub capabilities: Option<Vec<Capability>>,
 }
 
 /// What the host knows of a kmsID's plugin now: the answer to "which
@@ -184,6 +187,7 @@ impl Kms {
                     plugin: e.plugin.to_string(),
                     allowed_hosts: e.allow.entries().iter().map(|h| h.to_string()).collect(),
                     granted_secrets: e.grants.iter().map(|s| s.to_string()).collect(),
+                    capabilities: e.capabilities().map(<[_]>::to_vec),
                 }),
                 Err(e) => Err(e.clone().into()),
             })
@@ -585,22 +589,36 @@ impl TenantKms<'_> {
     /// Hands a new volume key to `kms_id`, verified before the caller records
     /// anything: a wrapping provider's blob must hide the key and unwrap to
     /// it (and, once per kmsID configuration, must not unwrap under another
-    /// key-id); a provider that does not wrap (`unsupported`) stores it, and
-    /// `get` must return it.
+    /// key-id); a key store's `get` must return it.
+    ///
+    /// Which one is the manifest's word for the entry's type: `wrap` is
+    /// tried when declared, and a plugin that declares both and answers
+    /// `unsupported` (Vault's KV engine) stores the key instead; a plugin
+    /// declaring only `store` is never asked to wrap. A plugin without a
+    /// manifest is tried as if it declared both.
     pub async fn seal(
         &self,
         kms_id: &str,
         key_id: &KeyId,
         key: &Passphrase,
     ) -> Result<Sealed, KmsError> {
-        match self.wrap_verified(kms_id, key_id, key).await {
-            Ok(w) => Ok(Sealed::Wrapped(w)),
-            Err(KmsError::Unsupported { .. }) => {
-                self.put_verified(kms_id, key_id, key).await?;
-                Ok(Sealed::Stored)
+        let entry = self.kms.entry_for(kms_id, self.tenant).await?;
+        let (wraps, stores) = match entry.capabilities() {
+            None => (true, true),
+            Some(c) => (
+                c.contains(&Capability::Wrap),
+                c.contains(&Capability::Store),
+            ),
+        };
+        if wraps {
+            match self.wrap_verified(kms_id, key_id, key).await {
+                Ok(w) => return Ok(Sealed::Wrapped(w)),
+                Err(KmsError::Unsupported { .. }) if stores => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        self.put_verified(kms_id, key_id, key).await?;
+        Ok(Sealed::Stored)
     }
 
     /// Envelope, verified: [`Self::wrap`], then the checks of [`Self::seal`]

@@ -60,3 +60,32 @@ pub fn kms_with_defaults(
         secrets,
     )
 }
+
+/// `component` with a `kmshost:manifest` custom section appended: what the
+/// SDK's `manifest!` writes, for tests that need a plugin declaring some
+/// manifest (custom sections may follow every other section).
+#[allow(dead_code)]
+pub fn with_manifest(component: &[u8], manifest: &serde_json::Value) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = kmshost::manifest::SECTION.as_bytes();
+    let data = serde_json::to_vec(manifest).unwrap();
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(&data);
+    let mut out = component.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend(body);
+    out
+}

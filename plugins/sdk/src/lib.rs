@@ -182,6 +182,31 @@ pub mod __private {
     }
 }
 
+/// Embeds the plugin's manifest — a JSON file, `kmshost-plugin.json` by
+/// convention — into the component as the custom section
+/// [`MANIFEST_SECTION`], where the host reads it before instantiating:
+///
+/// ```ignore
+/// kmshost_plugin_sdk::manifest!("../kmshost-plugin.json");
+/// ```
+///
+/// The path is relative to the file that invokes the macro. The manifest
+/// declares the contract version, the types served with their capabilities,
+/// and every option with its kind; the host derives the kmsID's allow-list
+/// and Secret grants from it (docs/plugin-guide.md, "The manifest").
+#[macro_export]
+macro_rules! manifest {
+    ($path:literal) => {
+        #[unsafe(link_section = "kmshost:manifest")]
+        #[used]
+        #[doc(hidden)]
+        static __KMSHOST_MANIFEST: [u8; include_bytes!($path).len()] = *include_bytes!($path);
+    };
+}
+
+/// The name of the custom section holding the plugin's manifest.
+pub const MANIFEST_SECTION: &str = "kmshost:manifest";
+
 /// Exports a [`Provider`] implementation as the plugin's `provider` interface.
 #[macro_export]
 macro_rules! export_provider {

@@ -11,6 +11,8 @@
 
 use kmshost_plugin_sdk::{Capabilities, Options, PluginInfo, Provider, Result, export_provider};
 
+kmshost_plugin_sdk::manifest!("../kmshost-plugin.json");
+
 pub mod metadata;
 pub mod store;
 

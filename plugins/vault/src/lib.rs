@@ -10,6 +10,8 @@
 //!
 //! Token and Kubernetes authentication; the token is kept in the host cache.
 
+kmshost_plugin_sdk::manifest!("../kmshost-plugin.json");
+
 mod auth;
 mod config;
 mod kv;
