@@ -19,6 +19,9 @@ cargo test --workspace 2>&1 | tee "$log"
 # Plugin-side unit tests run natively (the wasm imports are never called).
 (cd plugins && cargo test --workspace --lib --target-dir ../target/plugins-native) 2>&1 | tee -a "$log"
 
+echo "== the SDK is publishable (cargo package builds it from its own files)" >&2
+(cd plugins && cargo package -p kmshost-plugin-sdk --allow-dirty --quiet --target-dir ../target/plugins-native)
+
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins && cargo clippy --target wasm32-wasip2 --workspace --lib --examples -- -D warnings)

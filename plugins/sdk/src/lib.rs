@@ -22,6 +22,7 @@
 //! HTTP statuses to [`KmsError`] cases, and gives plain access to the host's
 //! secrets, cache and log.
 
+pub mod encoding;
 pub mod http;
 mod options;
 
@@ -31,7 +32,7 @@ pub use options::Options;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "kms-plugin",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_bindings",
         default_bindings_module: "kmshost_plugin_sdk::bindings",

@@ -51,10 +51,36 @@ impl Options {
         found
     }
 
-    /// Takes a required option.
+    /// Takes a required option. When it is missing but a leftover option
+    /// is a near spelling of it, the error names that one, the admin's
+    /// typo, rather than calling the option missing.
     pub fn required(&mut self, name: &str) -> Result<String> {
-        self.take(name)
-            .ok_or_else(|| invalid_config(name, "is required"))
+        if let Some(v) = self.take(name) {
+            return Ok(v);
+        }
+        match self.misspelling_of(name) {
+            Some(typo) => Err(invalid_config(
+                &typo,
+                format!("is not a known option; did you mean {name}?"),
+            )),
+            None => Err(invalid_config(name, "is required")),
+        }
+    }
+
+    /// A leftover option within a couple of edits of `name`.
+    fn misspelling_of(&self, name: &str) -> Option<String> {
+        let limit = (name.len() / 4).max(2);
+        self.remaining
+            .keys()
+            .map(|k| {
+                (
+                    edit_distance(&k.to_ascii_lowercase(), &name.to_ascii_lowercase()),
+                    k,
+                )
+            })
+            .filter(|(d, _)| *d <= limit)
+            .min()
+            .map(|(_, k)| k.clone())
     }
 
     /// Takes an optional option, with a default.
@@ -92,6 +118,22 @@ impl Options {
             )),
         }
     }
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -134,6 +176,28 @@ mod tests {
             Err(KmsError::InvalidConfig(c)) => assert_eq!(c.option, "vaultAdress"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_misspelt_required_option_is_named_as_the_typo() {
+        let mut o = opts(&[("ACME_ENDPIONT", "https://a")]);
+        match o.required("ACME_ENDPOINT") {
+            Err(KmsError::InvalidConfig(c)) => {
+                assert_eq!(c.option, "ACME_ENDPIONT");
+                assert!(
+                    c.message.contains("did you mean ACME_ENDPOINT?"),
+                    "{}",
+                    c.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing near: the option itself is missing.
+        let mut o = opts(&[("UNRELATED", "x")]);
+        assert!(matches!(
+            o.required("ACME_ENDPOINT"),
+            Err(KmsError::InvalidConfig(c)) if c.option == "ACME_ENDPOINT" && c.message == "is required"
+        ));
     }
 
     #[test]
