@@ -9,6 +9,7 @@
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod csi;
 pub mod deadline;
 pub mod demo;

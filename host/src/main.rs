@@ -322,6 +322,29 @@ enum PluginOp {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Run the conformance suite against a plugin and its backend: one
+    /// PASS/FAIL/SKIP line per case; exit 0 when nothing failed, 1 when a
+    /// case failed.
+    Test {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The kmsID entry to test with (a JSON object of options, as in
+        /// config.json); `{}` when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Root of mounted Secrets (`<name>/<key>`).
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// Service-account token file.
+        #[arg(long)]
+        service_account_token: Option<PathBuf>,
+        /// Compile-cache directory.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 impl Command {
@@ -433,6 +456,47 @@ async fn run(cli: Cli) -> Result<()> {
             let found = kmshost::inspect::inspect(&wasm).map_err(anyhow::Error::msg)?;
             print!("{}", found.report);
             if !found.loads {
+                std::process::exit(1);
+            }
+        }
+        Command::Plugin {
+            op:
+                PluginOp::Test {
+                    file,
+                    config,
+                    secrets_dir,
+                    service_account_token,
+                    cache_dir,
+                    report,
+                },
+        } => {
+            let entry = match config {
+                None => serde_json::Map::new(),
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    serde_json::from_str(&text).with_context(|| {
+                        format!(
+                            "{}: the entry must be a JSON object of options",
+                            p.display()
+                        )
+                    })?
+                }
+            };
+            let setup = kmshost::conformance::Setup {
+                plugin: file,
+                entry,
+                secrets_dir,
+                service_account_token,
+                cache_dir,
+            };
+            let found = kmshost::conformance::run(&setup).await?;
+            print!("{}", found.text());
+            if let Some(r) = report {
+                std::fs::write(&r, serde_json::to_vec_pretty(&found.json())?)
+                    .with_context(|| format!("writing {}", r.display()))?;
+            }
+            if !found.passed() {
                 std::process::exit(1);
             }
         }

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 10),
     ("host_setup", 10),
     ("demo", 11),
+    ("conformance", 11),
 ];
 
 fn rank(module: &str) -> u8 {

@@ -1,0 +1,211 @@
+//! `kmshost plugin test`, the vendor's conformance suite, run as vendors
+//! run it: on the first-party plugins against their real backends (the
+//! embedded default with mounted Secrets; vault against OpenBao, KV and
+//! Transit) every case passes; on guests that break the contract the case
+//! that catches each break fails, and the exit code says so.
+
+mod common;
+
+use common::openbao::{OpenBao, require_bao};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kmshost");
+const SECRET_WASM: &str = concat!(env!("OUT_DIR"), "/secret.wasm");
+const VAULT_WASM: &str = concat!(env!("OUT_DIR"), "/vault.wasm");
+
+include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
+
+/// Runs the suite on `plugin` with `entry`; returns the exit code, the
+/// text report and the JSON report's verdict per case.
+fn plugin_test(dir: &Path, plugin: &str, entry: Value) -> (i32, String, Vec<(String, String)>) {
+    let cfg = dir.join("entry.json");
+    let report = dir.join("report.json");
+    std::fs::write(&cfg, entry.to_string()).unwrap();
+    let out = Command::new(BIN)
+        .args(["plugin", "test", plugin, "--config"])
+        .arg(&cfg)
+        .arg("--secrets-dir")
+        .arg(dir.join("secrets"))
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .arg("--report")
+        .arg(&report)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.stderr.is_empty() || out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {text}"));
+    let verdicts = json["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["case"].as_str().unwrap().to_string(),
+                o["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), text, verdicts)
+}
+
+fn verdict<'a>(v: &'a [(String, String)], case: &str) -> &'a str {
+    v.iter()
+        .find(|(c, _)| c == case)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no case {case} in {v:?}"))
+}
+
+/// Every case of a passing run: none failed, and `expect` passed.
+fn assert_passes(text: &str, code: i32, v: &[(String, String)], expect: &[&str]) {
+    assert_eq!(code, 0, "{text}");
+    assert!(!v.iter().any(|(_, x)| x == "fail"), "{text}");
+    for c in expect {
+        assert_eq!(verdict(v, c), "pass", "{c}:\n{text}");
+    }
+}
+
+#[test]
+fn the_embedded_default_passes_and_contract_breakers_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(
+        &dir.path().join("secrets"),
+        "kek",
+        &[("encryptionPassphrase", b"conformance")],
+    );
+    let (code, text, v) = plugin_test(
+        dir.path(),
+        SECRET_WASM,
+        json!({"encryptionKMSType": "metadata", "secretName": "kek"}),
+    );
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[
+            "manifest",
+            "configuration",
+            "info",
+            "configure",
+            "unknown-option-named",
+            "wrap-round-trip",
+            "wrap-binds-key-id",
+            "wrap-hides-key",
+            "wrap-is-randomized",
+            "tamper-is-integrity",
+            "default-limits",
+        ],
+    );
+    assert_eq!(verdict(&v, "store-round-trip"), "skip", "{text}");
+
+    // The key_liar guest, declared as a wrapping (or storing) plugin, in
+    // each of its lies: the case that catches the lie fails, exit 1.
+    let liar = |capabilities: Value| {
+        let m = json!({"manifest": 1, "contract": "0.1.0", "name": "key_liar",
+            "types": {"liar": {"capabilities": capabilities}},
+            "options": [{"name": "mode", "kind": "plain"}]});
+        common::with_manifest(&std::fs::read(KEY_LIAR).unwrap(), &m)
+    };
+    let cases = [
+        ("echo", json!(["wrap"]), "wrap-hides-key"),
+        ("unbound", json!(["wrap"]), "wrap-binds-key-id"),
+        ("honest", json!(["wrap"]), "wrap-is-randomized"),
+        ("store-liar", json!(["store"]), "store-round-trip"),
+    ];
+    for (mode, caps, catches) in cases {
+        let path = dir.path().join(format!("{mode}.wasm"));
+        std::fs::write(&path, liar(caps)).unwrap();
+        let (code, text, v) =
+            plugin_test(dir.path(), path.to_str().unwrap(), json!({"mode": mode}));
+        assert_eq!(code, 1, "{mode}: {text}");
+        assert_eq!(verdict(&v, catches), "fail", "{mode}:\n{text}");
+        // It does not refuse unknown options (it takes only `mode`, and the
+        // SDK reports leftovers): that case passes for every mode.
+        assert_eq!(
+            verdict(&v, "unknown-option-named"),
+            "pass",
+            "{mode}:\n{text}"
+        );
+    }
+
+    // A plugin without a manifest fails the first case, and says why.
+    let (code, text, v) = plugin_test(dir.path(), TRAPPER, json!({"encryptionKMSType": "trap"}));
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(verdict(&v, "manifest"), "fail");
+    assert!(text.contains("no kmshost:manifest section"), "{text}");
+}
+
+#[cfg_attr(peers_missing, ignore = "needs OpenBao: scripts/test.sh installs it")]
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_passes_against_openbao_kv_and_transit() {
+    let Some(bin) = require_bao("plugin_test") else {
+        return;
+    };
+    let bao = OpenBao::start(bin).await;
+    bao.ok(
+        "POST",
+        "/v1/sys/mounts/transit",
+        Some(json!({"type": "transit"})),
+    )
+    .await;
+    bao.ok(
+        "POST",
+        "/v1/transit/keys/volumes",
+        Some(json!({"derived": true})),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(
+        &dir.path().join("secrets"),
+        "vault-token",
+        &[("token", b"root")],
+    );
+
+    let kv = json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr,
+                    "tokenSecretName": "vault-token"});
+    let (code, text, v) = plugin_test(dir.path(), VAULT_WASM, kv);
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[
+            "store-round-trip",
+            "store-replaces",
+            "get-missing-is-not-found",
+            "delete-is-idempotent",
+            "unreachable-is-unavailable",
+            "unknown-option-named",
+        ],
+    );
+    assert_eq!(
+        verdict(&v, "wrap-round-trip"),
+        "skip",
+        "KV does not wrap:\n{text}"
+    );
+
+    let transit = json!({"encryptionKMSType": "vault", "vaultAddress": bao.addr,
+                         "tokenSecretName": "vault-token", "VAULT_SECRET_ENGINE": "transit",
+                         "vaultTransitKey": "volumes"});
+    let (code, text, v) = plugin_test(dir.path(), VAULT_WASM, transit);
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[
+            "wrap-round-trip",
+            "wrap-binds-key-id",
+            "wrap-hides-key",
+            "wrap-is-randomized",
+            "tamper-is-integrity",
+            "unreachable-is-unavailable",
+        ],
+    );
+}
