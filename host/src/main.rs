@@ -322,6 +322,18 @@ enum PluginOp {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Write a starter plugin crate (builds and passes `plugin test`).
+    New {
+        /// The plugin's name: its `encryptionKMSType` and crate name.
+        name: String,
+        /// The directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Depend on a local SDK (a checkout's plugins/sdk, or an unpacked
+        /// package) instead of the published crate.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Run the conformance suite against a plugin and its backend: one
     /// PASS/FAIL/SKIP line per case; exit 0 when nothing failed, 1 when a
     /// case failed.
@@ -407,6 +419,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.is::<kmshost::config::ConfigError>()
             || cause.is::<kmshost::types::IdError>()
             || cause.is::<kmshost::cli::key_io::KeyIoError>()
+            || cause.is::<kmshost::cli::scaffold::ScaffoldError>()
         {
             return 3;
         }
@@ -457,6 +470,24 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", found.report);
             if !found.loads {
                 std::process::exit(1);
+            }
+        }
+        Command::Plugin {
+            op:
+                PluginOp::New {
+                    name,
+                    dir,
+                    sdk_path,
+                },
+        } => {
+            use kmshost::cli::scaffold::{Sdk, new_plugin};
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = match sdk_path {
+                Some(p) => Sdk::Path(std::path::absolute(&p)?),
+                None => Sdk::Registry,
+            };
+            for f in new_plugin(&dir, &name, &sdk)? {
+                println!("wrote {}", f.display());
             }
         }
         Command::Plugin {

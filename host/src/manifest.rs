@@ -490,6 +490,8 @@ pub struct Declared {
     pub manifest: Option<Arc<Manifest>>,
     /// The exported `kmshost:plugin/provider` version, if any.
     pub contract: Option<String>,
+    /// sha256 of the component bytes read.
+    pub sha256: [u8; 32],
 }
 
 /// Reads the manifest section and the exported contract version of a
@@ -539,6 +541,8 @@ pub fn read(component: &[u8]) -> Result<Declared, ManifestError> {
     Ok(Declared {
         manifest: manifest.map(Arc::new),
         contract,
+        sha256: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(component))
+            .into(),
     })
 }
 

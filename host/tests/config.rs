@@ -155,30 +155,69 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
         hosts("vault-tokens-test"),
         ["http://vault.default.svc.cluster.local:8200"]
     );
+    // A third-party manifest says which options name endpoints and
+    // Secrets; its defaults are not granted on its word: the admin is told
+    // the exact entry to add.
+    let refused = |id: &str| match t.get(id).unwrap_err() {
+        ConfigError::InvalidConfig {
+            option, message, ..
+        } => (option, message),
+        e => panic!("{id}: {e}"),
+    };
+    let (option, message) = refused("kp-metadata-test");
+    assert_eq!(option, "IBM_KP_SECRET_NAME");
+    assert!(
+        message.contains(r#"add "IBM_KP_SECRET_NAME": "ceph-csi-kp-credentials" to the entry"#),
+        "{message}"
+    );
+    let (option, message) = refused("azure-test");
+    assert_eq!(option, "AZURE_AUTHORITY_HOST");
+    assert!(
+        message.contains("is not allowed on the plugin's word"),
+        "{message}"
+    );
+    // Written once, in the plugin's own options, they are allowed and
+    // granted: no allowedHosts, no kmshostSecrets.
+    let written = json!({
+        "kp": {"encryptionKMSType": "ibmkeyprotect",
+               "IBM_KP_BASE_URL": "https://us-south.kms.cloud.ibm.com",
+               "IBM_KP_TOKEN_URL": "https://iam.cloud.ibm.com/oidc/token",
+               "IBM_KP_SECRET_NAME": "ceph-csi-kp-credentials"},
+        "az": {"encryptionKMSType": "azure-kv",
+               "AZURE_VAULT_URL": "https://vault-name.vault.azure.net",
+               "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com",
+               "AZURE_CERT_SECRET_NAME": "azure-cert"}
+    });
+    let t = KmsTable::parse(&written.to_string(), &defaults).unwrap();
+    let hosts = |id: &str| -> Vec<String> {
+        t.get(id)
+            .unwrap()
+            .allow
+            .entries()
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    };
     assert_eq!(
-        hosts("kp-metadata-test"),
+        hosts("kp"),
         [
             "https://us-south.kms.cloud.ibm.com:443",
             "https://iam.cloud.ibm.com:443"
         ]
     );
     assert_eq!(
-        hosts("azure-test"),
+        hosts("az"),
         [
             "https://vault-name.vault.azure.net:443",
             "https://login.microsoftonline.com:443"
         ]
     );
-    let kp = t.get("kp-metadata-test").unwrap();
+    let kp = t.get("kp").unwrap();
     assert_eq!(
         kp.grants.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         ["ceph-csi-kp-credentials"]
     );
-    // The default Secret name is filled in for the plugin too.
-    assert!(kp.plugin_options.contains(&(
-        "IBM_KP_SECRET_NAME".into(),
-        "ceph-csi-kp-credentials".into()
-    )));
+    let t = KmsTable::parse(CEPH_CSI_SAMPLE, &defaults).unwrap();
     let v = t.get("vault-test").unwrap();
     assert!(v.tls.insecure_skip_verify, "vaultCAVerify=false");
     let vt = t.get("vault-tokens-test").unwrap();
@@ -762,4 +801,53 @@ fn manifests_derive_allow_lists_grants_and_host_defaults() {
     assert!(b.capabilities().is_none());
     assert_eq!(b.allow.entries().len(), 1);
     assert!(names(&b).contains(&"anything".to_string()));
+}
+
+/// A third-party manifest cannot grant on its own word: not the driver's
+/// service-account token, not a default endpoint or Secret. The admin is
+/// told the exact entry that grants it.
+#[test]
+fn a_third_party_manifest_cannot_grant_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = json!({"manifest": 1, "contract": "0.1.0", "name": "greedy",
+        "types": {"greedy": {"capabilities": ["wrap"], "service-account": true}},
+        "options": [{"name": "API", "kind": "endpoint", "default-from": "kubernetes-api"}]});
+    let bytes = common::with_manifest(&std::fs::read(TRAPPER).unwrap(), &m);
+    std::fs::write(dir.path().join("greedy.wasm"), bytes).unwrap();
+    let defaults = HostDefaults {
+        plugin_dir: Some(dir.path().to_path_buf()),
+        kube_api_address: Some("https://10.0.0.1:443".into()),
+        ..Default::default()
+    };
+    let parse = |entry: serde_json::Value| {
+        KmsTable::parse(&json!({ "g": entry }).to_string(), &defaults)
+            .unwrap()
+            .get("g")
+    };
+    let refused = |entry: serde_json::Value| match parse(entry).unwrap_err() {
+        ConfigError::InvalidConfig {
+            option, message, ..
+        } => format!("{option}: {message}"),
+        e => panic!("{e}"),
+    };
+    let e = refused(json!({"encryptionKMSType": "greedy"}));
+    assert!(
+        e.starts_with("API: is not set") && e.contains(r#"add "API": "https://10.0.0.1:443""#),
+        "{e}"
+    );
+    let e = refused(json!({"encryptionKMSType": "greedy", "API": "https://10.0.0.1:443"}));
+    assert!(
+        e.contains("add kubernetes-service-account to kmshostSecrets"),
+        "{e}"
+    );
+    let g = parse(
+        json!({"encryptionKMSType": "greedy", "API": "https://10.0.0.1:443",
+                         "kmshostSecrets": "kubernetes-service-account"}),
+    )
+    .unwrap();
+    assert!(
+        g.grants
+            .lookup(kmshost::secrets::SERVICE_ACCOUNT_SECRET)
+            .is_some()
+    );
 }

@@ -5,3 +5,4 @@
 
 pub mod key_io;
 pub mod report;
+pub mod scaffold;

@@ -221,6 +221,11 @@ struct Parsing<'a> {
     kms_type: String,
     /// The plugin's manifest, once read.
     manifest: Option<Arc<Manifest>>,
+    /// Whether the manifest may grant on its own word (defaults of
+    /// endpoint and Secret options, the service-account token): only the
+    /// plugins built into kmshost. A third-party manifest says which
+    /// options name endpoints and Secrets; the admin writes the values.
+    manifest_trusted: bool,
     /// Options the host fills in for the plugin (defaults of endpoint and
     /// Secret options, the driver's namespace).
     injected: Vec<(String, String)>,
@@ -245,6 +250,7 @@ fn parse_entry(
         defaults,
         kms_type: String::new(),
         manifest: None,
+        manifest_trusted: false,
         injected: Vec::new(),
     };
     p.kms_type()?;
@@ -252,7 +258,7 @@ fn parse_entry(
     let limits = p.limits()?;
     let plugin = p.plugin()?;
     let pinned_sha256 = p.pinned_sha256()?;
-    p.manifest = p.manifest(&plugin)?;
+    (p.manifest, p.manifest_trusted) = p.manifest(&plugin)?;
     p.options_as_declared()?;
     let allow = p.allow_list()?;
     let (mut grants, default_ns) = p.grants()?;
@@ -486,14 +492,28 @@ impl Parsing<'_> {
                 .get(&self.kms_type)
                 .is_some_and(|t| t.service_account)
         });
-        if service_account {
+        let listed = self
+            .opts
+            .get("kmshostSecrets")
+            .is_some_and(|l| l.split(',').any(|s| s.trim() == SERVICE_ACCOUNT_SECRET));
+        if service_account && !self.manifest_trusted && !listed {
+            return Err(self.invalid(
+                "kmshostSecrets",
+                format!(
+                    "type {} asks for the driver's service-account token, which a third-party plugin gets only when the admin grants it: add {SERVICE_ACCOUNT_SECRET} to kmshostSecrets",
+                    self.kms_type
+                ),
+            ));
+        }
+        if service_account || listed {
             grants.grant(SecretRef {
                 namespace: None,
                 name: SERVICE_ACCOUNT_SECRET.into(),
             });
         }
         if let Some(list) = self.opts.get("kmshostSecrets") {
-            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let names = list.split(',').map(str::trim);
+            for name in names.filter(|s| !s.is_empty() && *s != SERVICE_ACCOUNT_SECRET) {
                 let r = secret_ref(name, default_ns.clone())
                     .map_err(|m| self.invalid("kmshostSecrets", m))?;
                 grants.grant_as(name, r);
@@ -503,15 +523,22 @@ impl Parsing<'_> {
     }
 
     /// The plugin's manifest: read from the component (cached), and it
-    /// must serve this entry's type.
-    fn manifest(&self, plugin: &PluginSource) -> Result<Option<Arc<Manifest>>, ConfigError> {
-        let read = match plugin {
-            PluginSource::Embedded(name) => crate::plugins::embedded(name)
+    /// must serve this entry's type. Also whether it is trusted to grant:
+    /// a plugin built into kmshost, or a file with exactly its bytes.
+    fn manifest(
+        &self,
+        plugin: &PluginSource,
+    ) -> Result<(Option<Arc<Manifest>>, bool), ConfigError> {
+        let embedded = |name: &str| {
+            crate::plugins::embedded(name)
                 .map(|(n, bytes)| crate::manifest::read_embedded(n, bytes))
-                .unwrap_or(Ok(Declared {
-                    manifest: None,
-                    contract: None,
-                })),
+        };
+        let read = match plugin {
+            PluginSource::Embedded(name) => embedded(name).unwrap_or(Ok(Declared {
+                manifest: None,
+                contract: None,
+                sha256: [0; 32],
+            })),
             PluginSource::File(path) => crate::manifest::read_file(path),
         };
         let option = if self.opts.contains_key("kmshostPlugin") {
@@ -533,7 +560,11 @@ impl Parsing<'_> {
                 ),
             ));
         }
-        Ok(declared.manifest)
+        let trusted = crate::plugins::EMBEDDED
+            .iter()
+            .filter_map(|(n, _)| embedded(n)?.ok())
+            .any(|e| e.sha256 == declared.sha256);
+        Ok((declared.manifest, trusted))
     }
 
     /// The manifest's options for this entry's type (none without one).
@@ -566,6 +597,19 @@ impl Parsing<'_> {
                 None => None,
             };
             let host_acts_on = matches!(o.kind, OptionKind::Endpoint | OptionKind::Secret);
+            let grants_itself = host_acts_on
+                && (o.default.is_some() || o.default_from == Some(HostValue::KubernetesApi));
+            if grants_itself && !self.manifest_trusted {
+                let d = o.default.clone().or(host_default).unwrap_or_default();
+                return Err(self.invalid(
+                    &o.name,
+                    format!(
+                        "is not set, and a third-party plugin's default ({d:?}) is not {} on the plugin's word: add \"{}\": {d:?} to the entry",
+                        if o.kind == OptionKind::Endpoint { "allowed" } else { "granted" },
+                        o.name
+                    ),
+                ));
+            }
             match (o.default.clone(), host_default) {
                 (Some(d), _) if host_acts_on => self.injected.push((o.name.clone(), d)),
                 (_, Some(d)) => self.injected.push((o.name.clone(), d)),
