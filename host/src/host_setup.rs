@@ -52,14 +52,16 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
     let kube = KubeApi::in_cluster(&namespace).ok().map(Arc::new);
+    let cache_dir = s.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let defaults = HostDefaults {
         plugin_dir: s.plugin_dir.clone(),
         namespace: namespace.clone(),
         kube_api_address: kube.as_ref().map(|k| k.base_url.clone()),
+        plugin_cache: Some(cache_dir.clone()),
         ..Default::default()
     };
     let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: Some(s.cache_dir.clone().unwrap_or_else(default_cache_dir)),
+        cache_dir: Some(cache_dir),
         ..Default::default()
     })
     .map_err(|e| KmsError::Config(e.to_string()))?;

@@ -322,6 +322,35 @@ enum PluginOp {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Make an ed25519 key pair for signing plugins (PEM files; the
+    /// secret key is written 0600).
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// Where to write the public key (what admins trust).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Sign a plugin: embed a wasmsign2 ed25519 signature.
+    Sign {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The secret key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signed component.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Check a plugin's signature against a public key.
+    Verify {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The trusted public key (PEM, or an `ssh-ed25519` line).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Write a starter plugin crate (builds and passes `plugin test`).
     New {
         /// The plugin's name: its `encryptionKMSType` and crate name.
@@ -420,6 +449,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || cause.is::<kmshost::types::IdError>()
             || cause.is::<kmshost::cli::key_io::KeyIoError>()
             || cause.is::<kmshost::cli::scaffold::ScaffoldError>()
+            || cause.is::<kmshost::signing::SignatureError>()
         {
             return 3;
         }
@@ -471,6 +501,51 @@ async fn run(cli: Cli) -> Result<()> {
             if !found.loads {
                 std::process::exit(1);
             }
+        }
+        Command::Plugin {
+            op:
+                PluginOp::Keygen {
+                    secret_key,
+                    public_key,
+                },
+        } => {
+            let (sk, pk) = kmshost::signing::generate_key_pair();
+            let sk = kmshost::kms::SecretBytes::new(sk.into_bytes());
+            kmshost::cli::key_io::write_key_file(&secret_key, &sk)
+                .with_context(|| format!("writing {}", secret_key.display()))?;
+            std::fs::write(&public_key, pk)
+                .with_context(|| format!("writing {}", public_key.display()))?;
+            println!(
+                "secret key: {} (keep it off the cluster)",
+                secret_key.display()
+            );
+            println!(
+                "public key: {} (admins set kmshostPluginPublicKey to it)",
+                public_key.display()
+            );
+        }
+        Command::Plugin {
+            op: PluginOp::Sign { file, key, out },
+        } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let sk = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let signed = kmshost::signing::sign(&wasm, &sk)?;
+            std::fs::write(&out, &signed).with_context(|| format!("writing {}", out.display()))?;
+            use sha2::Digest;
+            let sha = hex::encode(sha2::Sha256::digest(&signed));
+            println!("signed: {} sha256:{sha}", out.display());
+        }
+        Command::Plugin {
+            op: PluginOp::Verify { file, key },
+        } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let pk = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            kmshost::signing::TrustedKey::parse(&pk)?.verify(&wasm)?;
+            println!("valid signature by {}", key.display());
         }
         Command::Plugin {
             op:

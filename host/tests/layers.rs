@@ -14,6 +14,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("capability", 2),
     ("manifest", 2),
     ("secrets", 3),
+    ("signing", 3),
+    ("fetch", 4),
     ("sandbox", 4),
     ("config", 5),
     ("kms", 6),

@@ -865,12 +865,25 @@ mod http_probe {
         // Both transports, in both orders, on one connection: the host
         // drives it itself for `outbound-http`, and hands it to a task of
         // its own once `wasi:http` (which streams the body later) used it.
+        // A wasi:http exchange hands its connection back once the task
+        // that streamed its body has finished; the next call waits for
+        // that (as a steady client's next request would come later), so
+        // a busy machine cannot make the test open a second connection.
+        let returned = async |kms: &kmshost::kms::Kms| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while kms.plugin_report("a", None).await.unwrap().idle_connections == 0 {
+                assert!(Instant::now() < deadline, "the connection never came back");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
         kms.wrap("a", &key("k"), &bytes(&spec)).await.unwrap();
         kms.wrap("a", &key("k"), &bytes(&wasi)).await.unwrap();
+        returned(&kms).await;
         for _ in 0..3 {
             kms.wrap("a", &key("k"), &bytes(&spec)).await.unwrap();
         }
         kms.wrap("a", &key("k"), &bytes(&wasi)).await.unwrap();
+        returned(&kms).await;
         assert_eq!(srv.count(), 6);
         assert_eq!(
             srv.connections.load(std::sync::atomic::Ordering::SeqCst),

@@ -49,9 +49,18 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         conn: &'a Connect,
         req: http::Request<PoolBody>,
     ) -> TransportFuture<'a, http::Response<hyper::body::Incoming>>;
+
+    /// Connections kept open and idle now (observability; 0 if unknown).
+    fn idle_connections(&self) -> usize {
+        0
+    }
 }
 
 impl Transport for net::Pool {
+    fn idle_connections(&self) -> usize {
+        self.idle_count()
+    }
+
     fn fetch<'a>(
         &'a self,
         target: &'a Target,
@@ -111,6 +120,11 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
+    /// The kmsID's connections kept open and idle now.
+    pub fn idle_connections(&self) -> usize {
+        self.transport.idle_connections()
+    }
+
     /// The policy of `kms_id`'s plugin: `allow`-listed endpoints reached
     /// with `tls` (verifying `server_name` instead of the URL host if set),
     /// connect within min(`timeout`, 10 s) and answer within `timeout`,

@@ -19,6 +19,15 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The kmsID's plugin comes from an OCI registry and is not in the
+    /// host's cache yet: the facade pulls it, then reads the entry again.
+    #[error("kmsID {kms_id}: plugin {reference} is not pulled yet")]
+    PluginNotPulled {
+        /// The kmsID.
+        kms_id: KmsId,
+        /// The `oci://` reference.
+        reference: String,
+    },
     /// The configuration (or a kmsID's value in it) cannot be read or
     /// parsed at all; the message names the file or kmsID.
     #[error("KMS configuration: {0}")]

@@ -38,6 +38,9 @@ pub struct HostDefaults {
     pub kube_api_address: Option<String>,
     /// Default limits.
     pub limits: Limits,
+    /// Where plugins pulled from OCI registries are kept (`<dir>/oci/`);
+    /// `None` refuses `oci://` plugins.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 impl Default for HostDefaults {
@@ -47,6 +50,7 @@ impl Default for HostDefaults {
             namespace: "default".into(),
             kube_api_address: None,
             limits: Limits::default(),
+            plugin_cache: None,
         }
     }
 }
@@ -60,6 +64,24 @@ pub enum PluginSource {
     Embedded(&'static str),
     /// A `.wasm` component file.
     File(PathBuf),
+    /// A signed plugin pulled from an OCI registry, verified and kept in
+    /// the host's cache at `path`.
+    Oci {
+        /// The `oci://` reference, digest included.
+        reference: String,
+        /// The verified component in the cache.
+        path: PathBuf,
+    },
+}
+
+impl PluginSource {
+    /// The component file, unless the plugin is built in.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            PluginSource::Embedded(_) => None,
+            PluginSource::File(p) | PluginSource::Oci { path: p, .. } => Some(p),
+        }
+    }
 }
 
 impl std::fmt::Display for PluginSource {
@@ -67,6 +89,7 @@ impl std::fmt::Display for PluginSource {
         match self {
             PluginSource::Embedded(n) => write!(f, "{n} (embedded)"),
             PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Oci { reference, .. } => write!(f, "{reference}"),
         }
     }
 }
@@ -138,6 +161,9 @@ impl KmsEntry {
 #[derive(Debug, Default)]
 pub struct KmsTable {
     entries: BTreeMap<String, Result<Arc<KmsEntry>, ConfigError>>,
+    /// Every plugin file the entries were read from (or looked for), as it
+    /// was then: a change means the table must be read again.
+    plugin_files: Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
     /// Each kmsID's options as configured (for per-tenant entries).
     raw: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
     defaults: Option<HostDefaults>,
@@ -153,17 +179,34 @@ impl KmsTable {
         })?;
         let mut entries = BTreeMap::new();
         let mut raw = BTreeMap::new();
+        let mut touched = Vec::new();
         for (id, v) in obj {
             if let Ok(o) = decode_object(id, v) {
                 raw.insert(id.clone(), o);
             }
-            entries.insert(id.clone(), parse_entry(id, v, defaults).map(Arc::new));
+            let entry = parse_entry_touching(id, v, defaults, &mut touched);
+            entries.insert(id.clone(), entry.map(Arc::new));
         }
+        touched.sort();
+        touched.dedup();
         Ok(KmsTable {
             entries,
+            plugin_files: touched
+                .into_iter()
+                .map(|p| (file_state(&p), p))
+                .map(|(s, p)| (p, s))
+                .collect(),
             raw,
             defaults: Some(defaults.clone()),
         })
+    }
+
+    /// Whether every plugin file the table was read from is as it was
+    /// (same size and modification time, still there or still absent).
+    pub fn plugins_unchanged(&self) -> bool {
+        self.plugin_files
+            .iter()
+            .all(|(p, state)| file_state(p) == *state)
     }
 
     /// The entry for `kms_id`, or the reason it cannot be used.
@@ -231,10 +274,27 @@ struct Parsing<'a> {
     injected: Vec<(String, String)>,
 }
 
+/// A file's (modification time, size), if it exists.
+fn file_state(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
 fn parse_entry(
     id: &str,
     value: &serde_json::Value,
     defaults: &HostDefaults,
+) -> Result<KmsEntry, ConfigError> {
+    parse_entry_touching(id, value, defaults, &mut Vec::new())
+}
+
+/// [`parse_entry`], noting in `touched` the plugin files it read or
+/// looked for.
+fn parse_entry_touching(
+    id: &str,
+    value: &serde_json::Value,
+    defaults: &HostDefaults,
+    touched: &mut Vec<PathBuf>,
 ) -> Result<KmsEntry, ConfigError> {
     let kms_id =
         KmsId::new(id).map_err(|e| ConfigError::Malformed(format!("kmsID {id:?}: {e}")))?;
@@ -256,8 +316,10 @@ fn parse_entry(
     p.kms_type()?;
     p.no_unknown_host_options()?;
     let limits = p.limits()?;
-    let plugin = p.plugin()?;
-    let pinned_sha256 = p.pinned_sha256()?;
+    let plugin = p.plugin(touched)?;
+    let mut pinned_sha256 = p.pinned_sha256()?;
+    let verified = p.signature(&plugin)?;
+    pinned_sha256 = pinned_sha256.or(verified);
     (p.manifest, p.manifest_trusted) = p.manifest(&plugin)?;
     p.options_as_declared()?;
     let allow = p.allow_list()?;
@@ -397,9 +459,74 @@ impl Parsing<'_> {
             .transpose()
     }
 
-    /// Where the plugin comes from: `kmshostPlugin`, else `<name>.wasm` in
-    /// the plugin directory, else the embedded plugin of that name.
-    fn plugin(&self) -> Result<PluginSource, ConfigError> {
+    /// Where the plugin comes from: `kmshostPlugin` (a file, or an
+    /// `oci://` reference), else `<name>.wasm` in the plugin directory,
+    /// else the embedded plugin of that name.
+    fn plugin(&self, touched: &mut Vec<PathBuf>) -> Result<PluginSource, ConfigError> {
+        if let Some(reference) = self
+            .set("kmshostPlugin")
+            .filter(|p| p.starts_with("oci://"))
+        {
+            let source = self.oci(reference)?;
+            touched.extend(source.file().map(PathBuf::from));
+            return match source.file().is_some_and(|p| p.is_file()) {
+                true => Ok(source),
+                false => Err(ConfigError::PluginNotPulled {
+                    kms_id: self.kms_id.clone(),
+                    reference: source.to_string(),
+                }),
+            };
+        }
+        let found = self.plugin_file_or_embedded()?;
+        touched.extend(found.file().map(PathBuf::from));
+        Ok(found)
+    }
+
+    /// An `oci://` plugin: its reference pinned by digest, a trusted key to
+    /// check its signature, and where the host keeps it once pulled.
+    fn oci(&self, reference: &str) -> Result<PluginSource, ConfigError> {
+        let r =
+            crate::fetch::OciRef::parse(reference).map_err(|m| self.invalid("kmshostPlugin", m))?;
+        if self.set("kmshostPluginPublicKey").is_none() {
+            return Err(self.invalid(
+                "kmshostPluginPublicKey",
+                "is required for an oci:// plugin: a plugin from a registry runs only signed by a key you trust".into(),
+            ));
+        }
+        let Some(cache) = &self.defaults.plugin_cache else {
+            return Err(self.invalid(
+                "kmshostPlugin",
+                "oci:// plugins need the host's cache directory (--cache-dir)".into(),
+            ));
+        };
+        Ok(PluginSource::Oci {
+            path: r.cache_path(cache),
+            reference: r.to_string(),
+        })
+    }
+
+    /// `kmshostPluginPublicKey`: the plugin must carry a valid signature by
+    /// this key. Returns the sha256 of the verified bytes, which the
+    /// sandbox then insists on, so what runs is what was verified.
+    fn signature(&self, plugin: &PluginSource) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(key) = self.set("kmshostPluginPublicKey") else {
+            return Ok(None);
+        };
+        let key = crate::signing::TrustedKey::parse(key)
+            .map_err(|e| self.invalid("kmshostPluginPublicKey", e.to_string()))?;
+        let Some(path) = plugin.file() else {
+            return Ok(None); // built into kmshost: nothing to verify
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|e| self.invalid("kmshostPlugin", format!("{}: {e}", path.display())))?;
+        key.verify(&bytes)
+            .map_err(|e| self.invalid("kmshostPlugin", format!("plugin {plugin}: {e}")))?;
+        Ok(Some(Sha256::digest(&bytes).into()))
+    }
+
+    /// `kmshostPlugin` as a file, else `<name>.wasm` in the plugin
+    /// directory, else the embedded plugin of that name.
+    fn plugin_file_or_embedded(&self) -> Result<PluginSource, ConfigError> {
         if let Some(path) = self.set("kmshostPlugin") {
             let p = PathBuf::from(path);
             let p = match (&self.defaults.plugin_dir, p.is_relative()) {
@@ -539,7 +666,9 @@ impl Parsing<'_> {
                 contract: None,
                 sha256: [0; 32],
             })),
-            PluginSource::File(path) => crate::manifest::read_file(path),
+            PluginSource::File(path) | PluginSource::Oci { path, .. } => {
+                crate::manifest::read_file(path)
+            }
         };
         let option = if self.opts.contains_key("kmshostPlugin") {
             "kmshostPlugin"

@@ -57,6 +57,7 @@ pub const HOST_OPTIONS: &[&str] = &[
     "allowedHosts",
     "kmshostPlugin",
     "kmshostPluginSHA256",
+    "kmshostPluginPublicKey",
     "kmshostSecrets",
     "kmshostSecretNamespace",
     "kmshostMemoryLimitMiB",

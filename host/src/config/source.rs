@@ -26,6 +26,9 @@ pub struct ConfigSource {
     last: Mutex<Option<Loaded>>,
     watcher: OnceLock<Option<DirWatcher>>,
     disk_reads: AtomicU64,
+    /// The text of a fixed in-memory configuration ([`Self::from_text`]),
+    /// parsed again when a plugin file it names changes.
+    text: Option<String>,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,7 @@ impl ConfigSource {
             last: Mutex::new(None),
             watcher: OnceLock::new(),
             disk_reads: AtomicU64::new(0),
+            text: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl ConfigSource {
     pub fn from_text(text: &str, defaults: HostDefaults) -> Result<Self, ConfigError> {
         let table = KmsTable::parse(text, &defaults)?;
         let mut source = ConfigSource::new(PathBuf::new(), defaults);
+        source.text = Some(text.to_string());
         *source.last.get_mut().unwrap() = Some(Loaded {
             hash: [0; 32],
             table: Arc::new(table),
@@ -107,7 +112,12 @@ impl ConfigSource {
     /// the content changed). Without inotify, read on every use.
     pub fn load(&self) -> Result<Arc<KmsTable>, ConfigError> {
         if self.path.as_os_str().is_empty() {
-            let last = self.last.lock().unwrap();
+            let mut last = self.last.lock().unwrap();
+            if let (Some(l), Some(text)) = (last.as_mut(), &self.text)
+                && !l.table.plugins_unchanged()
+            {
+                l.table = Arc::new(KmsTable::parse(text, &self.defaults)?);
+            }
             return Ok(last.as_ref().map(|l| l.table.clone()).unwrap_or_default());
         }
         let watcher = self.watcher.get_or_init(DirWatcher::start).as_ref();
@@ -115,6 +125,7 @@ impl ConfigSource {
             let last = self.last.lock().unwrap();
             if let Some(l) = last.as_ref()
                 && l.generation == Some(w.generation())
+                && l.table.plugins_unchanged()
             {
                 return Ok(l.table.clone());
             }
@@ -132,6 +143,7 @@ impl ConfigSource {
         let mut last = self.last.lock().unwrap();
         if let Some(l) = last.as_mut()
             && l.hash == hash
+            && l.table.plugins_unchanged()
         {
             l.generation = generation;
             return Ok(l.table.clone());

@@ -120,6 +120,15 @@ impl From<ConfigError> for KmsError {
                 message,
             },
             ConfigError::Malformed(m) => KmsError::Config(m),
+            e @ ConfigError::PluginNotPulled { .. } => {
+                let ConfigError::PluginNotPulled { ref kms_id, .. } = e else {
+                    unreachable!()
+                };
+                KmsError::PluginLoad {
+                    kms_id: kms_id.clone(),
+                    message: e.to_string(),
+                }
+            }
         }
     }
 }

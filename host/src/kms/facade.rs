@@ -80,6 +80,8 @@ pub struct PluginReport {
     pub warm_instances: usize,
     /// Values it keeps in the host's cache now (never the values).
     pub cached_values: usize,
+    /// Outbound connections it keeps open and idle now.
+    pub idle_connections: usize,
     /// Identifies the runtime: a changed configuration builds a new one.
     pub runtime_id: u64,
 }
@@ -143,7 +145,15 @@ impl Kms {
         kms_id: &str,
         tenant: Option<&str>,
     ) -> Result<Arc<KmsEntry>, KmsError> {
-        let table = self.config.load()?;
+        let mut table = self.config.load()?;
+        if let Err(crate::config::ConfigError::PluginNotPulled {
+            kms_id: id,
+            reference,
+        }) = table.get(kms_id)
+        {
+            self.pull(&id, &reference).await?;
+            table = self.config.load()?;
+        }
         let Some(t) = tenant else {
             return Ok(table.get(kms_id)?);
         };
@@ -167,6 +177,37 @@ impl Kms {
             _ => None,
         };
         Ok(table.tenant_entry(kms_id, t, config_map.as_ref())?)
+    }
+
+    /// Pulls `kms_id`'s plugin from its registry into the host's cache,
+    /// every byte checked against its digest; the configuration then reads
+    /// the entry again (its signature and manifest are checked there).
+    async fn pull(&self, kms_id: &KmsId, reference: &str) -> Result<(), KmsError> {
+        let span = tracing::info_span!("kms.pull", kms_id = %kms_id, plugin = reference);
+        let r = crate::fetch::OciRef::parse(reference).map_err(|m| KmsError::PluginLoad {
+            kms_id: kms_id.clone(),
+            message: m,
+        })?;
+        let cache = self
+            .config
+            .defaults()
+            .plugin_cache
+            .clone()
+            .unwrap_or_default();
+        match crate::fetch::pull(&r, &cache, std::time::Duration::from_secs(60))
+            .instrument(span)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_retryable() => Err(KmsError::Unavailable {
+                kms_id: kms_id.clone(),
+                message: e.to_string(),
+            }),
+            Err(e) => Err(KmsError::PluginLoad {
+                kms_id: kms_id.clone(),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Plugin instances kept warm now, over all kmsIDs and tenants.
@@ -237,6 +278,7 @@ impl Kms {
             from_cache: rt.plugin().from_cache,
             warm_instances: rt.warm_instances(),
             cached_values: rt.cache().len(),
+            idle_connections: rt.idle_connections(),
             runtime_id: rt.id(),
         })
     }
@@ -271,12 +313,10 @@ impl Kms {
         let slot = (entry.kms_id.clone(), tenant.map(str::to_string));
         let key = RuntimeKey {
             fingerprint: entry.fingerprint,
-            plugin_file: match &entry.plugin {
-                PluginSource::File(p) => std::fs::metadata(p)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len()))),
-                PluginSource::Embedded(_) => None,
-            },
+            plugin_file: entry.plugin.file().and_then(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            }),
         };
         if let Some(b) = self.runtimes.lock().unwrap().get(&slot)
             && b.key == key
@@ -301,15 +341,18 @@ impl Kms {
                 })?;
                 (n.to_string(), b.into())
             }
-            PluginSource::File(p) => {
+            PluginSource::File(p) | PluginSource::Oci { path: p, .. } => {
                 let bytes = std::fs::read(p).map_err(|e| KmsError::PluginLoad {
                     kms_id: entry.kms_id.clone(),
                     message: format!("reading {}: {e}", p.display()),
                 })?;
-                let name = p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = match &entry.manifest {
+                    Some(m) => m.name.clone(),
+                    None => p
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                };
                 (name, bytes.into())
             }
         };

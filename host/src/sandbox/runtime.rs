@@ -153,6 +153,11 @@ impl PluginRuntime {
         &self.limits
     }
 
+    /// The kmsID's outbound connections kept open and idle now.
+    pub fn idle_connections(&self) -> usize {
+        self.policy.idle_connections()
+    }
+
     /// The kmsID's host cache (tokens, derived keys).
     pub fn cache(&self) -> &KvCache {
         &self.shared.cache

@@ -4,6 +4,7 @@
 pub mod csi;
 pub mod http;
 pub mod openbao;
+pub mod registry;
 
 use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::kms::Kms;
