@@ -133,17 +133,19 @@ impl Report {
     }
 }
 
-/// Runs every case against `setup`.
+/// Runs every case against `setup`. The plugin may be a file or an
+/// `oci://` reference, pulled first and then loaded exactly as a cluster
+/// would (its entry must carry `kmshostPluginPublicKey`).
 pub async fn run(setup: &Setup) -> Result<Report, ConformanceError> {
-    let plugin = std::path::absolute(&setup.plugin)
-        .map_err(|e| ConformanceError::Io(format!("{}: {e}", setup.plugin.display())))?;
+    let (plugin, reference) = locate(setup).await?;
     let mut suite = Suite {
         outcomes: Vec::new(),
         kms_type: String::new(),
         manifest: None,
     };
     let manifest = suite.manifest_case(&plugin);
-    let entry = entry_for(setup, &plugin, manifest.as_deref())?;
+    let source = reference.unwrap_or_else(|| plugin.display().to_string());
+    let entry = entry_for(setup, &source, manifest.as_deref())?;
     suite.kms_type = entry["encryptionKMSType"]
         .as_str()
         .unwrap_or_default()
@@ -174,18 +176,34 @@ pub async fn run(setup: &Setup) -> Result<Report, ConformanceError> {
     })
 }
 
+/// The plugin file to read, and the `oci://` reference it was pulled from.
+async fn locate(setup: &Setup) -> Result<(PathBuf, Option<String>), ConformanceError> {
+    let text = setup.plugin.display().to_string();
+    if !text.starts_with("oci://") {
+        let path = std::path::absolute(&setup.plugin)
+            .map_err(|e| ConformanceError::Io(format!("{text}: {e}")))?;
+        return Ok((path, None));
+    }
+    let r = crate::fetch::OciRef::parse(&text).map_err(ConformanceError::Entry)?;
+    let cache = setup
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::host_setup::default_cache_dir);
+    let path = crate::fetch::pull(&r, &cache, std::time::Duration::from_secs(60))
+        .await
+        .map_err(|e| ConformanceError::Io(e.to_string()))?;
+    Ok((path, Some(r.to_string())))
+}
+
 /// The entry to test: the vendor's, with the plugin and (when there is
 /// only one) the type filled in.
 fn entry_for(
     setup: &Setup,
-    plugin: &std::path::Path,
+    plugin: &str,
     manifest: Option<&Manifest>,
 ) -> Result<Map<String, Value>, ConformanceError> {
     let mut entry = setup.entry.clone();
-    entry.insert(
-        "kmshostPlugin".into(),
-        Value::String(plugin.display().to_string()),
-    );
+    entry.insert("kmshostPlugin".into(), Value::String(plugin.to_string()));
     if !entry.contains_key("encryptionKMSType") && !entry.contains_key("KMS_PROVIDER") {
         let only = manifest
             .filter(|m| m.types.len() == 1)

@@ -367,7 +367,8 @@ enum PluginOp {
     /// PASS/FAIL/SKIP line per case; exit 0 when nothing failed, 1 when a
     /// case failed.
     Test {
-        /// The `.wasm` component.
+        /// The `.wasm` component, or an `oci://…@sha256:…` reference (its
+        /// entry then needs kmshostPluginPublicKey).
         file: PathBuf,
         /// The kmsID entry to test with (a JSON object of options, as in
         /// config.json); `{}` when absent.

@@ -1,10 +1,14 @@
 //! The vendor kit end to end, as a vendor outside this repository uses it
 //! (issue 13's "done means"): the SDK as `cargo package` publishes it,
-//! `kmshost plugin new`, a plain `cargo build`, and `kmshost plugin test`
-//! passing unchanged — and docs/plugin-guide.md showing exactly the code
-//! and manifest the starter holds, so the guide's example is the one built
-//! here.
+//! `kmshost plugin new`, a plain `cargo build`, `kmshost plugin test`
+//! passing unchanged; then `plugin keygen` and `plugin sign`, a push to a
+//! real registry, and `plugin test` again on the `oci://` reference, pulled
+//! and verified as a cluster would — and docs/plugin-guide.md showing
+//! exactly the code and manifest the starter holds.
 
+mod common;
+
+use common::registry::{Registry, require_registry};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -59,8 +63,15 @@ fn guide_block(marker: &str, lang: &str) -> String {
     guide[start..end].to_string()
 }
 
+#[cfg_attr(
+    peers_missing,
+    ignore = "needs docker-registry and oras: scripts/test.sh installs them"
+)]
 #[test]
-fn from_plugin_new_to_a_passing_plugin_test() {
+fn from_plugin_new_to_a_signed_plugin_from_a_registry_passing_plugin_test() {
+    if !require_registry("vendor_kit") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let crate_dir = dir.path().join("acme-kms");
     let sdk = packaged_sdk();
@@ -111,6 +122,50 @@ fn from_plugin_new_to_a_passing_plugin_test() {
         .arg(dir.path().join("secrets"))
         .arg("--cache-dir")
         .arg(dir.path().join("cache")));
+    assert_passes(&report);
+
+    // Sign it, push it, and test what the registry serves, as admins get it.
+    let sk = dir.path().join("acme.key");
+    let pk = dir.path().join("acme.pub");
+    let signed = dir.path().join("acme-kms.wasm");
+    run(Command::new(BIN)
+        .args(["plugin", "keygen", "--secret-key"])
+        .arg(&sk)
+        .arg("--public-key")
+        .arg(&pk));
+    run(Command::new(BIN)
+        .args(["plugin", "sign"])
+        .arg(&wasm)
+        .arg("--key")
+        .arg(&sk)
+        .arg("-o")
+        .arg(&signed));
+    run(Command::new(BIN)
+        .args(["plugin", "verify"])
+        .arg(&signed)
+        .arg("--key")
+        .arg(&pk));
+    let registry = Registry::start();
+    let digest = registry.push(&std::fs::read(&signed).unwrap(), "acme/acme-kms:0.1.0");
+    let reference = format!("oci://{}/acme/acme-kms:0.1.0@{digest}", registry.host);
+    let public = std::fs::read_to_string(&pk).unwrap();
+    let admin_entry = serde_json::json!({
+        "ACME_KMS_SECRET_NAME": "acme-kms-kek",
+        "kmshostPluginPublicKey": public
+    });
+    std::fs::write(&entry, admin_entry.to_string()).unwrap();
+    let report = run(Command::new(BIN)
+        .args(["plugin", "test", &reference, "--config"])
+        .arg(&entry)
+        .arg("--secrets-dir")
+        .arg(dir.path().join("secrets"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache")));
+    assert!(report.contains(&reference), "{report}");
+    assert_passes(&report);
+}
+
+fn assert_passes(report: &str) {
     assert!(report.contains("0 failed"), "{report}");
     for case in [
         "manifest",
