@@ -95,6 +95,19 @@ fn from_plugin_new_to_a_signed_plugin_from_a_registry_passing_plugin_test() {
         manifest
     );
 
+    // Its unit tests, natively against the SDK's mock host.
+    let rustc = run(Command::new("rustc").arg("-vV"));
+    let host_triple = rustc
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap()
+        .to_string();
+    let tests = run(cargo()
+        .current_dir(&crate_dir)
+        .args(["test", "--target", &host_triple])
+        .env("CARGO_TARGET_DIR", root().join("target/vendor-kit")));
+    assert!(tests.contains("test result: ok. 2 passed"), "{tests}");
+
     // A plain build, as the vendor runs it (a shared target dir only saves
     // time across runs).
     run(cargo()

@@ -23,7 +23,10 @@
 //! secrets, cache and log.
 
 pub mod encoding;
+mod host;
 pub mod http;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mock;
 mod options;
 
 pub use options::Options;
@@ -97,7 +100,7 @@ pub const SERVICE_ACCOUNT_SECRET: &str = "kubernetes-service-account";
 
 /// Reads `key` of the Secret `name` granted to this kmsID.
 pub fn secret(name: &str, key: &str) -> Result<Vec<u8>> {
-    bindings::kmshost::plugin::secrets::get(name, key)
+    host::secret(name, key)
 }
 
 /// Reads `key` of the granted Secret `name` as UTF-8 text, trimming one
@@ -117,25 +120,26 @@ pub fn secret_string(name: &str, key: &str) -> Result<String> {
 
 /// The host's per-kmsID cache (see the `cache` interface).
 pub mod cache {
-    use crate::bindings::kmshost::plugin::cache as host;
+    use crate::host;
 
     /// The entry for `key`, if present and not expired.
     pub fn get(key: &str) -> Option<Vec<u8>> {
-        host::get(key)
+        host::cache_get(key)
     }
     /// Store `value` under `key` for `ttl_seconds`.
     pub fn set(key: &str, value: &[u8], ttl_seconds: u32) {
-        host::set(key, value, ttl_seconds)
+        host::cache_set(key, value, ttl_seconds)
     }
     /// Remove the entry for `key`.
     pub fn remove(key: &str) {
-        host::remove(key)
+        host::cache_remove(key)
     }
 }
 
 /// Logging into the host's log (never log secrets).
 pub mod log {
-    use crate::bindings::kmshost::plugin::log::{Level, log};
+    use crate::bindings::kmshost::plugin::log::Level;
+    use crate::host::log;
 
     /// Logs at debug level.
     pub fn debug(message: &str) {

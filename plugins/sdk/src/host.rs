@@ -1,0 +1,66 @@
+//! Where the SDK's host calls go: the component's imports when built for
+//! wasm, the [`crate::mock`] host in native unit tests. Nothing else in the
+//! SDK calls an import directly.
+
+use crate::Result;
+use crate::bindings::kmshost::plugin::outbound_http;
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::*;
+    use crate::bindings::kmshost::plugin::{cache, log, secrets};
+
+    pub fn secret(name: &str, key: &str) -> Result<Vec<u8>> {
+        secrets::get(name, key)
+    }
+    pub fn cache_get(key: &str) -> Option<Vec<u8>> {
+        cache::get(key)
+    }
+    pub fn cache_set(key: &str, value: &[u8], ttl_seconds: u32) {
+        cache::set(key, value, ttl_seconds)
+    }
+    pub fn cache_remove(key: &str) {
+        cache::remove(key)
+    }
+    pub fn log(level: log::Level, message: &str) {
+        log::log(level, message)
+    }
+    pub fn http_send(req: &outbound_http::Request) -> Result<outbound_http::Response> {
+        outbound_http::send(req)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::*;
+    use crate::bindings::kmshost::plugin::log;
+    use crate::mock;
+
+    pub fn secret(name: &str, key: &str) -> Result<Vec<u8>> {
+        mock::with(|h| h.secret_value(name, key))
+    }
+    pub fn cache_get(key: &str) -> Option<Vec<u8>> {
+        mock::with(|h| h.cache.get(key).cloned())
+    }
+    pub fn cache_set(key: &str, value: &[u8], _ttl_seconds: u32) {
+        mock::with(|h| h.cache.insert(key.to_string(), value.to_vec()));
+    }
+    pub fn cache_remove(key: &str) {
+        mock::with(|h| h.cache.remove(key));
+    }
+    pub fn log(level: log::Level, message: &str) {
+        let level = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        mock::with(|h| h.logs.push(format!("{level}: {message}")));
+    }
+    pub fn http_send(req: &outbound_http::Request) -> Result<outbound_http::Response> {
+        mock::with(|h| h.http(req))
+    }
+}
+
+pub(crate) use imp::*;

@@ -1,0 +1,257 @@
+//! A mock host for plugin unit tests, on the build machine's own target
+//! (`cargo test --target x86_64-unknown-linux-gnu`): granted Secrets, the
+//! cache, the log and an HTTP handler of your own, so a provider's logic —
+//! option handling, request shapes, status mapping, token caching — is
+//! tested without building a component or running kmshost. It keeps the
+//! host's rules where they matter to a plugin: a Secret not given is
+//! `denied`, and with no handler every request is `denied`.
+//!
+//! ```ignore
+//! use kmshost_plugin_sdk::mock::MockHost;
+//! let host = MockHost::new()
+//!     .secret("acme-credentials", "API_KEY", "k")
+//!     .on_http(|req| Ok(MockHost::reply(200, r#"{"token":"t"}"#)))
+//!     .install();
+//! let p: MyKms = kmshost_plugin_sdk::mock::configure(&[("ACME_ENDPOINT", "https://a")])?;
+//! p.wrap("pvc-1", b"key")?;
+//! assert_eq!(host.requests()[0].url, "https://a/v1/wrap");
+//! ```
+
+use crate::bindings::kmshost::plugin::outbound_http;
+use crate::{KmsError, Options, Provider, Result};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+/// A request the plugin sent, as the mock saw it.
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    /// The method (`GET`, `POST`, `LIST`, …).
+    pub method: String,
+    /// The absolute URL.
+    pub url: String,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl MockRequest {
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// An answer from the HTTP handler: a response, or an error as the host
+/// would report it (for example `KmsError::Unavailable` for a refused
+/// connection).
+pub type MockReply = Result<crate::http::Response>;
+
+type Handler = Box<dyn FnMut(&MockRequest) -> MockReply>;
+
+/// The mock host: build it, then [`MockHost::install`] it for the current
+/// thread.
+#[derive(Default)]
+pub struct MockHost {
+    secrets: BTreeMap<(String, String), Vec<u8>>,
+    pub(crate) cache: HashMap<String, Vec<u8>>,
+    pub(crate) logs: Vec<String>,
+    requests: Vec<MockRequest>,
+    handler: Option<Handler>,
+}
+
+thread_local! {
+    static HOST: RefCell<Option<MockHost>> = const { RefCell::new(None) };
+}
+
+impl MockHost {
+    /// An empty host: no Secrets, no HTTP.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Grants `key` of Secret `name` with `value`.
+    pub fn secret(mut self, name: &str, key: &str, value: impl AsRef<[u8]>) -> Self {
+        self.secrets
+            .insert((name.into(), key.into()), value.as_ref().to_vec());
+        self
+    }
+
+    /// Answers the plugin's HTTP requests (both `send` and `send_wasi`).
+    pub fn on_http(mut self, handler: impl FnMut(&MockRequest) -> MockReply + 'static) -> Self {
+        self.handler = Some(Box::new(handler));
+        self
+    }
+
+    /// A response with `status` and a body.
+    pub fn reply(status: u16, body: impl Into<Vec<u8>>) -> crate::http::Response {
+        crate::http::Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Makes this the host of the current thread until the returned guard
+    /// is dropped.
+    pub fn install(self) -> Installed {
+        HOST.with(|h| *h.borrow_mut() = Some(self));
+        Installed { _private: () }
+    }
+
+    pub(crate) fn secret_value(&mut self, name: &str, key: &str) -> Result<Vec<u8>> {
+        match self.secrets.get(&(name.to_string(), key.to_string())) {
+            Some(v) => Ok(v.clone()),
+            None if self.secrets.keys().any(|(n, _)| n == name) => Err(KmsError::NotFound(
+                format!("secret {name} has no key {key} (mock host)"),
+            )),
+            None => Err(KmsError::Denied(format!(
+                "secret {name} is not granted (mock host)"
+            ))),
+        }
+    }
+
+    pub(crate) fn http(&mut self, req: &outbound_http::Request) -> Result<outbound_http::Response> {
+        let seen = MockRequest {
+            method: req.method.clone(),
+            url: req.url.clone(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+        };
+        self.requests.push(seen.clone());
+        let handler = self.handler.as_mut().ok_or_else(|| {
+            KmsError::Denied(format!("{}: no HTTP in this mock host (on_http)", req.url))
+        })?;
+        let mut r = handler(&seen)?;
+        Ok(outbound_http::Response {
+            status: r.status,
+            headers: std::mem::take(&mut r.headers),
+            body: std::mem::take(&mut r.body),
+        })
+    }
+}
+
+/// The installed host; dropping it uninstalls it.
+pub struct Installed {
+    _private: (),
+}
+
+impl Installed {
+    /// Every request the plugin sent, in order.
+    pub fn requests(&self) -> Vec<MockRequest> {
+        with(|h| h.requests.clone())
+    }
+    /// Every log line, as `level: message`.
+    pub fn logs(&self) -> Vec<String> {
+        with(|h| h.logs.clone())
+    }
+    /// The cache entry for `key`.
+    pub fn cached(&self, key: &str) -> Option<Vec<u8>> {
+        with(|h| h.cache.get(key).cloned())
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        HOST.with(|h| *h.borrow_mut() = None);
+    }
+}
+
+/// Configures provider `P` from `options` as the host would: `configure`,
+/// then leftovers refused by name.
+pub fn configure<P: Provider>(options: &[(&str, &str)]) -> Result<P> {
+    let mut o = Options::new(
+        options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let p = P::configure(&mut o)?;
+    o.finish()?;
+    Ok(p)
+}
+
+pub(crate) fn with<T>(f: impl FnOnce(&mut MockHost) -> T) -> T {
+    HOST.with(|h| {
+        let mut h = h.borrow_mut();
+        let host = h
+            .as_mut()
+            .expect("no mock host installed on this thread: MockHost::new()…install()");
+        f(host)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Request;
+    use crate::{Capabilities, PluginInfo, cache, secret_string};
+
+    /// A small provider using every host call.
+    struct Echo {
+        url: String,
+    }
+
+    impl Provider for Echo {
+        fn info() -> PluginInfo {
+            PluginInfo {
+                name: "echo".into(),
+                version: "0".into(),
+                capabilities: Capabilities::STORE,
+                description: String::new(),
+            }
+        }
+        fn configure(o: &mut Options) -> Result<Self> {
+            Ok(Echo {
+                url: o.required("URL")?,
+            })
+        }
+        fn get(&self, key_id: &str) -> Result<Vec<u8>> {
+            let token = match cache::get("token") {
+                Some(t) => String::from_utf8(t)?,
+                None => secret_string("creds", "token")?,
+            };
+            cache::set("token", token.as_bytes(), 60);
+            crate::log::info("getting");
+            let r = Request::get(format!("{}/{key_id}", self.url))
+                .header("authorization", format!("Bearer {token}"))
+                .send()?
+                .error_for_status("get")?;
+            Ok(r.body.clone())
+        }
+    }
+
+    #[test]
+    fn a_provider_runs_against_the_mock_host() {
+        let host = MockHost::new()
+            .secret("creds", "token", "t0k\n")
+            .on_http(|r| match r.url.as_str() {
+                "https://kms/pvc-1" => Ok(MockHost::reply(200, "key-1")),
+                _ => Ok(MockHost::reply(404, "")),
+            })
+            .install();
+        let p: Echo = configure(&[("URL", "https://kms")]).unwrap();
+        assert_eq!(p.get("pvc-1").unwrap(), b"key-1");
+        assert!(matches!(p.get("pvc-2"), Err(KmsError::NotFound(_))));
+        let reqs = host.requests();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(
+            reqs[0].header("authorization").as_deref(),
+            Some("Bearer t0k")
+        );
+        assert_eq!(host.cached("token").as_deref(), Some(&b"t0k"[..]));
+        assert_eq!(host.logs(), ["info: getting", "info: getting"]);
+        // The host's rules: leftovers named, ungranted Secrets denied.
+        let e = configure::<Echo>(&[("URL", "u"), ("URLL", "x")])
+            .err()
+            .unwrap();
+        assert!(matches!(e, KmsError::InvalidConfig(c) if c.option == "URLL"));
+        drop(host);
+        let _bare = MockHost::new().install();
+        let p: Echo = configure(&[("URL", "https://kms")]).unwrap();
+        assert!(matches!(p.get("x"), Err(KmsError::Denied(_))));
+    }
+}
