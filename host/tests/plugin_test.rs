@@ -20,6 +20,16 @@ include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 /// Runs the suite on `plugin` with `entry`; returns the exit code, the
 /// text report and the JSON report's verdict per case.
 fn plugin_test(dir: &Path, plugin: &str, entry: Value) -> (i32, String, Vec<(String, String)>) {
+    plugin_test_with(dir, plugin, entry, &[])
+}
+
+/// [`plugin_test`] with more arguments.
+fn plugin_test_with(
+    dir: &Path,
+    plugin: &str,
+    entry: Value,
+    extra: &[&str],
+) -> (i32, String, Vec<(String, String)>) {
     let cfg = dir.join("entry.json");
     let report = dir.join("report.json");
     std::fs::write(&cfg, entry.to_string()).unwrap();
@@ -32,6 +42,7 @@ fn plugin_test(dir: &Path, plugin: &str, entry: Value) -> (i32, String, Vec<(Str
         .arg(common::cache_dir())
         .arg("--report")
         .arg(&report)
+        .args(extra)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -208,4 +219,42 @@ async fn vault_passes_against_openbao_kv_and_transit() {
             "unreachable-is-unavailable",
         ],
     );
+}
+
+/// The embedded default's key-store type, against a fake kube-apiserver
+/// (none can run here; the fake is strict to the documented endpoints).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubernetes_secret_store_passes_against_a_fake_apiserver() {
+    let (_store, handler) = common::kube::fake_apiserver("sa-token");
+    let srv = common::http::TestServer::start("127.0.0.1:0", handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "sa-token\n").unwrap();
+    let entry = json!({"encryptionKMSType": "kubernetes-secret",
+                       "kubernetesAPIAddress": srv.url(), "secretNamespace": "csi"});
+    let path = dir.path().to_path_buf();
+    let (code, text, v) = tokio::task::spawn_blocking(move || {
+        let token = token.display().to_string();
+        plugin_test_with(
+            &path,
+            SECRET_WASM,
+            entry,
+            &["--service-account-token", &token],
+        )
+    })
+    .await
+    .unwrap();
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[
+            "store-round-trip",
+            "store-replaces",
+            "get-missing-is-not-found",
+            "delete-is-idempotent",
+            "unreachable-is-unavailable",
+        ],
+    );
+    assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
 }
