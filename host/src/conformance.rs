@@ -24,6 +24,14 @@ use std::time::Instant;
 const KMS_ID: &str = "conformance";
 /// The same entry with every endpoint pointed at a closed local port.
 const DEAD_KMS_ID: &str = "conformance-unreachable";
+/// ... at a backend answering with a body past the response cap.
+const OVERSIZED_KMS_ID: &str = "conformance-oversized";
+/// ... at a backend that accepts and never answers.
+const SILENT_KMS_ID: &str = "conformance-silent";
+/// The response cap of the oversized twin.
+const TWIN_MAX_RESPONSE: usize = 64 << 10;
+/// The deadline of the silent twin.
+const TWIN_TIMEOUT_MS: u64 = 3000;
 
 /// What the suite runs against.
 #[derive(Debug, Clone)]
@@ -152,12 +160,35 @@ pub async fn run(setup: &Setup) -> Result<Report, ConformanceError> {
         .to_string();
     let scratch = tempfile::tempdir().map_err(|e| ConformanceError::Io(e.to_string()))?;
     let config = scratch.path().join("config.json");
-    let dead = unreachable_entry(&entry, manifest.as_deref());
+    let backends = HostileBackends::start().await?;
     let mut table = Map::new();
-    table.insert(KMS_ID.into(), Value::Object(entry));
-    if let Some(d) = &dead {
-        table.insert(DEAD_KMS_ID.into(), Value::Object(d.clone()));
+    let mut twins = false;
+    for (id, url, extra) in [
+        (
+            DEAD_KMS_ID,
+            format!("http://127.0.0.1:{}", closed_port()),
+            None,
+        ),
+        (
+            OVERSIZED_KMS_ID,
+            backends.oversized.clone(),
+            Some(("kmshostMaxResponseBytes", TWIN_MAX_RESPONSE.to_string())),
+        ),
+        (
+            SILENT_KMS_ID,
+            backends.silent.clone(),
+            Some(("kmshostTimeoutMs", TWIN_TIMEOUT_MS.to_string())),
+        ),
+    ] {
+        if let Some(mut t) = twin(&entry, manifest.as_deref(), &url) {
+            if let Some((k, v)) = extra {
+                t.insert(k.into(), Value::String(v));
+            }
+            table.insert(id.into(), Value::Object(t));
+            twins = true;
+        }
     }
+    table.insert(KMS_ID.into(), Value::Object(entry));
     std::fs::write(&config, Value::Object(table).to_string())
         .map_err(|e| ConformanceError::Io(e.to_string()))?;
     let kms = build_kms(&HostSettings {
@@ -168,7 +199,8 @@ pub async fn run(setup: &Setup) -> Result<Report, ConformanceError> {
         ..Default::default()
     })?;
     suite.manifest = manifest;
-    suite.run(&kms, dead.is_some()).await;
+    suite.run(&kms, twins).await;
+    drop(backends);
     Ok(Report {
         plugin: setup.plugin.display().to_string(),
         kms_type: suite.kms_type,
@@ -218,28 +250,82 @@ fn entry_for(
     Ok(entry)
 }
 
-/// The entry with every endpoint option set to a local port nothing
-/// listens on, or `None` when the plugin declares no endpoint.
-fn unreachable_entry(
+/// The entry with every endpoint option set to `url`, or `None` when the
+/// plugin declares no endpoint.
+fn twin(
     entry: &Map<String, Value>,
     manifest: Option<&Manifest>,
+    url: &str,
 ) -> Option<Map<String, Value>> {
     let m = manifest?;
     let t = entry.get("encryptionKMSType")?.as_str()?;
-    let port = closed_port();
-    let mut dead = entry.clone();
+    let mut twin = entry.clone();
     let mut any = false;
     for o in m.options_for(t).filter(|o| o.kind == OptionKind::Endpoint) {
         for s in o.spellings() {
-            dead.remove(s);
+            twin.remove(s);
         }
-        dead.insert(
-            o.name.clone(),
-            Value::String(format!("http://127.0.0.1:{port}")),
-        );
+        twin.insert(o.name.clone(), Value::String(url.to_string()));
         any = true;
     }
-    any.then_some(dead)
+    any.then_some(twin)
+}
+
+/// Two local backends that misbehave: one answers every request with a
+/// body larger than the twin's response cap, one accepts connections and
+/// never answers. They stop when dropped.
+struct HostileBackends {
+    oversized: String,
+    silent: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl HostileBackends {
+    async fn start() -> Result<HostileBackends, ConformanceError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = |e: std::io::Error| ConformanceError::Io(format!("a local test backend: {e}"));
+        let big = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(io)?;
+        let quiet = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(io)?;
+        let oversized = format!("http://{}", big.local_addr().map_err(io)?);
+        let silent = format!("http://{}", quiet.local_addr().map_err(io)?);
+        let body_len = TWIN_MAX_RESPONSE * 4;
+        let big = tokio::spawn(async move {
+            while let Ok((mut s, _)) = big.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&vec![b'a'; body_len]).await;
+                });
+            }
+        });
+        let quiet = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = quiet.accept().await {
+                held.push(s);
+            }
+        });
+        Ok(HostileBackends {
+            oversized,
+            silent,
+            tasks: vec![big, quiet],
+        })
+    }
+}
+
+impl Drop for HostileBackends {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// A local port with no listener (bound, then released).
@@ -320,7 +406,7 @@ impl Suite {
         }
     }
 
-    async fn run(&mut self, kms: &Kms, has_dead_twin: bool) {
+    async fn run(&mut self, kms: &Kms, has_twins: bool) {
         let t = Instant::now();
         let configured = kms.check_configured(KMS_ID, None).await;
         let ok = configured.is_ok();
@@ -354,12 +440,7 @@ impl Suite {
         let (wraps, stores) = self.capabilities();
         self.wrap_cases(kms, wraps, stores).await;
         self.store_cases(kms, stores).await;
-        let t = Instant::now();
-        let r = match has_dead_twin {
-            true => dead_endpoint_case(kms, wraps).await,
-            false => skip("the plugin declares no endpoint option"),
-        };
-        self.record("unreachable-is-unavailable", t, r);
+        self.hostile_backend_cases(kms, wraps, has_twins).await;
         let t = Instant::now();
         let r = self.limits_case();
         self.record("default-limits", t, r);
@@ -367,13 +448,71 @@ impl Suite {
 
     async fn info_case(&self, kms: &Kms) -> Case {
         let about = kms.plugin_about(KMS_ID).await.map_err(|e| e.to_string())?;
-        match &self.manifest {
-            Some(m) if m.name != about.name => Err(format!(
+        let Some(m) = &self.manifest else {
+            return pass(format!("{} {}", about.name, about.version));
+        };
+        if m.name != about.name {
+            return Err(format!(
                 "info() says {:?}, the manifest {:?}",
                 about.name, m.name
-            )),
-            _ => pass(format!("{} {}", about.name, about.version)),
+            ));
         }
+        let declared = m.capabilities(&self.kms_type).unwrap_or_default();
+        match declared.iter().find(|c| !about.capabilities.contains(c)) {
+            Some(c) => Err(format!(
+                "the manifest declares {c} for type {}, info() does not",
+                self.kms_type
+            )),
+            None => pass(format!("{} {}", about.name, about.version)),
+        }
+    }
+
+    /// The backend misbehaves: gone, answering too much, never answering.
+    /// Each is an error the host can act on, in time, never a success or a
+    /// crashed plugin.
+    async fn hostile_backend_cases(&mut self, kms: &Kms, wraps: bool, has_twins: bool) {
+        const CASES: [&str; 3] = [
+            "unreachable-is-unavailable",
+            "oversized-response-is-an-error",
+            "silent-backend-stops-in-time",
+        ];
+        if !has_twins {
+            let t = Instant::now();
+            for c in CASES {
+                self.record(c, t, skip("the plugin declares no endpoint option"));
+            }
+            return;
+        }
+        let t = Instant::now();
+        let r = dead_endpoint_case(kms, wraps).await;
+        self.record(CASES[0], t, r);
+        let t = Instant::now();
+        let r = match one_op(kms, OVERSIZED_KMS_ID, wraps).await {
+            Ok(()) => Err("succeeded on a response past the cap".into()),
+            Err(e) if crashed(&e) => Err(format!("the plugin crashed: {e}")),
+            Err(KmsError::Integrity { .. }) => {
+                Err("reported as integrity (never retried): a cut response is not a bad key".into())
+            }
+            Err(e) => pass(format!("{} ({e})", class(&e))),
+        };
+        self.record(CASES[1], t, r);
+        let t = Instant::now();
+        let outcome = one_op(kms, SILENT_KMS_ID, wraps).await;
+        let took = t.elapsed().as_millis();
+        let r = match outcome {
+            _ if took > u128::from(TWIN_TIMEOUT_MS) + 2000 => Err(format!(
+                "took {took} ms under a {TWIN_TIMEOUT_MS} ms deadline"
+            )),
+            Ok(()) => Err("succeeded without an answer".into()),
+            Err(e) if crashed(&e) => Err(format!("the plugin crashed: {e}")),
+            Err(e @ (KmsError::Unavailable { .. } | KmsError::Sandbox { .. })) => {
+                pass(format!("{} ({e})", class(&e)))
+            }
+            Err(e) => Err(format!(
+                "expected unavailable or the host's deadline, got {e}"
+            )),
+        };
+        self.record(CASES[2], t, r);
     }
 
     async fn wrap_cases(&mut self, kms: &Kms, wraps: bool, stores: bool) {
@@ -587,6 +726,39 @@ async fn delete_twice(kms: &Kms, id: &KeyId) -> Case {
             "get after delete: expected not-found, got {}",
             show(&other)
         )),
+    }
+}
+
+/// One operation on a twin: wrap when the type wraps, else get.
+async fn one_op(kms: &Kms, kms_id: &str, wraps: bool) -> Result<(), KmsError> {
+    let id = key_id("hostile");
+    if wraps {
+        match kms.wrap(kms_id, &id, &generate_passphrase()).await {
+            Err(KmsError::Unsupported { .. }) => {}
+            r => return r.map(drop),
+        }
+    }
+    kms.get(kms_id, &id).await.map(drop)
+}
+
+/// Whether the sandbox stopped the plugin for a trap (a panic, an abort).
+fn crashed(e: &KmsError) -> bool {
+    matches!(
+        e,
+        KmsError::Sandbox {
+            cause: crate::sandbox::SandboxCause::Trap(_),
+            ..
+        }
+    )
+}
+
+/// The error's class, as the host acts on it.
+fn class(e: &KmsError) -> &'static str {
+    match e {
+        KmsError::Unavailable { .. } => "unavailable, retried",
+        KmsError::Sandbox { .. } => "stopped by the host",
+        KmsError::Denied { .. } => "denied",
+        _ => "an error",
     }
 }
 

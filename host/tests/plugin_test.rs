@@ -147,6 +147,31 @@ fn the_embedded_default_passes_and_contract_breakers_fail() {
         );
     }
 
+    // A store that panics when its backend fails: the hostile-backend
+    // cases catch it.
+    let m = json!({"manifest": 1, "contract": "0.1.0", "name": "fragile",
+        "types": {"fragile": {"capabilities": ["store"]}},
+        "options": [{"name": "ENDPOINT", "kind": "endpoint", "required": true}]});
+    let path = dir.path().join("fragile.wasm");
+    std::fs::write(
+        &path,
+        common::with_manifest(&std::fs::read(FRAGILE).unwrap(), &m),
+    )
+    .unwrap();
+    let (code, text, v) = plugin_test(
+        dir.path(),
+        path.to_str().unwrap(),
+        json!({"ENDPOINT": "http://127.0.0.1:9"}),
+    );
+    assert_eq!(code, 1, "{text}");
+    for case in [
+        "unreachable-is-unavailable",
+        "oversized-response-is-an-error",
+    ] {
+        assert_eq!(verdict(&v, case), "fail", "{case}:\n{text}");
+    }
+    assert!(text.contains("the plugin crashed"), "{text}");
+
     // A plugin without a manifest fails the first case, and says why.
     let (code, text, v) = plugin_test(dir.path(), TRAPPER, json!({"encryptionKMSType": "trap"}));
     assert_eq!(code, 1, "{text}");
@@ -193,6 +218,8 @@ async fn vault_passes_against_openbao_kv_and_transit() {
             "get-missing-is-not-found",
             "delete-is-idempotent",
             "unreachable-is-unavailable",
+            "oversized-response-is-an-error",
+            "silent-backend-stops-in-time",
             "unknown-option-named",
         ],
     );
@@ -217,6 +244,8 @@ async fn vault_passes_against_openbao_kv_and_transit() {
             "wrap-is-randomized",
             "tamper-is-integrity",
             "unreachable-is-unavailable",
+            "oversized-response-is-an-error",
+            "silent-backend-stops-in-time",
         ],
     );
 }
@@ -254,6 +283,8 @@ async fn the_kubernetes_secret_store_passes_against_a_fake_apiserver() {
             "get-missing-is-not-found",
             "delete-is-idempotent",
             "unreachable-is-unavailable",
+            "oversized-response-is-an-error",
+            "silent-backend-stops-in-time",
         ],
     );
     assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");

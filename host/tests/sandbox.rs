@@ -1080,6 +1080,35 @@ mod compile_cache {
     }
 }
 
+/// A plugin that panics when its backend fails is stopped as a trap, and
+/// the host goes on (`kmshost plugin test` fails it: tests/plugin_test.rs).
+mod fragile {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_plugin_panicking_on_a_backend_error_is_a_trap() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let kms = guest_kms(
+            FRAGILE,
+            json!({"ENDPOINT": url, "allowedHosts": url}),
+            dir.path(),
+        );
+        let e = kms.get("t", &key("k")).await.unwrap_err();
+        assert!(matches!(cause(&e), SandboxCause::Trap(_)), "{e}");
+        let e = kms.get("t", &key("k")).await.unwrap_err();
+        assert!(
+            matches!(cause(&e), SandboxCause::Trap(_)),
+            "the next call traps alike: {e}"
+        );
+    }
+}
+
 /// Key invariants: nothing a plugin returns can weaken a volume. Sealing a
 /// volume key (what CreateVolume and rotation do) verifies the blob, the
 /// round trip and the binding to the key-id before anything is recorded.

@@ -95,6 +95,8 @@ pub struct PluginAbout {
     pub version: String,
     /// One line for admins.
     pub description: String,
+    /// The operations it says it implements.
+    pub capabilities: Vec<Capability>,
 }
 
 impl Kms {
@@ -291,10 +293,17 @@ impl Kms {
             .info()
             .await
             .map_err(|e| KmsError::from_plugin(rt.kms_id(), e))?;
+        use crate::sandbox::bindings::kmshost::plugin::types::Capabilities as C;
+        let capabilities = [(C::STORE, Capability::Store), (C::WRAP, Capability::Wrap)]
+            .into_iter()
+            .filter(|(flag, _)| info.capabilities.contains(*flag))
+            .map(|(_, c)| c)
+            .collect();
         Ok(PluginAbout {
             name: info.name,
             version: info.version,
             description: info.description,
+            capabilities,
         })
     }
 
