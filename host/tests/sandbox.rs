@@ -905,6 +905,10 @@ mod http_probe {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = accepted.clone();
+        // The server answers, keeps the connection until the test says the
+        // client holds it idle, then closes it and says so: no timing.
+        let (close, close_rx) = std::sync::mpsc::channel::<()>();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel::<()>();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let mut stream = stream.unwrap();
@@ -917,9 +921,13 @@ mod http_probe {
                 stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nidle")
                     .unwrap();
-                // Kept alive as far as the client knows, closed soon after.
-                std::thread::sleep(Duration::from_millis(50));
-                drop(stream);
+                // Kept alive as far as the client knows, until closed here.
+                if close_rx.recv().is_err() {
+                    return;
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                drop((reader, stream));
+                let _ = closed_tx.send(());
             }
         });
         for via in VIAS {
@@ -930,7 +938,16 @@ mod http_probe {
                     .await
                     .unwrap();
                 assert_eq!(status_body(&out), (200, b"idle".to_vec()), "via {via}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while kms.plugin_report("t", None).await.unwrap().idle_connections == 0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "via {via}: never idle in the pool"
+                    );
+                    tokio::task::yield_now().await;
+                }
+                close.send(()).unwrap();
+                closed.recv().await.unwrap();
             }
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
