@@ -37,10 +37,7 @@ async fn signed_plugins_from_a_registry_run_and_nothing_else_does() {
     common::write_secret(dir.path(), "kek", &[("encryptionPassphrase", b"oci test")]);
     let cache = dir.path().join("cache");
     let host = &registry.host;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = format!("127.0.0.1:{}", common::free_port());
     let entry = |reference: String| {
         json!({"encryptionKMSType": "metadata", "secretName": "kek",
                "kmshostPlugin": reference, "kmshostPluginPublicKey": pk})

@@ -1105,11 +1105,7 @@ mod fragile {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_plugin_panicking_on_a_backend_error_is_a_trap() {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let url = format!("http://127.0.0.1:{port}");
         let kms = guest_kms(
             FRAGILE,

@@ -288,11 +288,7 @@ async fn kubernetes_secret_store_wrong_token_is_denied() {
 async fn kubernetes_secret_store_server_down_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let kms = k8s_store(dir.path(), format!("http://127.0.0.1:{port}"), "t");
     let err = kms.get("k8s", &key("v")).await.unwrap_err();
     assert!(matches!(err, KmsError::Unavailable { .. }), "{err}");

@@ -16,7 +16,9 @@ pub use error::ConfigError;
 pub use source::ConfigSource;
 
 use crate::capability::allow_list::{AllowList, AllowedHost};
-use crate::manifest::{Capability, Declared, HostValue, Manifest, OptionKind, OptionSpec};
+use crate::manifest::{
+    Capability, Declared, HostValue, Manifest, OptionKind, OptionSpec, parse_bool,
+};
 use crate::secrets::{Grants, SERVICE_ACCOUNT_SECRET, SecretRef};
 use crate::types::KmsId;
 use registry::{HOST_OPTIONS, TlsOptions};
@@ -961,13 +963,5 @@ fn required_message(o: &OptionSpec) -> String {
     match o.aliases.as_slice() {
         [] => "is required".into(),
         a => format!("is required (or {})", a.join(", ")),
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Some(true),
-        "false" | "0" | "no" => Some(false),
-        _ => None,
     }
 }

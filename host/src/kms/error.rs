@@ -120,15 +120,10 @@ impl From<ConfigError> for KmsError {
                 message,
             },
             ConfigError::Malformed(m) => KmsError::Config(m),
-            e @ ConfigError::PluginNotPulled { .. } => {
-                let ConfigError::PluginNotPulled { ref kms_id, .. } = e else {
-                    unreachable!()
-                };
-                KmsError::PluginLoad {
-                    kms_id: kms_id.clone(),
-                    message: e.to_string(),
-                }
-            }
+            ConfigError::PluginNotPulled { kms_id, reference } => KmsError::PluginLoad {
+                kms_id,
+                message: format!("plugin {reference} is not pulled yet"),
+            },
         }
     }
 }

@@ -14,6 +14,16 @@ use kmshost::secrets::{ChainedSecrets, MountedSecrets, SecretSource, ServiceAcco
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A loopback port nothing listens on now (bound, then released): for a
+/// server about to start there, or a peer that is down.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A compile cache shared by all tests (so each plugin compiles once).
 pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")

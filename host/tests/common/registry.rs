@@ -47,11 +47,7 @@ impl Registry {
     /// Starts a registry on a free loopback port and waits until it answers.
     pub fn start() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
