@@ -22,8 +22,11 @@ use crate::{KmsError, Options, Provider, Result};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
-/// A request the plugin sent, as the mock saw it.
-#[derive(Debug, Clone)]
+/// A request the plugin sent, as the mock saw it. Its headers (a token)
+/// and body (a key) may be secret: `Debug` shows the method, the URL
+/// without its query, header names and the body's length only, as the
+/// SDK's own `Request` does.
+#[derive(Clone)]
 pub struct MockRequest {
     /// The method (`GET`, `POST`, `LIST`, …).
     pub method: String,
@@ -33,6 +36,18 @@ pub struct MockRequest {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body.
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for MockRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("MockRequest")
+            .field("method", &self.method)
+            .field("url", &self.url.split('?').next().unwrap_or(""))
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl MockRequest {
@@ -241,6 +256,12 @@ mod tests {
         assert_eq!(
             reqs[0].header("authorization").as_deref(),
             Some("Bearer t0k")
+        );
+        // Debug names the header, never its value (derived Debug would
+        // print the token's bytes).
+        assert_eq!(
+            format!("{:?}", reqs[0]),
+            r#"MockRequest { method: "GET", url: "https://kms/pvc-1", headers: ["authorization"], body_len: 0 }"#
         );
         assert_eq!(host.cached("token").as_deref(), Some(&b"t0k"[..]));
         assert_eq!(host.logs(), ["info: getting", "info: getting"]);
