@@ -161,34 +161,8 @@ pub async fn run(setup: &Setup) -> Result<Report, ConformanceError> {
     let scratch = tempfile::tempdir().map_err(|e| ConformanceError::Io(e.to_string()))?;
     let config = scratch.path().join("config.json");
     let backends = HostileBackends::start().await?;
-    let mut table = Map::new();
-    let mut twins = false;
-    for (id, url, extra) in [
-        (
-            DEAD_KMS_ID,
-            format!("http://127.0.0.1:{}", closed_port()),
-            None,
-        ),
-        (
-            OVERSIZED_KMS_ID,
-            backends.oversized.clone(),
-            Some(("kmshostMaxResponseBytes", TWIN_MAX_RESPONSE.to_string())),
-        ),
-        (
-            SILENT_KMS_ID,
-            backends.silent.clone(),
-            Some(("kmshostTimeoutMs", TWIN_TIMEOUT_MS.to_string())),
-        ),
-    ] {
-        if let Some(mut t) = twin(&entry, manifest.as_deref(), &url) {
-            if let Some((k, v)) = extra {
-                t.insert(k.into(), Value::String(v));
-            }
-            table.insert(id.into(), Value::Object(t));
-            twins = true;
-        }
-    }
-    table.insert(KMS_ID.into(), Value::Object(entry));
+    let table = config_table(entry, manifest.as_deref(), &backends);
+    let twins = table.contains_key(DEAD_KMS_ID);
     std::fs::write(&config, Value::Object(table).to_string())
         .map_err(|e| ConformanceError::Io(e.to_string()))?;
     let kms = build_kms(&HostSettings {
@@ -248,6 +222,43 @@ fn entry_for(
         entry.insert("encryptionKMSType".into(), Value::String(only));
     }
     Ok(entry)
+}
+
+/// The kmsIDs the suite configures: the entry, and (when the plugin has
+/// endpoints) its twins pointed at a closed port and at the hostile
+/// backends, with a small response cap and deadline.
+fn config_table(
+    entry: Map<String, Value>,
+    manifest: Option<&Manifest>,
+    backends: &HostileBackends,
+) -> Map<String, Value> {
+    let mut table = Map::new();
+    for (id, url, extra) in [
+        (
+            DEAD_KMS_ID,
+            format!("http://127.0.0.1:{}", closed_port()),
+            None,
+        ),
+        (
+            OVERSIZED_KMS_ID,
+            backends.oversized.clone(),
+            Some(("kmshostMaxResponseBytes", TWIN_MAX_RESPONSE.to_string())),
+        ),
+        (
+            SILENT_KMS_ID,
+            backends.silent.clone(),
+            Some(("kmshostTimeoutMs", TWIN_TIMEOUT_MS.to_string())),
+        ),
+    ] {
+        if let Some(mut t) = twin(&entry, manifest, &url) {
+            if let Some((k, v)) = extra {
+                t.insert(k.into(), Value::String(v));
+            }
+            table.insert(id.into(), Value::Object(t));
+        }
+    }
+    table.insert(KMS_ID.into(), Value::Object(entry));
+    table
 }
 
 /// The entry with every endpoint option set to `url`, or `None` when the
