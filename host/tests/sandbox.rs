@@ -948,6 +948,16 @@ mod http_probe {
                 }
                 close.send(()).unwrap();
                 closed.recv().await.unwrap();
+                // The client sees the close before the next request (what
+                // this test is about); a request racing the close is the
+                // pool's retry, tested in capability::net.
+                while kms.plugin_report("t", None).await.unwrap().idle_connections > 0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "via {via}: the close was never seen"
+                    );
+                    tokio::task::yield_now().await;
+                }
             }
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);

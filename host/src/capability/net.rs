@@ -165,6 +165,24 @@ fn still_open(driver: &mut Driver) -> bool {
     driver.as_mut().poll(&mut cx).is_pending()
 }
 
+/// Whether an idle connection is still open (an inline one reads its
+/// server's close here, if one arrived).
+fn is_open(c: &mut Idle) -> bool {
+    match c {
+        Idle::Spawned(s) => !s.is_closed(),
+        Idle::Inline(_, d) => still_open(d),
+    }
+}
+
+/// Whether an idle connection can carry a request now: a spawned one may
+/// still be reading an earlier response.
+fn is_ready(c: &Idle) -> bool {
+    match c {
+        Idle::Spawned(s) => s.is_ready(),
+        Idle::Inline(..) => true,
+    }
+}
+
 /// Polls `fut` while driving the connection, on the calling task. `None`
 /// if the connection ended first (`fut` then fails or never completes).
 async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> Option<F::Output> {
@@ -197,15 +215,9 @@ impl Pool {
     fn take_idle(&self, key: &str) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap();
         let list = idle.get_mut(key)?;
-        list.retain_mut(|c| match c {
-            Idle::Spawned(s) => !s.is_closed(),
-            Idle::Inline(_, d) => still_open(d),
-        });
+        list.retain_mut(is_open);
         // A spawned one still reading an earlier response is not ready.
-        let i = list.iter().rposition(|c| match c {
-            Idle::Spawned(s) => s.is_ready(),
-            Idle::Inline(..) => true,
-        })?;
+        let i = list.iter().rposition(is_ready)?;
         Some(list.swap_remove(i))
     }
 
@@ -221,9 +233,16 @@ impl Pool {
         }
     }
 
-    /// Idle connections kept, over all targets.
+    /// Idle connections a request could take now, over all targets: open,
+    /// and (a spawned one) done with its last response. One whose server
+    /// closed it is not counted; the next take drops it.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().values().map(Vec::len).sum()
+        let mut idle = self.idle.lock().unwrap();
+        idle.values_mut()
+            .flatten()
+            .map(|c| is_open(c) && is_ready(c))
+            .filter(|usable| *usable)
+            .count()
     }
 
     /// Sends `req` (origin-form URI) to `target` and reads the whole
@@ -722,15 +741,8 @@ mod tests {
     /// close (an inline one when its driver reads the end, a spawned one
     /// when its task has).
     async fn until_idle_seen_closed(pool: &Pool) {
-        let open = || {
-            let mut idle = pool.idle.lock().unwrap();
-            idle.values_mut().flatten().any(|c| match c {
-                Idle::Spawned(s) => !s.is_closed(),
-                Idle::Inline(_, d) => still_open(d),
-            })
-        };
         let seen = crate::deadline::timeout(Duration::from_secs(5), async {
-            while open() {
+            while pool.idle_count() > 0 {
                 tokio::task::yield_now().await;
             }
         });
