@@ -1,7 +1,7 @@
 //! Builds the plugin workspace (`plugins/`) for `wasm32-wasip2` and exposes
 //! the results to the host:
 //!
-//! * `$OUT_DIR/{secret,vault}.wasm` — the first-party plugins (`include_bytes!`);
+//! * `$OUT_DIR/{secret,vault,kmip}.wasm` — the first-party plugins (`include_bytes!`);
 //! * `$OUT_DIR/test_guests.rs` — one `pub const NAME: &str` path per sandbox
 //!   test guest (`plugins/test-guests/examples/*.rs`), and the macro
 //!   `foreach_test_guest!` that the sandbox tests use to require a test per
@@ -119,6 +119,7 @@ fn main() {
         "sdk",
         "secret",
         "vault",
+        "kmip",
         "test-guests",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(sub).display());
@@ -166,7 +167,7 @@ fn main() {
     }
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
-    for plugin in ["secret", "vault"] {
+    for plugin in ["secret", "vault", "kmip"] {
         copy(
             &wasm_dir.join(format!("kmshost_plugin_{plugin}.wasm")),
             &out_dir.join(format!("{plugin}.wasm")),
@@ -211,13 +212,14 @@ fn copy(from: &Path, to: &Path) {
         .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
 }
 
-/// `cfg(peers_missing)` when OpenBao cannot be found and peers are not
+/// `cfg(peers_missing)` when OpenBao or PyKMIP cannot be found and peers are not
 /// required: the peer tests are then reported as *ignored*, with the
 /// reason, by a plain `cargo test` (scripts/test.sh requires them, so
 /// there they run or fail).
 fn peers_cfg() {
     println!("cargo:rustc-check-cfg=cfg(peers_missing)");
     println!("cargo:rerun-if-env-changed=KMSHOST_BAO");
+    println!("cargo:rerun-if-env-changed=KMSHOST_PYKMIP");
     println!("cargo:rerun-if-env-changed=KMSHOST_REQUIRE_PEERS");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let venv_bao = manifest.join("../target/peers-venv/bin/bao");
@@ -226,7 +228,9 @@ fn peers_cfg() {
     }
     // A venv installed after a plain build is seen at the next change of
     // these variables (scripts/test.sh sets both).
-    let found = env::var_os("KMSHOST_BAO").is_some() || venv_bao.exists();
+    let venv_kmip = manifest.join("../target/peers-venv/bin/pykmip-server");
+    let found = (env::var_os("KMSHOST_BAO").is_some() || venv_bao.exists())
+        && (env::var_os("KMSHOST_PYKMIP").is_some() || venv_kmip.exists());
     if !found && env::var_os("KMSHOST_REQUIRE_PEERS").is_none() {
         println!("cargo:rustc-cfg=peers_missing");
     }

@@ -441,7 +441,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 | K::PluginLoad { .. } => 3,
                 K::NotFound { .. } => 4,
                 K::Denied { .. } => 5,
-                K::Unavailable { .. } => 6,
+                K::Unavailable { .. } | K::TimedOut { .. } => 6,
                 K::Integrity { .. } => 7,
                 K::Unsupported { .. } | K::Plugin { .. } | K::Sandbox { .. } => 8,
             };

@@ -30,7 +30,7 @@ pub const SCHEMA: u32 = 1;
 
 /// The contract (`kmshost:plugin` WIT package) version this host provides.
 /// Plugins built against any 0.1.x contract load.
-pub const CONTRACT: &str = "0.1.0";
+pub const CONTRACT: &str = "0.1.1";
 
 /// The WIT interface every plugin exports, without its version.
 const PROVIDER_EXPORT: &str = "kmshost:plugin/provider@";
@@ -149,10 +149,49 @@ pub struct OptionSpec {
     /// `plain`: the accepted values; empty accepts any.
     #[serde(default)]
     pub values: Vec<String>,
+    /// `endpoint`: the scheme of a value written without one (`https`
+    /// when absent; `tls` for a TLS stream, such as KMIP's `host:port`).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// `secret`: keys of that Secret holding the kmsID's TLS material. The
+    /// host reads them for its TLS and withholds them from the plugin,
+    /// which may read the Secret's other keys (ceph-csi's KMIP Secret
+    /// holds `CA_CERT`, `CLIENT_CERT` and `CLIENT_KEY` beside
+    /// `UNIQUE_IDENTIFIER`).
+    #[serde(default)]
+    pub tls_keys: Option<TlsKeys>,
     /// One line for admins.
     #[serde(default)]
     pub description: String,
 }
+
+/// Keys of a Secret holding TLS material (a `secret` option's `tls-keys`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsKeys {
+    /// The CA bundle's key.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// The client certificate's key.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// The client private key's key.
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+impl TlsKeys {
+    /// The keys named, in the order ca, client-cert, client-key.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        [&self.ca, &self.client_cert, &self.client_key]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+}
+
+/// The schemes an endpoint option may default to.
+pub const ENDPOINT_SCHEMES: [&str; 3] = ["https", "http", "tls"];
 
 /// What an option's value is, and what the host does with it.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -346,6 +385,37 @@ impl OptionSpec {
         }
         if !self.values.is_empty() && self.kind != OptionKind::Plain {
             return Err("values are only for plain options".into());
+        }
+        match (&self.scheme, self.kind) {
+            (Some(_), k) if k != OptionKind::Endpoint => {
+                return Err("scheme is only for endpoint options".into());
+            }
+            (Some(s), _) if !ENDPOINT_SCHEMES.contains(&s.as_str()) => {
+                return Err(format!(
+                    "scheme {s:?} is not one of {}",
+                    ENDPOINT_SCHEMES.join(", ")
+                ));
+            }
+            _ => {}
+        }
+        if let Some(keys) = &self.tls_keys {
+            if self.kind != OptionKind::Secret {
+                return Err("tls-keys is only for secret options".into());
+            }
+            if keys.keys().next().is_none()
+                || keys.client_cert.is_some() != keys.client_key.is_some()
+            {
+                return Err("tls-keys names ca and/or client-cert with client-key".into());
+            }
+            let valid = |k: &str| {
+                !k.is_empty()
+                    && k.len() <= 253
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
+            if let Some(k) = keys.keys().find(|k| !valid(k)) {
+                return Err(format!("tls-keys: {k:?} is not a valid Secret key"));
+            }
         }
         match (&self.default, self.default_from) {
             (Some(_), Some(_)) => Err("default and default-from exclude each other".into()),

@@ -6,8 +6,15 @@ pub static SECRET_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/secret
 /// The `vault` plugin: HashiCorp Vault / OpenBao.
 pub static VAULT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vault.wasm"));
 
+/// The `kmip` plugin: KMIP servers over host-terminated TLS streams.
+pub static KMIP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kmip.wasm"));
+
 /// The embedded plugins, by name.
-pub static EMBEDDED: &[(&str, &[u8])] = &[("secret", SECRET_WASM), ("vault", VAULT_WASM)];
+pub static EMBEDDED: &[(&str, &[u8])] = &[
+    ("secret", SECRET_WASM),
+    ("vault", VAULT_WASM),
+    ("kmip", KMIP_WASM),
+];
 
 /// The embedded plugin called `name`, if any.
 pub fn embedded(name: &str) -> Option<(&'static str, &'static [u8])> {

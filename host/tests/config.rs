@@ -83,9 +83,30 @@ fn ceph_csi_sample_maps_types_endpoints_and_grants() {
     for id in ["vault-test", "vault-tokens-test"] {
         assert_eq!(t.get(id).unwrap().plugin, PluginSource::Embedded("vault"));
     }
+    // kmip: the endpoint is a TLS-stream entry, the credentials Secret is
+    // granted (the default name, as ceph-csi's), but its TLS keys are the
+    // host's: it reads them, the plugin cannot; TLS_SERVER_NAME is the
+    // host's too.
+    let k = t.get("kmip-test").unwrap();
+    assert_eq!(k.plugin, PluginSource::Embedded("kmip"));
+    let allowed: Vec<String> = k.allow.entries().iter().map(|e| e.to_string()).collect();
+    assert_eq!(allowed, ["tls://kmip.example.com:5696"]);
+    let secret = k
+        .grants
+        .lookup("ceph-csi-kmip-credentials")
+        .unwrap()
+        .clone();
+    for tls_key in ["CA_CERT", "CLIENT_CERT", "CLIENT_KEY"] {
+        assert!(k.grants.is_withheld_key(&secret, tls_key), "{tls_key}");
+    }
+    assert!(!k.grants.is_withheld_key(&secret, "UNIQUE_IDENTIFIER"));
+    assert_eq!(k.tls.client_key.as_ref().unwrap().key, "CLIENT_KEY");
+    assert_eq!(k.tls.server_name.as_deref(), Some("kmip.example.com"));
+    assert!(!k.plugin_options.iter().any(|(o, _)| o == "TLS_SERVER_NAME"));
+
     // Providers whose plugins are not built in yet fail alone, naming the
     // kmsID and the option, and nothing else breaks.
-    for id in ["kp-metadata-test", "azure-test", "kmip-test"] {
+    for id in ["kp-metadata-test", "azure-test"] {
         match t.get(id).unwrap_err() {
             ConfigError::InvalidConfig {
                 kms_id,
@@ -111,7 +132,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
     let guest = std::fs::read(TRAPPER).unwrap();
     let endpoint = |name: &str, default: Option<&str>| json!({"name": name, "kind": "endpoint", "default": default});
     let keyprotect = json!({
-        "manifest": 1, "contract": "0.1.0", "name": "keyprotect",
+        "manifest": 1, "contract": "0.1.1", "name": "keyprotect",
         "types": {"ibmkeyprotect": {"capabilities": ["wrap"]}},
         "options": [
             {"name": "IBM_KP_SERVICE_INSTANCE_ID", "kind": "plain"},
@@ -122,7 +143,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
         ]
     });
     let azure = json!({
-        "manifest": 1, "contract": "0.1.0", "name": "azure",
+        "manifest": 1, "contract": "0.1.1", "name": "azure",
         "types": {"azure-kv": {"capabilities": ["store"]}},
         "options": [
             endpoint("AZURE_VAULT_URL", None),
@@ -809,7 +830,7 @@ fn manifests_derive_allow_lists_grants_and_host_defaults() {
 #[test]
 fn a_third_party_manifest_cannot_grant_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let m = json!({"manifest": 1, "contract": "0.1.0", "name": "greedy",
+    let m = json!({"manifest": 1, "contract": "0.1.1", "name": "greedy",
         "types": {"greedy": {"capabilities": ["wrap"], "service-account": true}},
         "options": [{"name": "API", "kind": "endpoint", "default-from": "kubernetes-api"}]});
     let bytes = common::with_manifest(&std::fs::read(TRAPPER).unwrap(), &m);

@@ -1190,7 +1190,7 @@ mod key_liar {
 
     /// The key_liar guest with a manifest declaring `capabilities`.
     fn declared(mode: &str, capabilities: serde_json::Value, dir: &Path) -> Kms {
-        let m = json!({"manifest": 1, "contract": "0.1.0", "name": "key_liar",
+        let m = json!({"manifest": 1, "contract": "0.1.1", "name": "key_liar",
             "types": {"test-guest": {"capabilities": capabilities}},
             "options": [{"name": "mode", "kind": "plain"}]});
         let path = dir.join("declared.wasm");

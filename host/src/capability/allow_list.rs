@@ -17,6 +17,9 @@ pub enum Scheme {
     Http,
     /// HTTPS (TLS done by the host).
     Https,
+    /// A TLS byte stream (`kmshost:plugin/tls-stream`, TLS done by the
+    /// host), for protocols other than HTTP such as KMIP.
+    Tls,
 }
 
 impl Scheme {
@@ -25,12 +28,15 @@ impl Scheme {
         match self {
             Scheme::Http => 80,
             Scheme::Https => 443,
+            // KMIP over TLS, the protocol streams exist for.
+            Scheme::Tls => 5696,
         }
     }
     fn parse(s: &str) -> Option<Scheme> {
         match s.to_ascii_lowercase().as_str() {
             "http" => Some(Scheme::Http),
             "https" => Some(Scheme::Https),
+            "tls" => Some(Scheme::Tls),
             _ => None,
         }
     }
@@ -41,6 +47,7 @@ impl fmt::Display for Scheme {
         f.write_str(match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::Tls => "tls",
         })
     }
 }
@@ -523,6 +530,38 @@ mod tests {
             ("http://127.0.0.1", "http", "127.1", None, false),
             ("http://127.0.0.1", "http", "0x7f.0.0.1", None, false),
             ("http://127.0.0.1", "http", "0177.0.0.1", None, false),
+            // TLS streams (KMIP): their own scheme, 5696 by default; an
+            // https entry does not allow a stream, nor a stream entry https.
+            (
+                "tls://kmip.example:5696",
+                "tls",
+                "kmip.example:5696",
+                None,
+                true,
+            ),
+            ("tls://kmip.example", "tls", "kmip.example:5696", None, true),
+            (
+                "tls://kmip.example:5696",
+                "tls",
+                "kmip.example:5697",
+                None,
+                false,
+            ),
+            (
+                "https://kmip.example:5696",
+                "tls",
+                "kmip.example:5696",
+                None,
+                false,
+            ),
+            (
+                "tls://kmip.example:5696",
+                "https",
+                "kmip.example:5696",
+                None,
+                false,
+            ),
+            ("tls://127.0.0.1:5696", "tls", "127.0.0.1:5696", None, true),
         ];
         for (allow, scheme, auth, header, want) in cases {
             let got = list(allow).check(scheme, auth, *header);

@@ -117,6 +117,8 @@ pub struct HttpPolicy {
     pub max_response_bytes: usize,
     /// How allowed requests are sent: the kmsID's own connections.
     pub transport: Box<dyn Transport>,
+    /// The kmsID's idle TLS streams (`tls-stream`, [`super::stream`]).
+    pub streams: super::stream::StreamPool,
 }
 
 impl HttpPolicy {
@@ -150,6 +152,7 @@ impl HttpPolicy {
             },
             max_response_bytes,
             transport: Box::new(net::Pool::default()),
+            streams: Default::default(),
         }
     }
 
@@ -163,6 +166,9 @@ impl HttpPolicy {
     ) -> Result<Target, String> {
         let scheme = uri.scheme_str().unwrap_or("");
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        if !matches!(scheme, "http" | "https") {
+            return Err(self.deny(events, &format!("scheme {scheme:?} is not HTTP")));
+        }
         self.allow
             .check(scheme, authority, host_header)
             .map_err(|denial| self.deny(events, &denial.to_string()))
@@ -359,6 +365,7 @@ pub(crate) mod fake {
             },
             max_response_bytes: 1024,
             transport: Box::new(transport),
+            streams: Default::default(),
         };
         (p, seen)
     }

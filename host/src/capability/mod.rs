@@ -2,12 +2,14 @@
 //! reaches it on the plugin's behalf: the outbound-HTTP policy ([`http`]:
 //! one object per kmsID, one enforcement point per resource, shared by
 //! both guest exits), the endpoints it may reach ([`allow_list`]), the TLS
-//! identity used ([`tls`]) and the connections themselves ([`net`]).
+//! identity used ([`tls`]), the connections themselves ([`net`]), and TLS
+//! byte streams for protocols other than HTTP ([`stream`]).
 //! Secrets granted to a kmsID are [`crate::secrets::Grants`].
 
 pub mod allow_list;
 pub mod http;
 pub mod net;
+pub mod stream;
 pub mod tls;
 
 pub use allow_list::{AllowList, AllowedHost, Denial, Target};

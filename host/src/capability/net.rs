@@ -484,47 +484,11 @@ async fn read_whole(
 /// make progress.
 async fn connect_inline(target: &Target, conn: &Connect) -> Result<(Sender, Driver), NetError> {
     let t = target.to_string();
-    let addr = match &target.host {
-        Host::Name(n) => format!("{n}:{}", target.port),
-        Host::V4(a) => format!("{a}:{}", target.port),
-        Host::V6(a) => format!("[{a}]:{}", target.port),
-    };
-    let tcp = crate::deadline::timeout(conn.connect_timeout, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| NetError::Timeout(t.clone()))?
-        .map_err(|source| NetError::Connect {
-            target: t.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = connect_tcp(target, conn.connect_timeout).await?;
     let stream: Box<dyn Stream> = match target.scheme {
         Scheme::Http => Box::new(tcp),
-        Scheme::Https => {
-            let tls = conn
-                .tls
-                .clone()
-                .ok_or_else(|| NetError::ServerName("no TLS configuration".into()))?;
-            let name =
-                match (&conn.server_name, &target.host) {
-                    (Some(n), _) => ServerName::try_from(n.clone())
-                        .map_err(|_| NetError::ServerName(n.clone()))?,
-                    (None, Host::Name(n)) => ServerName::try_from(n.clone())
-                        .map_err(|_| NetError::ServerName(n.clone()))?,
-                    (None, Host::V4(a)) => ServerName::IpAddress((*a).into()),
-                    (None, Host::V6(a)) => ServerName::IpAddress((*a).into()),
-                };
-            let s = crate::deadline::timeout(
-                conn.connect_timeout,
-                tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
-            )
-            .await
-            .map_err(|_| NetError::Timeout(t.clone()))?
-            .map_err(|source| NetError::Tls {
-                target: t.clone(),
-                source,
-            })?;
-            Box::new(s)
-        }
+        Scheme::Https => Box::new(handshake_tls(target, conn, tcp, conn.connect_timeout).await?),
+        Scheme::Tls => return Err(NetError::ServerName("a tls:// target is not HTTP".into())),
     };
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -533,6 +497,55 @@ async fn connect_inline(target: &Target, conn: &Connect) -> Result<(Sender, Driv
             source,
         })?;
     Ok((sender, Box::pin(connection)))
+}
+
+/// A TCP connection to `target` within `timeout`.
+pub async fn connect_tcp(target: &Target, timeout: Duration) -> Result<TcpStream, NetError> {
+    let t = target.to_string();
+    let addr = match &target.host {
+        Host::Name(n) => format!("{n}:{}", target.port),
+        Host::V4(a) => format!("{a}:{}", target.port),
+        Host::V6(a) => format!("[{a}]:{}", target.port),
+    };
+    let tcp = crate::deadline::timeout(timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| NetError::Timeout(t.clone()))?
+        .map_err(|source| NetError::Connect { target: t, source })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// The TLS handshake over `tcp` within `timeout`, verifying the server as
+/// `conn.server_name` (else the target's host) and presenting the client
+/// certificate `conn.tls` holds.
+pub async fn handshake_tls(
+    target: &Target,
+    conn: &Connect,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, NetError> {
+    let t = target.to_string();
+    let tls = conn
+        .tls
+        .clone()
+        .ok_or_else(|| NetError::ServerName("no TLS configuration".into()))?;
+    let name = match (&conn.server_name, &target.host) {
+        (Some(n), _) => {
+            ServerName::try_from(n.clone()).map_err(|_| NetError::ServerName(n.clone()))?
+        }
+        (None, Host::Name(n)) => {
+            ServerName::try_from(n.clone()).map_err(|_| NetError::ServerName(n.clone()))?
+        }
+        (None, Host::V4(a)) => ServerName::IpAddress((*a).into()),
+        (None, Host::V6(a)) => ServerName::IpAddress((*a).into()),
+    };
+    crate::deadline::timeout(
+        timeout,
+        tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| NetError::Timeout(t.clone()))?
+    .map_err(|source| NetError::Tls { target: t, source })
 }
 
 /// Reads a whole body up to `limit` bytes; `None` if it is larger.

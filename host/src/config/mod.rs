@@ -105,6 +105,9 @@ pub struct SecretKeyRef {
     pub secret: SecretRef,
     /// The key inside it.
     pub key: String,
+    /// The Secret is also the plugin's (a `secret` option's `tls-keys`):
+    /// only this key is withheld from it, not the whole Secret.
+    pub key_only: bool,
 }
 
 /// Where a kmsID's TLS material comes from.
@@ -333,7 +336,10 @@ fn parse_entry_touching(
         .into_iter()
         .flatten()
     {
-        grants.withhold(&r.secret);
+        match r.key_only {
+            true => grants.withhold_key(&r.secret, &r.key),
+            false => grants.withhold(&r.secret),
+        }
     }
     Ok(KmsEntry {
         plugin_options: p.plugin_options(),
@@ -591,6 +597,16 @@ impl Parsing<'_> {
             None => AllowList::none(),
         };
         for (spec, value) in self.declared_values(OptionKind::Endpoint)? {
+            // A value without a scheme gets the option's (KMIP's host:port
+            // is a tls:// stream endpoint).
+            let scheme = self
+                .declared()
+                .find(|o| o.spellings().any(|s| s == spec))
+                .and_then(|o| o.scheme.as_deref());
+            let value = match scheme {
+                Some(s) if !value.contains("://") => format!("{s}://{value}"),
+                _ => value,
+            };
             let entry = AllowedHost::parse(&value)
                 .map_err(|e| self.invalid(&spec, format!("is not a usable endpoint: {e}")))?;
             allow.push(entry);
@@ -850,11 +866,54 @@ impl Parsing<'_> {
             &self.kms_id,
             default_ns,
         )?;
-        tls.ca = tls.ca.or(generic.ca);
-        tls.client_cert = tls.client_cert.or(generic.client_cert);
-        tls.client_key = tls.client_key.or(generic.client_key);
+        let keyed = self.keyed_tls(default_ns)?;
+        tls.ca = tls.ca.or(keyed.ca).or(generic.ca);
+        tls.client_cert = tls
+            .client_cert
+            .or(keyed.client_cert)
+            .or(generic.client_cert);
+        tls.client_key = tls.client_key.or(keyed.client_key).or(generic.client_key);
         tls.server_name = tls.server_name.or(generic.server_name);
         tls.insecure_skip_verify |= generic.insecure_skip_verify;
+        Ok(tls)
+    }
+
+    /// TLS material under `tls-keys` of the plugin's own Secret options
+    /// (the value set, or the default filled in): withheld key by key.
+    fn keyed_tls(&self, default_ns: &Option<String>) -> Result<TlsRefs, ConfigError> {
+        let mut tls = TlsRefs::default();
+        let ns = self
+            .declared_values(OptionKind::SecretNamespace)?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .or_else(|| default_ns.clone());
+        for o in self.declared() {
+            let Some(keys) = &o.tls_keys else { continue };
+            let value = match self.value_of(o)? {
+                Some((spelling, v)) => Some((spelling, v)),
+                None => self
+                    .injected
+                    .iter()
+                    .find(|(n, _)| *n == o.name)
+                    .map(|(n, v)| (n.clone(), v.clone())),
+            };
+            let Some((option, name)) = value else {
+                continue;
+            };
+            let secret = secret_ref(&name, ns.clone()).map_err(|m| self.invalid(&option, m))?;
+            let at = |key: &Option<String>| {
+                key.as_ref().map(|k| SecretKeyRef {
+                    option: option.clone(),
+                    secret: secret.clone(),
+                    key: k.clone(),
+                    key_only: true,
+                })
+            };
+            tls.ca = tls.ca.or(at(&keys.ca));
+            tls.client_cert = tls.client_cert.or(at(&keys.client_cert));
+            tls.client_key = tls.client_key.or(at(&keys.client_key));
+        }
         Ok(tls)
     }
 
@@ -898,6 +957,7 @@ fn resolve_tls(
                     option: option.to_string(),
                     secret,
                     key: key.to_string(),
+                    key_only: false,
                 }));
             }
         }

@@ -71,6 +71,7 @@ pub fn code_of(e: &KmsError) -> Code {
         KmsError::NotFound { .. } => Code::NotFound,
         KmsError::Denied { .. } => Code::PermissionDenied,
         KmsError::Unavailable { .. } => Code::Unavailable,
+        KmsError::TimedOut { .. } => Code::DeadlineExceeded,
         KmsError::Unsupported { .. } => Code::Unimplemented,
         KmsError::Integrity { .. } => Code::DataLoss,
         KmsError::Plugin { .. } => Code::Internal,
@@ -188,6 +189,13 @@ mod tests {
                     message: m(),
                 },
                 Code::Unavailable,
+            ),
+            (
+                KmsError::TimedOut {
+                    kms_id: id(),
+                    message: m(),
+                },
+                Code::DeadlineExceeded,
             ),
             (
                 KmsError::Unsupported {

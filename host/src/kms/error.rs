@@ -53,6 +53,15 @@ pub enum KmsError {
         /// Detail.
         message: String,
     },
+    /// The backend did not answer in time (a stream's read or write
+    /// timeout, such as KMIP's `READ_TIMEOUT`).
+    #[error("kmsID {kms_id}: timed out: {message}")]
+    TimedOut {
+        /// The kmsID.
+        kms_id: KmsId,
+        /// Detail.
+        message: String,
+    },
     /// The plugin does not offer the operation.
     #[error("kmsID {kms_id}: unsupported: {message}")]
     Unsupported {
@@ -138,6 +147,7 @@ impl KmsError {
                 Reported::NotFound => KmsError::NotFound { kms_id, message },
                 Reported::Denied => KmsError::Denied { kms_id, message },
                 Reported::Unavailable => KmsError::Unavailable { kms_id, message },
+                Reported::TimedOut => KmsError::TimedOut { kms_id, message },
                 Reported::Unsupported => KmsError::Unsupported { kms_id, message },
                 Reported::Integrity => KmsError::Integrity { kms_id, message },
                 Reported::Other => KmsError::Plugin { kms_id, message },
@@ -162,6 +172,7 @@ impl KmsError {
         matches!(
             self,
             KmsError::Unavailable { .. }
+                | KmsError::TimedOut { .. }
                 | KmsError::Sandbox {
                     cause: SandboxCause::Capacity
                         | SandboxCause::Busy(_)

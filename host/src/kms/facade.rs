@@ -82,6 +82,8 @@ pub struct PluginReport {
     pub cached_values: usize,
     /// Outbound connections it keeps open and idle now.
     pub idle_connections: usize,
+    /// TLS streams (`tls-stream`) it keeps open and idle now.
+    pub idle_streams: usize,
     /// Identifies the runtime: a changed configuration builds a new one.
     pub runtime_id: u64,
 }
@@ -281,6 +283,7 @@ impl Kms {
             warm_instances: rt.warm_instances(),
             cached_values: rt.cache().len(),
             idle_connections: rt.idle_connections(),
+            idle_streams: rt.idle_streams(),
             runtime_id: rt.id(),
         })
     }

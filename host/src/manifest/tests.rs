@@ -36,7 +36,7 @@ fn leb(mut n: usize) -> Vec<u8> {
 }
 
 const MINIMAL: &str = r#"{
-  "manifest": 1, "contract": "0.1.0", "name": "acme",
+  "manifest": 1, "contract": "0.1.1", "name": "acme",
   "types": { "acme": { "capabilities": ["wrap"] } },
   "options": [
     { "name": "ACME_URL", "kind": "endpoint", "required": true },
@@ -110,7 +110,7 @@ fn a_contract_other_than_the_exported_one_is_refused() {
     bytes.extend(component(&[(SECTION, m.as_bytes())])[8..].iter());
     let e = read(&bytes).unwrap_err().to_string();
     assert!(
-        e.contains("says 0.1.7") && e.contains("provider@0.1.0"),
+        e.contains("says 0.1.7") && e.contains("provider@0.1.1"),
         "{e}"
     );
 }
@@ -167,6 +167,30 @@ fn invalid_manifests_name_the_field() {
             "options[0] (ACME_URL)",
             Box::new(|v| v["options"][0]["description"] = "a\u{1b}[31m".into()),
         ),
+        (
+            "options[0] (ACME_URL)",
+            Box::new(|v| v["options"][0]["scheme"] = "ftp".into()),
+        ),
+        (
+            "options[1] (ACME_SECRET)",
+            Box::new(|v| v["options"][1]["scheme"] = "tls".into()),
+        ),
+        (
+            "options[0] (ACME_URL)",
+            Box::new(|v| v["options"][0]["tls-keys"] = serde_json::json!({"ca": "CA"})),
+        ),
+        (
+            "options[1] (ACME_SECRET)",
+            Box::new(|v| v["options"][1]["tls-keys"] = serde_json::json!({"client-cert": "C"})),
+        ),
+        (
+            "options[1] (ACME_SECRET)",
+            Box::new(|v| v["options"][1]["tls-keys"] = serde_json::json!({"ca": "a/b"})),
+        ),
+        (
+            "options[1] (ACME_SECRET)",
+            Box::new(|v| v["options"][1]["tls-keys"] = serde_json::json!({})),
+        ),
     ];
     for (at, edit) in cases {
         let e = Manifest::parse(&with(edit)).unwrap_err();
@@ -191,6 +215,8 @@ fn option_values_are_checked_by_kind() {
         types: vec![],
         key: None,
         values: values.iter().map(|s| s.to_string()).collect(),
+        scheme: None,
+        tls_keys: None,
         description: String::new(),
     };
     let table: &[(OptionKind, &[&str], &str, bool)] = &[

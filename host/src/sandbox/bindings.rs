@@ -10,5 +10,6 @@ wasmtime::component::bindgen!({
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        "kmshost:plugin/tls-stream.connection": super::streams::StreamHandle,
     },
 });

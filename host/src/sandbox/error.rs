@@ -41,6 +41,9 @@ pub enum Reported {
     Denied,
     /// A transient backend failure.
     Unavailable,
+    /// `unavailable`, after a host timeout (a TLS stream's read or write
+    /// timeout) passed in the call.
+    TimedOut,
     /// The plugin does not offer the operation.
     Unsupported,
     /// A wrapped key failed authentication.

@@ -11,6 +11,7 @@ mod limits;
 pub mod outbound;
 mod runtime;
 pub mod state;
+mod streams;
 pub mod warm;
 
 pub use crate::plugin_text;
@@ -167,6 +168,7 @@ impl Sandbox {
                 p::outbound_http::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             })
             .and_then(|_| p::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|_| p::tls_stream::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {

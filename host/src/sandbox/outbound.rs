@@ -123,8 +123,10 @@ pub struct OutboundHooks {
 /// kmsID, this bounds the kmsID's open connections.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// One request counted in [`OutboundHooks`]' in-flight total while alive.
-struct InFlight(Arc<AtomicUsize>);
+/// One request or stream counted in [`OutboundHooks`]' in-flight total
+/// while alive.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn enter(count: &Arc<AtomicUsize>) -> Option<InFlight> {
@@ -153,7 +155,23 @@ impl OutboundHooks {
         }
     }
 
-    /// `wasi:http` requests still in flight (sent, or with a body held).
+    /// Takes an in-flight slot (for a TLS stream), if one is free.
+    pub fn enter(&self) -> Option<InFlight> {
+        InFlight::enter(&self.in_flight)
+    }
+
+    /// The kmsID's outbound policy.
+    pub fn policy(&self) -> &Arc<HttpPolicy> {
+        &self.policy
+    }
+
+    /// The current call's denials and limit hits.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// `wasi:http` requests and TLS streams still in flight (sent, with a
+    /// body held, or open).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }

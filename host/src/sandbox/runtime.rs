@@ -158,6 +158,11 @@ impl PluginRuntime {
         self.policy.idle_connections()
     }
 
+    /// The kmsID's idle TLS streams.
+    pub fn idle_streams(&self) -> usize {
+        self.policy.idle_streams()
+    }
+
     /// The kmsID's host cache (tokens, derived keys).
     pub fn cache(&self) -> &KvCache {
         &self.shared.cache
@@ -442,12 +447,15 @@ impl PluginRuntime {
             data.log_records = 0;
             data.denials.clear();
             data.hooks.take_events();
+            data.stream_bytes = Default::default();
+            data.timed_out = false;
         }
         let left = Self::arm(&mut w.store, until);
         let result = crate::deadline::timeout(left, invoke(&mut w, op)).await;
         self.flush_output(&w.store);
         let mut denials = std::mem::take(&mut w.store.data_mut().denials);
         denials.extend(w.store.data().hooks.take_events());
+        let timed_out = w.store.data().timed_out;
         match result {
             Err(_) => Err(self.deadline_error()),
             Ok(Err(e)) => {
@@ -461,7 +469,18 @@ impl PluginRuntime {
             }
             Ok(Ok(Err(e))) => {
                 self.give_back(w);
-                Err(self.map_wit(e, &denials))
+                match self.map_wit(e, &denials) {
+                    // The plugin gave up because a host timeout passed
+                    // (a stream read or write): a timeout, not an outage.
+                    PluginError::Reported {
+                        kind: Reported::Unavailable,
+                        message,
+                    } if timed_out => Err(PluginError::Reported {
+                        kind: Reported::TimedOut,
+                        message,
+                    }),
+                    other => Err(other),
+                }
             }
         }
     }

@@ -185,6 +185,11 @@ pub struct HostState {
     pub log_records: u32,
     /// Capability denials seen in the current call (for error messages).
     pub denials: Vec<String>,
+    /// Bytes sent and received on TLS streams in the current call.
+    pub stream_bytes: crate::capability::stream::CallBytes,
+    /// Whether a stream timed out in the current call (the error is then a
+    /// timeout, not an outage).
+    pub timed_out: bool,
     /// The deadline of the current operation: until then the guest yields
     /// to the executor on every epoch tick; at it, it is interrupted.
     pub until: Option<std::time::Instant>,
@@ -222,8 +227,15 @@ impl HostState {
             output,
             log_records: 0,
             denials: Vec::new(),
+            stream_bytes: Default::default(),
+            timed_out: false,
             until: None,
         }
+    }
+
+    /// The resource table (the stream glue's).
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// How many host resources the instance holds.
@@ -280,6 +292,12 @@ impl secrets::Host for HostState {
                 "Secret {name:?} is not granted to kmsID {kms_id}"
             ))));
         };
+        if self.shared.grants.is_withheld_key(&secret, &key) {
+            let kms_id = self.shared.kms_id.clone();
+            return Ok(Err(self.deny(format!(
+                "key {key:?} of Secret {name:?} is kmsID {kms_id}'s TLS material: the host reads it, plugins never do"
+            ))));
+        }
         match self.shared.secrets.read(&secret).await {
             Ok(Some(data)) => match data.get(&key) {
                 Some(v) => Ok(Ok(v.expose().to_vec())),

@@ -127,6 +127,9 @@ impl SecretSource for ChainedSecrets {
 pub struct Grants {
     by_name: BTreeMap<String, SecretRef>,
     withheld: std::collections::BTreeSet<SecretRef>,
+    /// Keys of granted Secrets the host keeps for itself (TLS material
+    /// beside the plugin's own values, as in ceph-csi's KMIP Secret).
+    withheld_keys: std::collections::BTreeSet<(SecretRef, String)>,
 }
 
 impl Grants {
@@ -145,6 +148,17 @@ impl Grants {
     pub fn withhold(&mut self, secret: &SecretRef) {
         self.by_name.retain(|_, s| s != secret);
         self.withheld.insert(secret.clone());
+    }
+    /// Withholds one key of `secret` (TLS material): the plugin may read
+    /// the Secret's other keys, never this one.
+    pub fn withhold_key(&mut self, secret: &SecretRef, key: &str) {
+        self.withheld_keys.insert((secret.clone(), key.to_string()));
+    }
+    /// Whether `key` of `secret` is the host's.
+    pub fn is_withheld_key(&self, secret: &SecretRef, key: &str) -> bool {
+        self.withheld_keys
+            .iter()
+            .any(|(s, k)| s == secret && k == key)
     }
     /// Whether `name` names a Secret the host keeps for itself.
     pub fn is_withheld(&self, name: &str) -> bool {

@@ -3,6 +3,7 @@
 
 pub mod csi;
 pub mod http;
+pub mod kmip;
 pub mod kube;
 pub mod openbao;
 pub mod registry;

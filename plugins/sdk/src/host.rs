@@ -28,6 +28,31 @@ mod imp {
     pub fn http_send(req: &outbound_http::Request) -> Result<outbound_http::Response> {
         outbound_http::send(req)
     }
+
+    use crate::bindings::kmshost::plugin::tls_stream;
+    pub type StreamHandle = tls_stream::Connection;
+    pub fn stream_open(endpoint: &str, t: crate::tls::Timeouts) -> Result<StreamHandle> {
+        tls_stream::open(
+            endpoint,
+            tls_stream::Timeouts {
+                connect_ms: t.connect_ms,
+                read_ms: t.read_ms,
+                write_ms: t.write_ms,
+            },
+        )
+    }
+    pub fn stream_send(s: &StreamHandle, data: &[u8]) -> Result<()> {
+        s.send(data)
+    }
+    pub fn stream_receive_exact(s: &StreamHandle, len: u32) -> Result<Vec<u8>> {
+        s.receive_exact(len)
+    }
+    pub fn stream_reused(s: &StreamHandle) -> bool {
+        s.reused()
+    }
+    pub fn stream_release(s: StreamHandle) {
+        tls_stream::release(s)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -60,6 +85,30 @@ mod imp {
     }
     pub fn http_send(req: &outbound_http::Request) -> Result<outbound_http::Response> {
         mock::with(|h| h.http(req))
+    }
+
+    /// A mock stream: its id in the mock host, closed when dropped.
+    pub struct StreamHandle(usize);
+    impl Drop for StreamHandle {
+        fn drop(&mut self) {
+            mock::try_with(|h| h.stream_close(self.0, false));
+        }
+    }
+    pub fn stream_open(endpoint: &str, _t: crate::tls::Timeouts) -> Result<StreamHandle> {
+        mock::with(|h| h.stream_open(endpoint)).map(StreamHandle)
+    }
+    pub fn stream_send(s: &StreamHandle, data: &[u8]) -> Result<()> {
+        mock::with(|h| h.stream_send(s.0, data))
+    }
+    pub fn stream_receive_exact(s: &StreamHandle, len: u32) -> Result<Vec<u8>> {
+        mock::with(|h| h.stream_receive(s.0, len))
+    }
+    pub fn stream_reused(s: &StreamHandle) -> bool {
+        mock::with(|h| h.stream_reused(s.0))
+    }
+    pub fn stream_release(s: StreamHandle) {
+        mock::with(|h| h.stream_close(s.0, true));
+        std::mem::forget(s);
     }
 }
 

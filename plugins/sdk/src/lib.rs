@@ -20,7 +20,8 @@
 //! The SDK hides the generated WIT bindings (still reachable as [`bindings`]),
 //! validates options (unknown options are an error naming the option), maps
 //! HTTP statuses to [`KmsError`] cases, and gives plain access to the host's
-//! secrets, cache and log.
+//! secrets, cache and log, and to TLS byte streams ([`tls`]) for backends
+//! that do not speak HTTP.
 
 pub mod encoding;
 mod host;
@@ -28,6 +29,7 @@ pub mod http;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
 mod options;
+pub mod tls;
 
 pub use options::Options;
 

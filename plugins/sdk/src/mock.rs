@@ -67,6 +67,18 @@ pub type MockReply = Result<crate::http::Response>;
 
 type Handler = Box<dyn FnMut(&MockRequest) -> MockReply>;
 
+/// Answers what a plugin sends on a TLS stream: given the endpoint and the
+/// bytes of one `send`, the bytes the server sends back (appended to what
+/// the plugin can receive), or an error as the host would report it.
+type StreamHandler = Box<dyn FnMut(&str, &[u8]) -> Result<Vec<u8>>>;
+
+/// One open mock stream.
+struct MockStream {
+    endpoint: String,
+    inbox: std::collections::VecDeque<u8>,
+    reused: bool,
+}
+
 /// The mock host: build it, then [`MockHost::install`] it for the current
 /// thread.
 #[derive(Default)]
@@ -76,6 +88,12 @@ pub struct MockHost {
     pub(crate) logs: Vec<String>,
     requests: Vec<MockRequest>,
     handler: Option<Handler>,
+    stream_handler: Option<StreamHandler>,
+    streams: HashMap<usize, MockStream>,
+    next_stream: usize,
+    /// Released streams, per endpoint (the kmsID's pool).
+    idle_streams: Vec<String>,
+    streams_opened: usize,
 }
 
 thread_local! {
@@ -98,6 +116,17 @@ impl MockHost {
     /// Answers the plugin's HTTP requests (both `send` and `send_wasi`).
     pub fn on_http(mut self, handler: impl FnMut(&MockRequest) -> MockReply + 'static) -> Self {
         self.handler = Some(Box::new(handler));
+        self
+    }
+
+    /// Answers the plugin's TLS streams: `handler(endpoint, sent)` returns
+    /// the bytes the server answers one `send` with. Without one, every
+    /// `open` is `denied`, as for an endpoint not on the allow-list.
+    pub fn on_stream(
+        mut self,
+        handler: impl FnMut(&str, &[u8]) -> Result<Vec<u8>> + 'static,
+    ) -> Self {
+        self.stream_handler = Some(Box::new(handler));
         self
     }
 
@@ -149,6 +178,80 @@ impl MockHost {
     }
 }
 
+impl MockHost {
+    pub(crate) fn stream_open(&mut self, endpoint: &str) -> Result<usize> {
+        if self.stream_handler.is_none() {
+            return Err(KmsError::Denied(format!(
+                "stream to {endpoint}: no streams in this mock host (on_stream)"
+            )));
+        }
+        let reused = match self.idle_streams.iter().position(|e| e == endpoint) {
+            Some(i) => {
+                self.idle_streams.remove(i);
+                true
+            }
+            None => {
+                self.streams_opened += 1;
+                false
+            }
+        };
+        self.next_stream += 1;
+        let s = MockStream {
+            endpoint: endpoint.to_string(),
+            inbox: Default::default(),
+            reused,
+        };
+        self.streams.insert(self.next_stream, s);
+        Ok(self.next_stream)
+    }
+
+    fn stream(&mut self, id: usize) -> Result<&mut MockStream> {
+        self.streams
+            .get_mut(&id)
+            .ok_or_else(|| KmsError::Unavailable("stream is closed (mock host)".into()))
+    }
+
+    pub(crate) fn stream_send(&mut self, id: usize, data: &[u8]) -> Result<()> {
+        let endpoint = self.stream(id)?.endpoint.clone();
+        let handler = self.stream_handler.as_mut().expect("opened with a handler");
+        match handler(&endpoint, data) {
+            Ok(answer) => {
+                self.stream(id)?.inbox.extend(answer);
+                Ok(())
+            }
+            Err(e) => {
+                self.streams.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn stream_receive(&mut self, id: usize, len: u32) -> Result<Vec<u8>> {
+        let s = self.stream(id)?;
+        if s.inbox.len() < len as usize {
+            let endpoint = s.endpoint.clone();
+            self.streams.remove(&id);
+            return Err(KmsError::Unavailable(format!(
+                "tls://{endpoint} closed the connection before all bytes arrived (mock host)"
+            )));
+        }
+        Ok(s.inbox.drain(..len as usize).collect())
+    }
+
+    pub(crate) fn stream_reused(&mut self, id: usize) -> bool {
+        self.streams.get(&id).is_some_and(|s| s.reused)
+    }
+
+    pub(crate) fn stream_close(&mut self, id: usize, release: bool) {
+        if let Some(s) = self.streams.remove(&id)
+            && release
+            && s.inbox.is_empty()
+        {
+            self.idle_streams.push(s.endpoint);
+        }
+    }
+}
+
 /// The installed host; dropping it uninstalls it.
 pub struct Installed {
     _private: (),
@@ -162,6 +265,11 @@ impl Installed {
     /// Every log line, as `level: message`.
     pub fn logs(&self) -> Vec<String> {
         with(|h| h.logs.clone())
+    }
+    /// How many streams the plugin opened (not counting pooled ones it
+    /// took back).
+    pub fn streams_opened(&self) -> usize {
+        with(|h| h.streams_opened)
     }
     /// The cache entry for `key`.
     pub fn cached(&self, key: &str) -> Option<Vec<u8>> {
@@ -187,6 +295,18 @@ pub fn configure<P: Provider>(options: &[(&str, &str)]) -> Result<P> {
     let p = P::configure(&mut o)?;
     o.finish()?;
     Ok(p)
+}
+
+/// Like [`with`], but does nothing when no host is installed (a stream
+/// dropped after its test's host).
+pub(crate) fn try_with(f: impl FnOnce(&mut MockHost)) {
+    HOST.with(|h| {
+        if let Ok(mut h) = h.try_borrow_mut()
+            && let Some(host) = h.as_mut()
+        {
+            f(host)
+        }
+    })
 }
 
 pub(crate) fn with<T>(f: impl FnOnce(&mut MockHost) -> T) -> T {
