@@ -351,6 +351,59 @@ mod secret_reader {
         assert!(matches!(err, KmsError::NotFound { .. }), "{err}");
     }
 
+    /// A Secret option whose manifest names `tls-keys` (as kmip's names
+    /// CA_CERT, CLIENT_CERT, CLIENT_KEY beside UNIQUE_IDENTIFIER): the plugin
+    /// reads the Secret's other keys, never those.
+    fn tls_keyed(dir: &Path) -> Kms {
+        let pki = test_pki();
+        common::write_secret(
+            dir,
+            "creds",
+            &[
+                ("CA_CERT", pki.ca_pem.as_bytes()),
+                ("CLIENT_CERT", pki.client_cert_pem.as_bytes()),
+                ("CLIENT_KEY", pki.client_key_pem.as_bytes()),
+                ("UNIQUE_IDENTIFIER", b"key-7"),
+            ],
+        );
+        let m = json!({"manifest": 1, "contract": "0.1.1", "name": "secret_reader",
+            "types": {"test-guest": {"capabilities": ["wrap"]}},
+            "options": [{"name": "tokenSecretName", "kind": "secret",
+                "tls-keys": {"ca": "CA_CERT", "client-cert": "CLIENT_CERT", "client-key": "CLIENT_KEY"}}]});
+        let path = dir.join("keyed.wasm");
+        let bytes = common::with_manifest(&std::fs::read(SECRET_READER).unwrap(), &m);
+        std::fs::write(&path, bytes).unwrap();
+        guest_kms(
+            path.to_str().unwrap(),
+            json!({"tokenSecretName": "creds"}),
+            dir,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tls_key_grant_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = tls_keyed(dir.path());
+        let v = wrap(&kms, "v", "creds/UNIQUE_IDENTIFIER").await.unwrap();
+        assert_eq!(v, b"key-7");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tls_key_grant_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = tls_keyed(dir.path());
+        for key in ["CLIENT_KEY", "CLIENT_CERT", "CA_CERT"] {
+            let e = wrap(&kms, "v", &format!("creds/{key}")).await.unwrap_err();
+            assert!(matches!(e, KmsError::Denied { .. }), "{key}: {e}");
+            assert!(e.to_string().contains("TLS material"), "{key}: {e}");
+            assert!(!e.to_string().contains("PRIVATE KEY"), "{e}");
+        }
+        assert_eq!(
+            wrap(&kms, "v", "creds/UNIQUE_IDENTIFIER").await.unwrap(),
+            b"key-7"
+        );
+    }
+
     /// Grants are keyed by the Secret as the option wrote it: the same
     /// name in two namespaces is two grants, each read in its namespace,
     /// and the bare name is neither.
@@ -1413,6 +1466,225 @@ mod hoarder {
         assert_eq!(
             wrap(&kms, "requests-1", &srv.url()).await.unwrap(),
             b"ok 200"
+        );
+    }
+}
+
+/// `tls-stream`: where a plugin may open streams, how many it may hold,
+/// how many bytes it may move per call, and how long a read may wait —
+/// each limit obeyed and violated, then a healthy call.
+mod stream_probe {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A TLS server (the test PKI's) on loopback: echoes what it reads, or
+    /// (`silent`) reads and never answers.
+    async fn tls_server(pki: &common::http::TestPki, silent: bool) -> String {
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        if !silent && tls.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// kmsID `t` running the guest, allowed `allowed`, trusting the test CA.
+    fn kms_for(
+        pki: &common::http::TestPki,
+        dir: &Path,
+        allowed: &str,
+        extra: serde_json::Value,
+    ) -> Kms {
+        common::write_secret(dir, "test-ca", &[("ca.crt", pki.ca_pem.as_bytes())]);
+        let mut opts = json!({"allowedHosts": allowed, "kmshostCAFromSecret": "test-ca"});
+        for (k, v) in extra.as_object().unwrap() {
+            opts[k] = v.clone();
+        }
+        guest_kms(STREAM_PROBE, opts, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_endpoint_obeyed() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(&pki, dir.path(), &format!("tls://{echo}"), json!({}));
+        for _ in 0..3 {
+            let back = wrap(&kms, "v", &format!("echo {echo} 5")).await.unwrap();
+            assert_eq!(back, b"xxxxx");
+        }
+        let r = kms.plugin_report("t", None).await.unwrap();
+        assert_eq!(r.idle_streams, 1, "released, pooled and reused: {r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_endpoint_violated() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let other = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        // An https:// entry for the same host and port allows no stream.
+        let kms = kms_for(
+            &pki,
+            dir.path(),
+            &format!("tls://{echo},https://{other}"),
+            json!({}),
+        );
+        for target in [other.clone(), format!("tls://{echo}"), "127.0.0.1".into()] {
+            let e = wrap(&kms, "v", &format!("echo {target} 5"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, KmsError::Denied { .. }), "{target}: {e}");
+        }
+        let e = wrap(&kms, "v", &format!("echo {other} 5"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("add tls://{other} to allowedHosts")),
+            "the denial tells the admin the entry to add: {e}"
+        );
+        assert_eq!(
+            wrap(&kms, "v", &format!("echo {echo} 2")).await.unwrap(),
+            b"xx"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_connections_obeyed() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(&pki, dir.path(), &format!("tls://{echo}"), json!({}));
+        let n = kmshost::sandbox::outbound::MAX_IN_FLIGHT;
+        let held = wrap(&kms, "v", &format!("hold {echo} {n}")).await.unwrap();
+        assert_eq!(held, format!("held {n}").as_bytes());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_connections_violated() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(&pki, dir.path(), &format!("tls://{echo}"), json!({}));
+        let n = kmshost::sandbox::outbound::MAX_IN_FLIGHT;
+        let e = wrap(&kms, "v", &format!("hold {echo} {}", n + 1))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("already holds {n} connections")),
+            "{e}"
+        );
+        // The streams it held were closed with its call: the next one runs.
+        assert_eq!(
+            wrap(&kms, "v", &format!("echo {echo} 3")).await.unwrap(),
+            b"xxx"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_bytes_obeyed() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(
+            &pki,
+            dir.path(),
+            &format!("tls://{echo}"),
+            json!({"kmshostMaxResponseBytes": "1024"}),
+        );
+        let back = wrap(&kms, "v", &format!("echo {echo} 1024")).await.unwrap();
+        assert_eq!(back.len(), 1024);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_bytes_violated() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(
+            &pki,
+            dir.path(),
+            &format!("tls://{echo}"),
+            json!({"kmshostMaxResponseBytes": "1024"}),
+        );
+        // Sending past the limit, and asking to read past it (refused
+        // before anything is allocated or read, even for 4 GiB).
+        for cmd in [
+            format!("echo {echo} 1025"),
+            format!("peek {echo} 4294967295"),
+        ] {
+            let e = wrap(&kms, "v", &cmd).await.unwrap_err();
+            assert!(matches!(e, KmsError::Plugin { .. }), "{cmd}: {e}");
+            assert!(
+                e.to_string().contains("limit of 1024 bytes per call"),
+                "{cmd}: {e}"
+            );
+        }
+        assert_eq!(
+            wrap(&kms, "v", &format!("echo {echo} 4")).await.unwrap(),
+            b"xxxx"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_read_timeout_obeyed() {
+        let pki = test_pki();
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(&pki, dir.path(), &format!("tls://{echo}"), json!({}));
+        let back = wrap(&kms, "v", &format!("silent {echo} 1 300"))
+            .await
+            .unwrap();
+        assert_eq!(back, b"x", "an answer within the read timeout");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_read_timeout_violated() {
+        let pki = test_pki();
+        let silent = tls_server(&pki, true).await;
+        let echo = tls_server(&pki, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_for(
+            &pki,
+            dir.path(),
+            &format!("tls://{silent},tls://{echo}"),
+            json!({"kmshostTimeoutMs": "20000"}),
+        );
+        let t = Instant::now();
+        let e = wrap(&kms, "v", &format!("silent {silent} 1 300"))
+            .await
+            .unwrap_err();
+        let took = t.elapsed();
+        // The plugin's read timeout, not the call's 20 s deadline: a
+        // timeout (DEADLINE_EXCEEDED), named.
+        assert!(matches!(e, KmsError::TimedOut { .. }), "{e}");
+        assert!(e.to_string().contains("timed out after 300 ms"), "{e}");
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(
+            wrap(&kms, "v", &format!("echo {echo} 1")).await.unwrap(),
+            b"x"
         );
     }
 }
