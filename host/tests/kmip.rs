@@ -355,3 +355,93 @@ async fn pooled_connections_are_reused_and_a_dead_server_is_unavailable() {
     let e = kms.unwrap("k", &v, &blob).await.unwrap_err();
     assert!(matches!(e, KmsError::Unavailable { .. }), "{e:?}");
 }
+
+/// A CSI lifecycle on kmip kmsIDs, as far as this container allows (LUKS
+/// formatting at the first NodeStage; activation needs device-mapper, which
+/// the QEMU guest test covers): ceph-csi's envelope keeps the wrapped key
+/// with the volume, Rook's store keeps it on the server, rotation replaces
+/// it, and DeleteVolume removes what it should.
+#[cfg_attr(peers_missing, ignore = "needs PyKMIP: scripts/test.sh installs it")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csi_lifecycle_with_kmip_kms_ids() {
+    use common::csi::{CsiHarness, metadata_config, mount_cap};
+    use kmshost::luks;
+    use kmshost::volume::KeyHolding;
+    const MIB: i64 = 1 << 20;
+    let Some(bin) = require_pykmip("kmip csi") else {
+        return;
+    };
+    let s = shared(bin);
+    let uid = s.create_aes_key();
+    let mut config = metadata_config();
+    config["kmip-csi"] = json!({"encryptionKMSType": "kmip", "KMIP_ENDPOINT": s.endpoint()});
+    config["kmip-rook"] = json!({"KMS_PROVIDER": "kmip", "KMIP_ENDPOINT": s.endpoint(),
+                                 "tokenSecretName": "rook-kmip"});
+    let h = CsiHarness::start(&config).await;
+    write_credentials(
+        &h.secrets,
+        "ceph-csi-kmip-credentials",
+        &s,
+        Some(&uid),
+        false,
+    );
+    write_credentials(&h.secrets, "rook-kmip", &s, None, false);
+    let kms = h.driver.kms().clone();
+
+    for (kms_id, name) in [("kmip-csi", "pvc-kmip-csi"), ("kmip-rook", "pvc-kmip-rook")] {
+        let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
+        let id = h
+            .create(name, 32 * MIB, params, None)
+            .await
+            .unwrap()
+            .volume_id;
+        let v = key(&id);
+        let passphrase = |holding: &KeyHolding| {
+            let kms = kms.clone();
+            let v = v.clone();
+            let holding = holding.clone();
+            async move {
+                match holding {
+                    KeyHolding::Wrapped { blob } => {
+                        let b = base64::engine::general_purpose::STANDARD
+                            .decode(blob)
+                            .unwrap();
+                        kms.unwrap(kms_id, &v, &WrappedKey::new(b)).await.unwrap()
+                    }
+                    KeyHolding::Stored => kms.get(kms_id, &v).await.unwrap(),
+                    KeyHolding::Pending => panic!("{kms_id}: no key"),
+                }
+            }
+        };
+        let holding = h.record(&id).unwrap().encryption.unwrap().key;
+        match kms_id {
+            "kmip-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
+            _ => assert_eq!(holding, KeyHolding::Stored),
+        }
+        let key1 = passphrase(&holding).await;
+        // The first stage formats, then stops at device-mapper here.
+        let e = h
+            .stage(&id, &h.path(&format!("staging-{name}")), mount_cap(""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        luks::verify(&h.image(&id), &key1).unwrap();
+        h.rotate(&id).await.unwrap();
+        let key2 = passphrase(&h.record(&id).unwrap().encryption.unwrap().key).await;
+        assert_ne!(key1, key2, "{kms_id}: rotated");
+        luks::verify(&h.image(&id), &key2).unwrap();
+        assert!(
+            luks::verify(&h.image(&id), &key1).is_err(),
+            "{kms_id}: old slot killed"
+        );
+        h.delete(&id).await.unwrap();
+        assert!(h.record(&id).is_none());
+        if kms_id == "kmip-rook" {
+            assert!(matches!(
+                kms.get(kms_id, &v).await,
+                Err(KmsError::NotFound { .. })
+            ));
+        }
+    }
+    h.stop().await;
+}

@@ -14,6 +14,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_kmshost");
 const SECRET_WASM: &str = concat!(env!("OUT_DIR"), "/secret.wasm");
 const VAULT_WASM: &str = concat!(env!("OUT_DIR"), "/vault.wasm");
+const KMIP_WASM: &str = concat!(env!("OUT_DIR"), "/kmip.wasm");
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 
@@ -258,6 +259,52 @@ async fn vault_passes_against_openbao_kv_and_transit() {
         &v,
         &[WRAP_CASES, HOSTILE_BACKEND_CASES].concat(),
     );
+}
+
+/// kmip against PyKMIP with mutual TLS, in both modes: ceph-csi's
+/// envelope (every wrap case; its store cases skipped, as the host never
+/// stores for it) and Rook's store (every store case), and the hostile
+/// backends reached as TLS streams.
+#[cfg_attr(peers_missing, ignore = "needs PyKMIP: scripts/test.sh installs it")]
+#[test]
+fn kmip_passes_against_pykmip_in_both_modes() {
+    let Some(bin) = common::kmip::require_pykmip("plugin_test kmip") else {
+        return;
+    };
+    let s = common::kmip::shared(bin);
+    let uid = s.create_aes_key();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let tls: [(&str, &[u8]); 3] = [
+        ("CA_CERT", s.pki.ca_pem.as_bytes()),
+        ("CLIENT_CERT", s.pki.client_cert_pem.as_bytes()),
+        ("CLIENT_KEY", s.pki.client_key_pem.as_bytes()),
+    ];
+    let mut csi = tls.to_vec();
+    csi.push(("UNIQUE_IDENTIFIER", uid.as_bytes()));
+    common::write_secret(&secrets, "ceph-csi-kmip-credentials", &csi);
+    common::write_secret(&secrets, "rook-kmip", &tls);
+
+    let entry = json!({"encryptionKMSType": "kmip", "KMIP_ENDPOINT": s.endpoint()});
+    let (code, text, v) = plugin_test(dir.path(), KMIP_WASM, entry);
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[WRAP_CASES, HOSTILE_BACKEND_CASES].concat(),
+    );
+    assert_eq!(verdict(&v, "store-round-trip"), "skip", "{text}");
+
+    let rook = json!({"KMS_PROVIDER": "kmip", "KMIP_ENDPOINT": s.endpoint(),
+                      "tokenSecretName": "rook-kmip"});
+    let (code, text, v) = plugin_test(dir.path(), KMIP_WASM, rook);
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
+    );
+    assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
 }
 
 /// The embedded default's key-store type, against a fake kube-apiserver
