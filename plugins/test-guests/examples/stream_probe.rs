@@ -47,7 +47,10 @@ impl Provider for StreamProbe {
                 Ok(format!("held {}", held.len()).into_bytes())
             }
             "silent" => {
-                let t = Timeouts { read_ms: ms, ..Default::default() };
+                let t = Timeouts {
+                    read_ms: ms,
+                    ..Default::default()
+                };
                 let s = Stream::open(&endpoint, t)?;
                 s.send(&vec![b'x'; n as usize])?;
                 s.receive_exact(1)
