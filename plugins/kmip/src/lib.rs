@@ -19,6 +19,8 @@ mod client;
 mod envelope;
 pub mod kmip;
 mod store;
+#[cfg(test)]
+mod tests;
 pub mod ttlv;
 
 use client::Client;
