@@ -2,7 +2,8 @@
 //! the repository's WIT, and a plugin built against contract 0.1.0 —
 //! committed as bytes in `tests/fixtures/contract-0.1.0.wasm` (the `secret`
 //! plugin as first built with a manifest) — keeps loading and working in
-//! every later kmshost, its blobs readable by the embedded plugin.
+//! every later kmshost, its blobs readable by the embedded plugin; so does
+//! the same plugin built against 0.1.1 (`contract-0.1.1.wasm`).
 
 mod common;
 
@@ -18,6 +19,15 @@ const FIXTURE: &str = concat!(
 
 /// The fixture's bytes never change: a rebuilt plugin is not the promise.
 const FIXTURE_SHA256: &str = "6e50a1731782b50b87aaa93079149cd022e9e816ec1b47087d441a4b11fe00de";
+
+/// The `secret` plugin as built against contract 0.1.1 (the contract that
+/// added `tls-stream`), committed as bytes before any later contract.
+const FIXTURE_0_1_1: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/contract-0.1.1.wasm"
+);
+const FIXTURE_0_1_1_SHA256: &str =
+    "93d1393746f7ca57d4f1632559972d7487493764dcd07162955f8e35a1b0f434";
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -61,10 +71,22 @@ fn the_sdk_carries_the_repositorys_wit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_built_against_contract_0_1_0_keeps_working() {
-    let bytes = std::fs::read(FIXTURE).unwrap();
-    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), FIXTURE_SHA256);
+    keeps_working(FIXTURE, FIXTURE_SHA256, "0.1.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_against_contract_0_1_1_keeps_working() {
+    keeps_working(FIXTURE_0_1_1, FIXTURE_0_1_1_SHA256, "0.1.1").await;
+}
+
+/// The fixture at `path` (pinned by `sha256`, declaring `contract`) loads,
+/// wraps and unwraps bound to the volume, and its blobs and today's
+/// embedded plugin's are readable both ways.
+async fn keeps_working(path: &str, sha256: &str, contract: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha256);
     let declared = kmshost::manifest::read(&bytes).unwrap();
-    assert_eq!(declared.contract.as_deref(), Some("0.1.0"));
+    assert_eq!(declared.contract.as_deref(), Some(contract));
 
     let dir = tempfile::tempdir().unwrap();
     common::write_secret(
@@ -74,7 +96,7 @@ async fn a_plugin_built_against_contract_0_1_0_keeps_working() {
     );
     let kms = common::kms(
         &json!({
-            "old": {"encryptionKMSType": "metadata", "secretName": "kek", "kmshostPlugin": FIXTURE},
+            "old": {"encryptionKMSType": "metadata", "secretName": "kek", "kmshostPlugin": path},
             "new": {"encryptionKMSType": "metadata", "secretName": "kek"}
         }),
         dir.path(),
