@@ -10,7 +10,10 @@
 //! With OpenBao installed, the same guest also runs `guest_vault_lifecycle`:
 //! the encrypted lifecycle with `encryptionKMSID` pointing at a `vault`
 //! kmsID, its key kept in the host's OpenBao (reached through QEMU's user
-//! network, where 10.0.2.2 is the host's loopback).
+//! network, where 10.0.2.2 is the host's loopback). With PyKMIP installed,
+//! it also runs `guest_kmip_lifecycle`: the same with ceph-csi's and Rook's
+//! `kmip` kmsIDs against the host's PyKMIP, over mutual TLS terminated by
+//! the host inside the guest.
 
 mod common;
 
@@ -24,6 +27,7 @@ use tonic::Code;
 
 const PASS: &str = "GUEST-LIFECYCLE-PASS";
 const VAULT_PASS: &str = "GUEST-VAULT-LIFECYCLE-PASS";
+const KMIP_PASS: &str = "GUEST-KMIP-LIFECYCLE-PASS";
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -77,13 +81,36 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
 
     let work = repo.join("target/guest");
     std::fs::create_dir_all(&work).unwrap();
+    // PyKMIP on the host for the guest's kmip kmsIDs: its PKI and the
+    // wrapping key's identifier go to the guest through the shared folder.
+    let kmip = common::kmip::require_pykmip("dm-crypt with kmip kmsIDs").map(common::kmip::shared);
+    let kmip_env = match &kmip {
+        Some(s) => {
+            let dir = work.join("kmip");
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, pem) in [
+                ("CA_CERT", &s.pki.ca_pem),
+                ("CLIENT_CERT", &s.pki.client_cert_pem),
+                ("CLIENT_KEY", &s.pki.client_key_pem),
+                ("UNIQUE_IDENTIFIER", &s.create_aes_key()),
+            ] {
+                std::fs::write(dir.join(name), pem).unwrap();
+            }
+            format!(
+                "KMSHOST_GUEST_KMIP={HOST_FROM_GUEST}:{} KMSHOST_GUEST_KMIP_DIR={} ",
+                s.port,
+                dir.display()
+            )
+        }
+        None => String::new(),
+    };
     let out = work.join("guest-output.txt");
     let _ = std::fs::remove_file(&out);
     let exe = std::env::current_exe().unwrap();
     std::fs::write(
         work.join("run-in-guest.sh"),
         format!(
-            "cd {host}\n{vault_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
+            "cd {host}\n{vault_env}{kmip_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
              --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
             host = repo.join("host").display(),
             exe = exe.display(),
@@ -145,6 +172,9 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
             .block_on(bao.api("GET", &format!("/v1/secret/metadata/{id}"), None, None))
             .unwrap();
         assert_eq!(gone.0, 404, "the volume's key outlived it: {gone:?}");
+    }
+    if kmip.is_some() {
+        assert!(text.contains(KMIP_PASS), "guest output:\n{text}");
     }
 }
 
@@ -379,4 +409,103 @@ async fn guest_vault_lifecycle() {
     assert!(matches!(e, kmshost::kms::KmsError::NotFound { .. }), "{e}");
     h.stop().await;
     println!("{VAULT_PASS}");
+}
+
+/// The encrypted lifecycle with `kmip` kmsIDs against the host's PyKMIP,
+/// TLS terminated by kmshost in the guest with the Secret's client
+/// certificate: ceph-csi's envelope (the passphrase wrapped by the
+/// server's Encrypt, kept with the volume) and Rook's store (registered as
+/// Secret Data named after the volume). Each: create → stage (format,
+/// open, mkfs, mount) → write → unstage → stage → read back → rotate →
+/// restage with the new key → delete (Rook's key destroyed on the server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_kmip_lifecycle() {
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let (Ok(endpoint), Ok(dir)) = (
+        std::env::var("KMSHOST_GUEST_KMIP"),
+        std::env::var("KMSHOST_GUEST_KMIP_DIR"),
+    ) else {
+        println!("no PyKMIP on the host: the kmip lifecycle is not run");
+        return;
+    };
+    let mut config = metadata_config();
+    // The server's certificate names localhost; the guest reaches it as
+    // 10.0.2.2.
+    config["kmip-csi"] = serde_json::json!({
+        "encryptionKMSType": "kmip", "KMIP_ENDPOINT": endpoint, "TLS_SERVER_NAME": "localhost"
+    });
+    config["kmip-rook"] = serde_json::json!({
+        "KMS_PROVIDER": "kmip", "KMIP_ENDPOINT": endpoint, "TLS_SERVER_NAME": "localhost",
+        "tokenSecretName": "rook-kmip"
+    });
+    let h = CsiHarness::start(&config).await;
+    let read = |name: &str| std::fs::read(Path::new(&dir).join(name)).unwrap();
+    let (ca, cert, key, uid) = (
+        read("CA_CERT"),
+        read("CLIENT_CERT"),
+        read("CLIENT_KEY"),
+        read("UNIQUE_IDENTIFIER"),
+    );
+    let tls: [(&str, &[u8]); 3] = [
+        ("CA_CERT", &ca),
+        ("CLIENT_CERT", &cert),
+        ("CLIENT_KEY", &key),
+    ];
+    let mut csi = tls.to_vec();
+    csi.push(("UNIQUE_IDENTIFIER", &uid));
+    common::write_secret(&h.secrets, "ceph-csi-kmip-credentials", &csi);
+    common::write_secret(&h.secrets, "rook-kmip", &tls);
+
+    for kms_id in ["kmip-csi", "kmip-rook"] {
+        let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
+        let name = format!("pvc-guest-{kms_id}");
+        let id = h
+            .create(&name, 48 * MIB, params, None)
+            .await
+            .unwrap()
+            .volume_id;
+        let holding = h.record(&id).unwrap().encryption.unwrap().key;
+        match kms_id {
+            "kmip-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
+            _ => assert_eq!(holding, KeyHolding::Stored),
+        }
+        let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+        let staging = h.path(&format!("staging-{kms_id}"));
+        let data = format!("kept under a KMIP key ({kms_id})");
+
+        h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+        assert!(mapper.exists(), "{kms_id}: dm-crypt mapping open");
+        assert_eq!(blkid_type(&h.image(&id)).as_deref(), Some("crypto_LUKS"));
+        std::fs::write(staging.join("data.txt"), &data).unwrap();
+        h.unstage(&id, &staging).await.unwrap();
+        assert!(!mapper.exists());
+
+        h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+            data
+        );
+        h.rotate(&id).await.unwrap();
+        h.unstage(&id, &staging).await.unwrap();
+        h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+            data
+        );
+        h.unstage(&id, &staging).await.unwrap();
+
+        h.delete(&id).await.unwrap();
+        assert!(h.record(&id).is_none());
+        if kms_id == "kmip-rook" {
+            let key_id = KeyId::new(id.clone()).unwrap();
+            let e = h.driver.kms().get(kms_id, &key_id).await.unwrap_err();
+            assert!(matches!(e, kmshost::kms::KmsError::NotFound { .. }), "{e}");
+        }
+    }
+    h.stop().await;
+    println!("{KMIP_PASS}");
 }
