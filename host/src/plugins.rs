@@ -9,11 +9,16 @@ pub static VAULT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vault.w
 /// The `kmip` plugin: KMIP servers over host-terminated TLS streams.
 pub static KMIP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kmip.wasm"));
 
+/// The `keyprotect` plugin: IBM Key Protect and Hyper Protect Crypto
+/// Services.
+pub static KEYPROTECT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/keyprotect.wasm"));
+
 /// The embedded plugins, by name.
 pub static EMBEDDED: &[(&str, &[u8])] = &[
     ("secret", SECRET_WASM),
     ("vault", VAULT_WASM),
     ("kmip", KMIP_WASM),
+    ("keyprotect", KEYPROTECT_WASM),
 ];
 
 /// The embedded plugin called `name`, if any.

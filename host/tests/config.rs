@@ -104,9 +104,32 @@ fn ceph_csi_sample_maps_types_endpoints_and_grants() {
     assert_eq!(k.tls.server_name.as_deref(), Some("kmip.example.com"));
     assert!(!k.plugin_options.iter().any(|(o, _)| o == "TLS_SERVER_NAME"));
 
+    // Key Protect: the embedded plugin, both endpoints allowed, the
+    // default credentials Secret granted; the region is passed on (ceph-csi
+    // reads it and never uses it).
+    let kp = t.get("kp-metadata-test").unwrap();
+    assert_eq!(kp.plugin, PluginSource::Embedded("keyprotect"));
+    let allowed: Vec<String> = kp.allow.entries().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        allowed,
+        [
+            "https://us-south.kms.cloud.ibm.com:443",
+            "https://iam.cloud.ibm.com:443"
+        ]
+    );
+    assert_eq!(
+        kp.grants.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["ceph-csi-kp-credentials"]
+    );
+    assert!(
+        kp.plugin_options
+            .iter()
+            .any(|(o, v)| o == "IBM_KP_REGION" && v == "us-south-2")
+    );
+
     // Providers whose plugins are not built in yet fail alone, naming the
     // kmsID and the option, and nothing else breaks.
-    for id in ["kp-metadata-test", "azure-test"] {
+    for id in ["azure-test"] {
         match t.get(id).unwrap_err() {
             ConfigError::InvalidConfig {
                 kms_id,

@@ -3,6 +3,7 @@
 
 pub mod csi;
 pub mod http;
+pub mod keyprotect;
 pub mod kmip;
 pub mod kube;
 pub mod openbao;
