@@ -30,7 +30,7 @@ pub const SCHEMA: u32 = 1;
 
 /// The contract (`kmshost:plugin` WIT package) version this host provides.
 /// Plugins built against any 0.1.x contract load.
-pub const CONTRACT: &str = "0.1.1";
+pub const CONTRACT: &str = "0.1.2";
 
 /// The WIT interface every plugin exports, without its version.
 const PROVIDER_EXPORT: &str = "kmshost:plugin/provider@";

@@ -301,3 +301,140 @@ async fn bad_configuration_names_the_option() {
         e => panic!("{e:?}"),
     }
 }
+
+/// After a root-key rotation the service answers an unwrap with the key
+/// rewrapped under the newest version; the plugin hands it back
+/// (`rewrap.offer`) and the host returns it, checked, for keeping — in the
+/// blob's own format, so a ceph-csi blob stays one ceph-csi can read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_key_rotation_hands_back_the_rewrapped_key() {
+    let kp = FakeKeyProtect::start().await;
+    let root = kp.create_root_key();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = kms_for(dir.path(), &kp, &root);
+    let v = key("pvc-rotated");
+    let dek = generate_passphrase();
+    let old = kms.wrap("kp", &v, &dek).await.unwrap();
+    let t = kms.tenant(None);
+    assert!(t.unwrap_current("kp", &v, &old).await.unwrap().1.is_none());
+    kp.rotate(&root);
+    let (got, new) = t.unwrap_current("kp", &v, &old).await.unwrap();
+    assert_eq!(got, dek);
+    let new = new.expect("the rewrapped key");
+    assert_ne!(new, old);
+    let json: Value = serde_json::from_slice(new.as_bytes()).unwrap();
+    assert_eq!(json["kmshost"], 1);
+    // The new blob opens, offers nothing more, and the old one still opens.
+    assert!(t.unwrap_current("kp", &v, &new).await.unwrap().1.is_none());
+    assert_eq!(kms.unwrap("kp", &v, &old).await.unwrap(), dek);
+    // `kmshost kms rewrap` takes the offered blob: no new wrap is sent.
+    let wraps = |kp: &FakeKeyProtect| {
+        kp.kp_requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/actions/wrap"))
+            .count()
+    };
+    let before = wraps(&kp);
+    kp.rotate(&root);
+    let r = kms.rewrap("kp", &v, &new).await.unwrap();
+    assert_ne!(r, new);
+    assert_eq!(wraps(&kp), before);
+    assert_eq!(kms.unwrap("kp", &v, &r).await.unwrap(), dek);
+
+    // A ceph-csi blob comes back as a ceph-csi blob.
+    let passphrase = B64.encode([9u8; 20]);
+    let ceph = WrappedKey::new(
+        B64.encode(kp.wrap_direct(&root, &passphrase, &["pvc-c"]))
+            .into_bytes(),
+    );
+    kp.rotate(&root);
+    let (got, new) = t.unwrap_current("kp", &key("pvc-c"), &ceph).await.unwrap();
+    assert_eq!(got.expose(), passphrase.as_bytes());
+    let new = new.unwrap();
+    assert!(
+        B64.decode(new.as_bytes()).is_ok(),
+        "base64 text, as ceph-csi writes"
+    );
+}
+
+/// The CSI driver with ceph-csi's and Rook's Key Protect kmsIDs (formatting
+/// at the first NodeStage; activation needs device-mapper, which the QEMU
+/// guest has): the envelope's blob lives in the record, a root-key rotation
+/// replaces it at the next stage, LUKS rotation replaces the key, and
+/// DeleteVolume removes Rook's key from the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csi_lifecycle_with_key_protect_kms_ids() {
+    use common::csi::{CsiHarness, metadata_config, mount_cap};
+    use kmshost::luks;
+    use kmshost::volume::KeyHolding;
+    const MIB: i64 = 1 << 20;
+    let kp = FakeKeyProtect::start().await;
+    let root = kp.create_root_key();
+    let mut config = metadata_config();
+    config["kp-csi"] = csi_entry(&kp);
+    config["kp-rook"] = rook_entry(&kp);
+    let h = CsiHarness::start(&config).await;
+    write_credentials(&h.secrets, "ceph-csi-kp-credentials", API_KEY, Some(&root));
+    write_credentials(&h.secrets, "rook-kp", API_KEY, None);
+    let kms = h.driver.kms().clone();
+    let passphrase = |kms_id: &'static str, id: String, holding: KeyHolding| {
+        let kms = kms.clone();
+        async move {
+            let v = key(&id);
+            match holding {
+                KeyHolding::Wrapped { blob } => {
+                    let b = B64.decode(blob).unwrap();
+                    kms.unwrap(kms_id, &v, &WrappedKey::new(b)).await.unwrap()
+                }
+                KeyHolding::Stored => kms.get(kms_id, &v).await.unwrap(),
+                KeyHolding::Pending => panic!("{kms_id}: no key"),
+            }
+        }
+    };
+    for (kms_id, name) in [("kp-csi", "pvc-kp-csi"), ("kp-rook", "pvc-kp-rook")] {
+        let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
+        let id = h
+            .create(name, 32 * MIB, params, None)
+            .await
+            .unwrap()
+            .volume_id;
+        let holding = h.record(&id).unwrap().encryption.unwrap().key;
+        match kms_id {
+            "kp-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
+            _ => assert_eq!(holding, KeyHolding::Stored),
+        }
+        let key1 = passphrase(kms_id, id.clone(), holding.clone()).await;
+        let staging = h.path(&format!("staging-{name}"));
+        let e = h.stage(&id, &staging, mount_cap("")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        luks::verify(&h.image(&id), &key1).unwrap();
+        if kms_id == "kp-csi" {
+            // The root key rotates; the next stage keeps the rewrapped key.
+            kp.rotate(&root);
+            h.stage(&id, &staging, mount_cap("")).await.unwrap_err();
+            let now = h.record(&id).unwrap().encryption.unwrap().key;
+            assert_ne!(now, holding, "the record holds the rewrapped key");
+            assert_eq!(passphrase(kms_id, id.clone(), now).await, key1);
+        }
+        h.rotate(&id).await.unwrap();
+        let key2 = passphrase(
+            kms_id,
+            id.clone(),
+            h.record(&id).unwrap().encryption.unwrap().key,
+        )
+        .await;
+        assert_ne!(key1, key2, "{kms_id}: rotated");
+        luks::verify(&h.image(&id), &key2).unwrap();
+        assert!(
+            luks::verify(&h.image(&id), &key1).is_err(),
+            "{kms_id}: old slot killed"
+        );
+        h.delete(&id).await.unwrap();
+        assert!(h.record(&id).is_none());
+    }
+    assert!(
+        kp.standard_keys().is_empty(),
+        "Rook's key deleted with its volume"
+    );
+    h.stop().await;
+}

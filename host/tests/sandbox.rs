@@ -366,7 +366,7 @@ mod secret_reader {
                 ("UNIQUE_IDENTIFIER", b"key-7"),
             ],
         );
-        let m = json!({"manifest": 1, "contract": "0.1.1", "name": "secret_reader",
+        let m = json!({"manifest": 1, "contract": "0.1.2", "name": "secret_reader",
             "types": {"test-guest": {"capabilities": ["wrap"]}},
             "options": [{"name": "tokenSecretName", "kind": "secret",
                 "tls-keys": {"ca": "CA_CERT", "client-cert": "CLIENT_CERT", "client-key": "CLIENT_KEY"}}]});
@@ -1243,7 +1243,7 @@ mod key_liar {
 
     /// The key_liar guest with a manifest declaring `capabilities`.
     fn declared(mode: &str, capabilities: serde_json::Value, dir: &Path) -> Kms {
-        let m = json!({"manifest": 1, "contract": "0.1.1", "name": "key_liar",
+        let m = json!({"manifest": 1, "contract": "0.1.2", "name": "key_liar",
             "types": {"test-guest": {"capabilities": capabilities}},
             "options": [{"name": "mode", "kind": "plain"}]});
         let path = dir.join("declared.wasm");
@@ -1686,5 +1686,81 @@ mod stream_probe {
             wrap(&kms, "v", &format!("echo {echo} 1")).await.unwrap(),
             b"x"
         );
+    }
+}
+
+/// `rewrap.offer` (contract 0.1.2): a plugin may hand back, during an
+/// unwrap, the key wrapped under its backend's current key version. The
+/// host keeps only one blob per unwrap, within the blob size limit, only
+/// from an unwrap, and only one that hides the key and unwraps to the same
+/// key; anything else is refused or dropped and the unwrap still stands.
+mod rewrapper {
+    use super::*;
+    use kmshost::kms::generate_passphrase;
+    use kmshost::types::WrappedKey;
+
+    fn rewrapper(mode: &str, dir: &Path) -> Kms {
+        guest_kms(REWRAPPER, json!({"mode": mode}), dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rewrap_offer_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = rewrapper("honest", dir.path());
+        let (v, p) = (key("pvc-1"), generate_passphrase());
+        let old = kms.wrap("t", &v, &p).await.unwrap();
+        assert!(old.as_bytes().starts_with(b"v1"));
+        let (got, offered) = kms
+            .tenant(None)
+            .unwrap_current("t", &v, &old)
+            .await
+            .unwrap();
+        assert_eq!(got, p);
+        let new = offered.expect("the offered blob is kept");
+        assert!(new.as_bytes().starts_with(b"v2"), "{new:?}");
+        // `kmshost kms rewrap` takes the offered blob (no second wrap).
+        let r = kms.rewrap("t", &v, &old).await.unwrap();
+        assert_eq!(r, new);
+        // A current blob offers nothing.
+        let (_, again) = kms
+            .tenant(None)
+            .unwrap_current("t", &v, &new)
+            .await
+            .unwrap();
+        assert!(again.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rewrap_offer_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, p) = (key("pvc-1"), generate_passphrase());
+        for mode in ["too-big", "liar", "reveal"] {
+            let kms = rewrapper(mode, dir.path());
+            let old = kms.wrap("t", &v, &p).await.unwrap();
+            let (got, offered) = kms
+                .tenant(None)
+                .unwrap_current("t", &v, &old)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: the unwrap stands: {e}"));
+            assert_eq!(got, p, "{mode}");
+            assert!(offered.is_none(), "{mode}: {offered:?} kept");
+            // rewrap falls back to a fresh, verified wrap.
+            let r = kms.rewrap("t", &v, &old).await.unwrap();
+            assert!(r.as_bytes().starts_with(b"v1"), "{mode}");
+        }
+        // At most one offer per unwrap: the second is refused (the guest
+        // fails the unwrap if it was taken), the first kept.
+        let kms = rewrapper("twice", dir.path());
+        let old = kms.wrap("t", &v, &p).await.unwrap();
+        let (_, offered) = kms
+            .tenant(None)
+            .unwrap_current("t", &v, &old)
+            .await
+            .unwrap();
+        let first: WrappedKey = offered.unwrap();
+        assert_eq!(kms.unwrap("t", &v, &first).await.unwrap(), p);
+        // Never outside an unwrap (the guest fails the wrap if taken).
+        let kms = rewrapper("in-wrap", dir.path());
+        kms.wrap("t", &v, &p).await.unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //! it when the volume is gone.
 
 use super::CsiError;
-use crate::kms::{KeyId, Kms, KmsError, KmsId, Passphrase, Sealed};
+use crate::kms::{KeyId, Kms, KmsError, KmsId, Passphrase, Sealed, WrappedKey};
 use crate::volume::{Encryption, KeyHolding};
 
 fn key_id(id: &str) -> Result<KeyId, CsiError> {
@@ -36,13 +36,25 @@ pub async fn seal(
 
 /// The passphrase of the volume (or snapshot) `id`.
 pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, CsiError> {
+    Ok(open_current(kms, enc, id).await?.0)
+}
+
+/// The passphrase of `id`, and for a wrapped key the blob the provider
+/// handed back wrapped under its current key version, checked
+/// ([`crate::kms::TenantKms::unwrap_current`]): the caller keeps it in the
+/// record in place of the old one.
+pub async fn open_current(
+    kms: &Kms,
+    enc: &Encryption,
+    id: &str,
+) -> Result<(Passphrase, Option<WrappedKey>), CsiError> {
     let key = key_id(id)?;
     let kms = kms.tenant(enc.tenant.as_deref());
     match &enc.key {
         KeyHolding::Pending => Err(CsiError::precondition(format!(
             "{id}: its key was never stored (CreateVolume did not finish)"
         ))),
-        KeyHolding::Stored => Ok(kms.get(enc.kms_id.as_str(), &key).await?),
+        KeyHolding::Stored => Ok((kms.get(enc.kms_id.as_str(), &key).await?, None)),
         KeyHolding::Wrapped { .. } => {
             let w = enc.key.wrapped_key().ok_or_else(|| {
                 CsiError::new(
@@ -50,7 +62,7 @@ pub async fn open(kms: &Kms, enc: &Encryption, id: &str) -> Result<Passphrase, C
                     format!("{id}: the wrapped key in its record is not base64"),
                 )
             })?;
-            Ok(kms.unwrap(enc.kms_id.as_str(), &key, &w).await?)
+            Ok(kms.unwrap_current(enc.kms_id.as_str(), &key, &w).await?)
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::proto::{self, volume_capability::AccessType};
 use super::{CsiError, Driver, blocking, check_id, keys};
 use crate::luks::{self, FormatParams};
-use crate::volume::{Encryption, VolumeRecord, VolumeState, sys};
+use crate::volume::{Encryption, KeyHolding, VolumeRecord, VolumeState, sys};
 use std::path::{Path, PathBuf};
 
 /// The device-mapper name of an open encrypted volume.
@@ -154,17 +154,21 @@ impl Driver {
             .acquire()
             .await
             .map_err(|_| CsiError::internal("unlock limiter closed"))?;
-        let passphrase = keys::open(&self.kms, enc, &id).await?;
+        let (passphrase, rewrapped) = keys::open_current(&self.kms, enc, &id).await?;
         let d = dev.to_path_buf();
         if !blocking(move || Ok(luks::is_luks2(&d))).await? {
             self.format_first_use(&id, enc, dev, &passphrase).await?;
         }
+        let wrapped = match rewrapped {
+            Some(w) => Some(self.keep_rewrapped(rec, &w)?),
+            None => enc.key.wrapped_key(),
+        };
         // The header names its kmsID and (for wrapping providers) carries
         // the wrapped key, so the volume describes itself.
         let token = luks::KmsToken {
             kms_id: enc.kms_id.clone(),
             key_id: id.clone(),
-            wrapped: enc.key.wrapped_key(),
+            wrapped,
             keyslots: Vec::new(),
         };
         let (d, p, n) = (dev.to_path_buf(), passphrase.clone(), name.clone());
@@ -176,6 +180,24 @@ impl Driver {
             self.records.put_volume(rec)?;
         }
         Ok(mapped)
+    }
+
+    /// Records the blob the provider rewrapped under its current key
+    /// version (checked by the facade) in place of the old one: the old
+    /// blob keeps working until the provider retires its key version, the
+    /// new one after that too.
+    fn keep_rewrapped(
+        &self,
+        rec: &mut VolumeRecord,
+        w: &crate::kms::WrappedKey,
+    ) -> Result<crate::kms::WrappedKey, CsiError> {
+        if let Some(e) = rec.encryption.as_mut() {
+            e.key = KeyHolding::wrapped(w);
+            let kms_id = e.kms_id.clone();
+            self.records.put_volume(rec)?;
+            tracing::info!(volume = %rec.volume_id, %kms_id, "kept the key rewrapped under the provider's current key version");
+        }
+        Ok(w.clone())
     }
 
     /// LUKS2-formats a blank device on first use, only with a key of the

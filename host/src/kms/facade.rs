@@ -473,6 +473,19 @@ impl Kms {
         tenant: Option<&str>,
         op: Op<'_>,
     ) -> Result<Option<Vec<u8>>, KmsError> {
+        self.call_with_offer(kms_id, tenant, op)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// [`Self::call`], and the blob an `unwrap` offered (`rewrap.offer`),
+    /// unchecked.
+    async fn call_with_offer(
+        &self,
+        kms_id: &str,
+        tenant: Option<&str>,
+        op: Op<'_>,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), KmsError> {
         let rt = self.runtime_for(kms_id, tenant).await?;
         let tenant = tenant.unwrap_or("");
         let span = match op.name() {
@@ -494,7 +507,7 @@ impl Kms {
         };
         async {
             let r = rt
-                .call(op)
+                .call_with_offer(op)
                 .await
                 .map_err(|e| KmsError::from_plugin(rt.kms_id(), e));
             match &r {
@@ -552,18 +565,23 @@ impl Kms {
     }
 
     /// Envelope: re-wraps `wrapped` for `key_id` under the provider's
-    /// current key version (after a KMS-side key rotation): unwrap, then
-    /// wrap, checking the result unwraps to the same key before returning
-    /// it. The caller stores the new blob; the old one keeps working until
-    /// the provider retires the old key version.
+    /// current key version (after a KMS-side key rotation): the blob the
+    /// provider handed back while unwrapping (`rewrap.offer`, checked), or
+    /// else unwrap, then wrap, checking the result unwraps to the same key
+    /// before returning it. The caller stores the new blob; the old one
+    /// keeps working until the provider retires the old key version.
     pub async fn rewrap(
         &self,
         kms_id: &str,
         key_id: &KeyId,
         wrapped: &WrappedKey,
     ) -> Result<WrappedKey, KmsError> {
-        let key = self.unwrap(kms_id, key_id, wrapped).await?;
-        self.tenant(None).wrap_verified(kms_id, key_id, &key).await
+        let t = self.tenant(None);
+        let (key, offered) = t.unwrap_current(kms_id, key_id, wrapped).await?;
+        match offered {
+            Some(blob) => Ok(blob),
+            None => t.wrap_verified(kms_id, key_id, &key).await,
+        }
     }
 }
 
@@ -658,6 +676,50 @@ impl TenantKms<'_> {
     ) -> Result<Passphrase, KmsError> {
         self.call_for_key(kms_id, Op::Unwrap(key_id, wrapped.as_bytes()))
             .await
+    }
+
+    /// Envelope: unwraps `wrapped` for `key_id`, and returns the blob the
+    /// provider handed back wrapped under its current key version
+    /// (`rewrap.offer`), if it did and the blob passes the checks every
+    /// kept blob passes: within the size limit, hiding the key, unwrapping
+    /// to the same key. An offered blob that fails them is logged and
+    /// dropped; the unwrap stands.
+    pub async fn unwrap_current(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        wrapped: &WrappedKey,
+    ) -> Result<(Passphrase, Option<WrappedKey>), KmsError> {
+        let op = Op::Unwrap(key_id, wrapped.as_bytes());
+        let (v, offered) = self.kms.call_with_offer(kms_id, self.tenant, op).await?;
+        let key = SecretBytes::new(Kms::expect_bytes(kms_id, v)?);
+        checks::key_out(kms_id, op.name(), key.expose())?;
+        let Some(blob) = offered.map(WrappedKey::new) else {
+            return Ok((key, None));
+        };
+        if blob == *wrapped {
+            return Ok((key, None));
+        }
+        match self.check_offered(kms_id, key_id, &key, &blob).await {
+            Ok(()) => Ok((key, Some(blob))),
+            Err(e) => {
+                tracing::warn!(kms_id, volume = %key_id, "dropped the rewrapped key the plugin offered: {e}");
+                Ok((key, None))
+            }
+        }
+    }
+
+    async fn check_offered(
+        &self,
+        kms_id: &str,
+        key_id: &KeyId,
+        key: &Passphrase,
+        blob: &WrappedKey,
+    ) -> Result<(), KmsError> {
+        checks::blob_out(kms_id, blob.as_bytes())?;
+        checks::blob_hides_key(kms_id, key, blob)?;
+        let back = self.unwrap(kms_id, key_id, blob).await?;
+        checks::round_trip(kms_id, "unwrap(offered rewrap)", key, &back)
     }
 
     /// Hands a new volume key to `kms_id`, verified before the caller records

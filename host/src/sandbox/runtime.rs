@@ -439,6 +439,16 @@ impl PluginRuntime {
     /// instance reusable; a trap, a deadline or a memory-limit hit discards
     /// it, and the next call gets a fresh one.
     pub async fn call(&self, op: Op<'_>) -> Result<Option<Vec<u8>>, PluginError> {
+        self.call_with_offer(op).await.map(|(v, _)| v)
+    }
+
+    /// [`Self::call`], and the blob the plugin offered through
+    /// `rewrap.offer` during a successful `unwrap` (unchecked: the caller
+    /// checks it before keeping it).
+    pub async fn call_with_offer(
+        &self,
+        op: Op<'_>,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), PluginError> {
         let until = self.deadline();
         let _permit = self.admit(until).await?;
         let mut w = self.take_or_instantiate(until).await?;
@@ -449,6 +459,10 @@ impl PluginRuntime {
             data.hooks.take_events();
             data.stream_bytes = Default::default();
             data.timed_out = false;
+            data.rewrap = super::state::RewrapSlot {
+                open: matches!(op, Op::Unwrap(..)),
+                offered: None,
+            };
         }
         let left = Self::arm(&mut w.store, until);
         let result = crate::deadline::timeout(left, invoke(&mut w, op)).await;
@@ -456,6 +470,7 @@ impl PluginRuntime {
         let mut denials = std::mem::take(&mut w.store.data_mut().denials);
         denials.extend(w.store.data().hooks.take_events());
         let timed_out = w.store.data().timed_out;
+        let offered = std::mem::take(&mut w.store.data_mut().rewrap).offered;
         match result {
             Err(_) => Err(self.deadline_error()),
             Ok(Err(e)) => {
@@ -465,7 +480,7 @@ impl PluginRuntime {
             }
             Ok(Ok(Ok(v))) => {
                 self.give_back(w);
-                Ok(v)
+                Ok((v, offered))
             }
             Ok(Ok(Err(e))) => {
                 self.give_back(w);

@@ -3,7 +3,7 @@
 //! the host side of the contract's imports (`secrets`, `outbound-http`,
 //! `cache`, `log`).
 
-use super::bindings::kmshost::plugin::{cache, log, outbound_http, secrets, types};
+use super::bindings::kmshost::plugin::{cache, log, outbound_http, rewrap, secrets, types};
 use super::kv_cache::KvCache;
 use super::outbound::OutboundHooks;
 use crate::secrets::{Grants, SecretError, SecretSource};
@@ -193,6 +193,26 @@ pub struct HostState {
     /// The deadline of the current operation: until then the guest yields
     /// to the executor on every epoch tick; at it, it is interrupted.
     pub until: Option<std::time::Instant>,
+    /// `rewrap.offer` in the current call.
+    pub rewrap: RewrapSlot,
+}
+
+/// What `rewrap.offer` may do in the current call, and what it left.
+#[derive(Default)]
+pub struct RewrapSlot {
+    /// Whether the current call is an `unwrap` (the only one that may offer).
+    pub open: bool,
+    /// The blob offered, at most one per call.
+    pub offered: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RewrapSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RewrapSlot")
+            .field("open", &self.open)
+            .field("offered_bytes", &self.offered.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl HostState {
@@ -230,6 +250,7 @@ impl HostState {
             stream_bytes: Default::default(),
             timed_out: false,
             until: None,
+            rewrap: RewrapSlot::default(),
         }
     }
 
@@ -340,6 +361,35 @@ impl cache::Host for HostState {
     async fn remove(&mut self, key: String) -> wasmtime::Result<()> {
         self.shared.cache.remove(&key);
         Ok(())
+    }
+}
+
+impl rewrap::Host for HostState {
+    async fn offer(&mut self, blob: Vec<u8>) -> wasmtime::Result<Result<(), WitError>> {
+        let max = crate::kms::checks::MAX_WRAPPED_BYTES;
+        let refused = if !self.rewrap.open {
+            Some(
+                "rewrap.offer outside unwrap: only an unwrap may hand back a rewrapped key"
+                    .to_string(),
+            )
+        } else if self.rewrap.offered.is_some() {
+            Some(
+                "rewrap.offer called twice in one unwrap: the host keeps at most one blob"
+                    .to_string(),
+            )
+        } else if blob.len() > max {
+            Some(format!(
+                "rewrap.offer of {} bytes: the host keeps blobs of at most {max} bytes",
+                blob.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = refused {
+            return Ok(Err(self.deny(what)));
+        }
+        self.rewrap.offered = Some(blob);
+        Ok(Ok(()))
     }
 }
 

@@ -9,6 +9,9 @@
 //!   standard keys named after the volume ([`store`]).
 //!
 //! The API key is exchanged at IAM for a token the host caches ([`iam`]).
+//! After a root-key rotation, an unwrap's rewrapped ciphertext is handed
+//! to the host (`rewrap.offer`, contract 0.1.2), which keeps it with the
+//! volume.
 
 kmshost_plugin_sdk::manifest!("../kmshost-plugin.json");
 
@@ -100,6 +103,15 @@ impl Provider for KeyProtect {
     fn unwrap(&self, key_id: &str, ciphertext: &[u8]) -> Result<Vec<u8>> {
         let root = self.root_key("unwrap")?;
         let u = envelope::unwrap(&self.config, &root, key_id, ciphertext)?;
+        // After a root-key rotation: hand the host the key wrapped under the
+        // newest version. A refusal leaves the old blob, which still works.
+        if let Some(blob) = &u.rewrapped
+            && let Err(e) = kmshost_plugin_sdk::offer_rewrapped(blob)
+        {
+            kmshost_plugin_sdk::log::warn(&format!(
+                "volume {key_id}: the host did not take the rewrapped key: {e:?}"
+            ));
+        }
         Ok(u.key.to_vec())
     }
 }

@@ -75,3 +75,39 @@ fn a_token_refused_after_a_new_login_is_denied() {
     status.set(200);
     p.wrap("pvc-1", b"key").unwrap();
 }
+
+#[test]
+fn a_rewrapped_ciphertext_is_offered_in_the_blobs_format() {
+    let h = MockHost::new()
+        .secret("ceph-csi-kp-credentials", "IBM_KP_SERVICE_API_KEY", "k")
+        .secret(
+            "ceph-csi-kp-credentials",
+            "IBM_KP_CUSTOMER_ROOT_KEY",
+            "root-1",
+        )
+        .on_http(|r| {
+            if r.url.starts_with("https://iam.test/") {
+                return Ok(MockHost::reply(
+                    200,
+                    r#"{"access_token":"t","expires_in":3600}"#,
+                ));
+            }
+            Ok(MockHost::reply(
+                200,
+                r#"{"plaintext":"a2V5","ciphertext":"bmV3"}"#,
+            ))
+        })
+        .install();
+    let p: KeyProtect = mock::configure(OPTIONS).unwrap();
+    let old = br#"{"kmshost":1,"ciphertext":"b2xk"}"#;
+    assert_eq!(p.unwrap("pvc-1", old).unwrap(), b"key");
+    assert_eq!(
+        h.offered().unwrap(),
+        br#"{"kmshost":1,"ciphertext":"bmV3"}"#
+    );
+    let body: serde_json::Value = serde_json::from_slice(&h.requests()[1].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"ciphertext": "b2xk", "aad": ["pvc-1"]})
+    );
+}

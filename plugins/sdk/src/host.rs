@@ -28,6 +28,9 @@ mod imp {
     pub fn http_send(req: &outbound_http::Request) -> Result<outbound_http::Response> {
         outbound_http::send(req)
     }
+    pub fn rewrap_offer(blob: &[u8]) -> Result<()> {
+        crate::bindings::kmshost::plugin::rewrap::offer(blob)
+    }
 
     use crate::bindings::kmshost::plugin::tls_stream;
     pub type StreamHandle = tls_stream::Connection;
@@ -85,6 +88,9 @@ mod imp {
     }
     pub fn http_send(req: &outbound_http::Request) -> Result<outbound_http::Response> {
         mock::with(|h| h.http(req))
+    }
+    pub fn rewrap_offer(blob: &[u8]) -> Result<()> {
+        mock::with(|h| h.offer(blob))
     }
 
     /// A mock stream: its id in the mock host, closed when dropped.

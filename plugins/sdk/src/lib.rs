@@ -120,6 +120,17 @@ pub fn secret_string(name: &str, key: &str) -> Result<String> {
     Ok(s)
 }
 
+/// Hands the host the key being unwrapped, wrapped again by the backend
+/// under its current key version (contract 0.1.2, `rewrap.offer`): call
+/// it from [`Provider::unwrap`], at most once, with a blob your `unwrap`
+/// accepts for the same key-id. The host checks it and keeps it with the
+/// volume in place of the old one. Outside `unwrap`, twice, or beyond the
+/// host's blob size limit it fails with `denied`; a failure need not fail
+/// the unwrap (the old blob still works).
+pub fn offer_rewrapped(blob: &[u8]) -> Result<()> {
+    host::rewrap_offer(blob)
+}
+
 /// The host's per-kmsID cache (see the `cache` interface).
 pub mod cache {
     use crate::host;

@@ -94,6 +94,7 @@ pub struct MockHost {
     /// Released streams, per endpoint (the kmsID's pool).
     idle_streams: Vec<String>,
     streams_opened: usize,
+    offers: Vec<Vec<u8>>,
 }
 
 thread_local! {
@@ -156,6 +157,18 @@ impl MockHost {
                 "secret {name} is not granted (mock host)"
             ))),
         }
+    }
+
+    /// `rewrap.offer`: kept, at most one per call as the host keeps it
+    /// (the mock cannot tell calls apart, so at most one per install).
+    pub(crate) fn offer(&mut self, blob: &[u8]) -> Result<()> {
+        if !self.offers.is_empty() {
+            return Err(KmsError::Denied(
+                "rewrap.offer called twice (mock host)".into(),
+            ));
+        }
+        self.offers.push(blob.to_vec());
+        Ok(())
     }
 
     pub(crate) fn http(&mut self, req: &outbound_http::Request) -> Result<outbound_http::Response> {
@@ -274,6 +287,10 @@ impl Installed {
     /// The cache entry for `key`.
     pub fn cached(&self, key: &str) -> Option<Vec<u8>> {
         with(|h| h.cache.get(key).cloned())
+    }
+    /// The blob offered through `rewrap.offer`, if any.
+    pub fn offered(&self) -> Option<Vec<u8>> {
+        with(|h| h.offers.first().cloned())
     }
 }
 
