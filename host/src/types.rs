@@ -55,6 +55,10 @@ pub type Passphrase = SecretBytes;
 pub struct WrappedKey(Vec<u8>);
 
 impl WrappedKey {
+    /// The largest blob the host accepts from a plugin (a wrap's result, a
+    /// rewrap's offer) and keeps with a volume.
+    pub const MAX_BYTES: usize = 16 << 10;
+
     /// Wraps the blob bytes.
     pub fn new(bytes: Vec<u8>) -> Self {
         WrappedKey(bytes)

@@ -13,7 +13,10 @@
 //! network, where 10.0.2.2 is the host's loopback). With PyKMIP installed,
 //! it also runs `guest_kmip_lifecycle`: the same with ceph-csi's and Rook's
 //! `kmip` kmsIDs against the host's PyKMIP, over mutual TLS terminated by
-//! the host inside the guest.
+//! the host inside the guest. And always `guest_keyprotect_lifecycle`: the
+//! same with an `ibmkeyprotect` kmsID against the host's fake Key Protect,
+//! its root key rotated mid-way, the rewrapped key kept and opening the
+//! volume.
 
 mod common;
 
@@ -28,6 +31,7 @@ use tonic::Code;
 const PASS: &str = "GUEST-LIFECYCLE-PASS";
 const VAULT_PASS: &str = "GUEST-VAULT-LIFECYCLE-PASS";
 const KMIP_PASS: &str = "GUEST-KMIP-LIFECYCLE-PASS";
+const KP_PASS: &str = "GUEST-KEYPROTECT-LIFECYCLE-PASS";
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -104,13 +108,21 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         }
         None => String::new(),
     };
+    // The fake Key Protect (no emulator of the service exists) on the
+    // host's loopback, with one root key.
+    let kp = rt.block_on(common::keyprotect::FakeKeyProtect::start());
+    let kp_root = kp.create_root_key();
+    let kp_env = format!(
+        "KMSHOST_GUEST_KP=http://{HOST_FROM_GUEST}:{} KMSHOST_GUEST_KP_ROOT={kp_root} ",
+        kp.server.addr.port()
+    );
     let out = work.join("guest-output.txt");
     let _ = std::fs::remove_file(&out);
     let exe = std::env::current_exe().unwrap();
     std::fs::write(
         work.join("run-in-guest.sh"),
         format!(
-            "cd {host}\n{vault_env}{kmip_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
+            "cd {host}\n{vault_env}{kmip_env}{kp_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
              --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
             host = repo.join("host").display(),
             exe = exe.display(),
@@ -176,6 +188,17 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
     if kmip.is_some() {
         assert!(text.contains(KMIP_PASS), "guest output:\n{text}");
     }
+    assert!(text.contains(KP_PASS), "guest output:\n{text}");
+    let unwraps = kp
+        .kp_requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/actions/unwrap"))
+        .count();
+    assert!(
+        unwraps >= 3,
+        "the guest's stages unwrapped at the fake: {unwraps}"
+    );
+    assert_eq!(kp.exchanges(), 1, "one token for the guest's whole run");
 }
 
 fn fs_total(path: &Path) -> u64 {
@@ -508,4 +531,79 @@ async fn guest_kmip_lifecycle() {
     }
     h.stop().await;
     println!("{KMIP_PASS}");
+}
+
+/// The encrypted lifecycle with ceph-csi's `ibmkeyprotect` kmsID against the
+/// host's fake Key Protect: create (the passphrase wrapped with the root
+/// key, kept with the volume) → stage (unwrap: format, open, mkfs, mount) →
+/// write → unstage → the root key rotates → stage (the rewrapped key is
+/// kept in the record and opens the volume) → read back → rotate the LUKS
+/// key → restage with it → delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_keyprotect_lifecycle() {
+    use common::keyprotect::{API_KEY, INSTANCE};
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let (addr, root) = (
+        std::env::var("KMSHOST_GUEST_KP").expect("KMSHOST_GUEST_KP"),
+        std::env::var("KMSHOST_GUEST_KP_ROOT").expect("KMSHOST_GUEST_KP_ROOT"),
+    );
+    let mut config = metadata_config();
+    config["kp-csi"] = serde_json::json!({
+        "encryptionKMSType": "ibmkeyprotect", "IBM_KP_SERVICE_INSTANCE_ID": INSTANCE,
+        "IBM_KP_BASE_URL": addr, "IBM_KP_TOKEN_URL": format!("{addr}/identity/token")
+    });
+    let h = CsiHarness::start(&config).await;
+    common::write_secret(
+        &h.secrets,
+        "ceph-csi-kp-credentials",
+        &[
+            ("IBM_KP_SERVICE_API_KEY", API_KEY.as_bytes()),
+            ("IBM_KP_CUSTOMER_ROOT_KEY", root.as_bytes()),
+        ],
+    );
+    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "kp-csi")];
+    let id = h
+        .create("pvc-guest-kp", 48 * MIB, params, None)
+        .await
+        .unwrap()
+        .volume_id;
+    let wrapped = h.record(&id).unwrap().encryption.unwrap().key;
+    assert!(matches!(wrapped, KeyHolding::Wrapped { .. }), "{wrapped:?}");
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let staging = h.path("staging-kp");
+    let data = "kept under a Key Protect root key";
+
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(mapper.exists(), "dm-crypt mapping open");
+    std::fs::write(staging.join("data.txt"), data).unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+
+    let (status, body) =
+        common::http::request("POST", &format!("{addr}/fake/rotate/{root}"), &[], None)
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    let rewrapped = h.record(&id).unwrap().encryption.unwrap().key;
+    assert_ne!(rewrapped, wrapped, "the rewrapped key is kept");
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.rotate(&id).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.unstage(&id, &staging).await.unwrap();
+    h.delete(&id).await.unwrap();
+    assert!(h.record(&id).is_none());
+    h.stop().await;
+    println!("{KP_PASS}");
 }

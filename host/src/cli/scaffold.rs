@@ -80,7 +80,8 @@ pub fn render(file: &str, name: &str, sdk: &Sdk) -> Option<String> {
             .replace("{{crate}}", name)
             .replace("{{name}}", name)
             .replace("{{prefix}}", &name.to_ascii_uppercase().replace('-', "_"))
-            .replace("{{sdk}}", &sdk_line),
+            .replace("{{sdk}}", &sdk_line)
+            .replace("{{contract}}", crate::manifest::CONTRACT),
     )
 }
 

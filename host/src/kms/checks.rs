@@ -17,7 +17,7 @@ use super::{KmsError, KmsId, Passphrase, WrappedKey};
 /// Largest key (passphrase) accepted from a caller or a plugin.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest wrapped blob accepted from a plugin.
-pub const MAX_WRAPPED_BYTES: usize = 16 << 10;
+pub const MAX_WRAPPED_BYTES: usize = crate::types::WrappedKey::MAX_BYTES;
 /// Length of a generated passphrase: 32 bytes, base64url without padding.
 pub const GENERATED_PASSPHRASE_LEN: usize = 43;
 

@@ -366,7 +366,7 @@ impl cache::Host for HostState {
 
 impl rewrap::Host for HostState {
     async fn offer(&mut self, blob: Vec<u8>) -> wasmtime::Result<Result<(), WitError>> {
-        let max = crate::kms::checks::MAX_WRAPPED_BYTES;
+        let max = crate::types::WrappedKey::MAX_BYTES;
         let refused = if !self.rewrap.open {
             Some(
                 "rewrap.offer outside unwrap: only an unwrap may hand back a rewrapped key"

@@ -277,6 +277,18 @@ fn handle(s: &mut State, r: &Recorded) -> Reply {
     if r.path == "/identity/token" {
         return iam(s, r);
     }
+    // The fake's own control route, not part of the API: a test in the
+    // QEMU guest rotates a root key through it.
+    if let (Some(id), "POST") = (r.path.strip_prefix("/fake/rotate/"), r.method.as_str()) {
+        let version = s.id();
+        return match s.root_keys.get_mut(id) {
+            Some(k) => {
+                k.versions.push((version, random_key()));
+                Reply::json(200, json!({"rotated": id}))
+            }
+            None => error(404, "KEY_NOT_FOUND_ERR", "Key does not exist"),
+        };
+    }
     let Some(rest) = r.path.strip_prefix("/api/v2/") else {
         return error(404, "NOT_FOUND", "no such path");
     };
