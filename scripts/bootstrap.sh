@@ -13,9 +13,10 @@ APT_PACKAGES=(
   e2fsprogs xfsprogs util-linux python3
 )
 # With peers: a QEMU guest kernel for real dm-crypt (tests/guest.rs), and
-# a real OCI registry for signed plugins (tests/oci.rs).
+# a real OCI registry for signed plugins (tests/oci.rs), and SoftHSM2 for
+# HSM keys through PKCS#11 (tests/hsm.rs).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
-  APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry)
+  APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry softhsm2)
 fi
 
 missing=()

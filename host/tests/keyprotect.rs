@@ -154,6 +154,27 @@ async fn one_token_exchange_serves_many_operations_and_an_expired_one_is_renewed
     assert_eq!(kp.exchanges(), 2);
 }
 
+/// A token is renewed before it expires, not after a refusal: with a
+/// two-second token the host's cache drops it after one second (nine tenths
+/// of short lifetimes), so the next operation exchanges the API key again
+/// while the old token is still valid. (One real second: the host cache
+/// runs on the system clock.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_renewed_before_it_expires() {
+    let kp = FakeKeyProtect::start().await;
+    kp.set_token_lifetime(2);
+    let root = kp.create_root_key();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = kms_for(dir.path(), &kp, &root);
+    let v = key("pvc-short-token");
+    let dek = generate_passphrase();
+    let blob = kms.wrap("kp", &v, &dek).await.unwrap();
+    assert_eq!(kp.exchanges(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(kms.unwrap("kp", &v, &blob).await.unwrap(), dek);
+    assert_eq!((kp.exchanges(), kp.refused_tokens()), (2, 0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_api_key_is_denied_and_never_printed() {
     let kp = FakeKeyProtect::start().await;

@@ -7,6 +7,7 @@
 //! Secrets granted to a kmsID are [`crate::secrets::Grants`].
 
 pub mod allow_list;
+pub mod hsm;
 pub mod http;
 pub mod net;
 pub mod stream;

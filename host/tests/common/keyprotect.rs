@@ -150,6 +150,11 @@ impl FakeKeyProtect {
             .state = state;
     }
 
+    /// Tokens issued from now on live `secs` seconds (`expires_in`).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.state.lock().unwrap().token_lifetime = secs;
+    }
+
     /// Expires every token issued so far (as if their hour had passed).
     pub fn expire_tokens(&self) {
         let mut s = self.state.lock().unwrap();

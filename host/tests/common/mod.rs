@@ -8,6 +8,7 @@ pub mod kmip;
 pub mod kube;
 pub mod openbao;
 pub mod registry;
+pub mod softhsm;
 
 use kmshost::config::{ConfigSource, HostDefaults};
 use kmshost::kms::Kms;
