@@ -30,6 +30,8 @@ pub struct HostSettings {
     pub cache_dir: Option<PathBuf>,
     /// Service-account token file.
     pub service_account_token: Option<PathBuf>,
+    /// PKCS#11 modules kmsIDs may use (`NAME=PATH`).
+    pub pkcs11_modules: Vec<String>,
 }
 
 /// The default compile-cache directory: `$XDG_CACHE_HOME/kmshost` or
@@ -81,11 +83,15 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
             .with(Arc::new(KubeServiceAccountTokens::new(k.clone())))
             .with(Arc::new(KubeSecrets::new(k)));
     }
+    let modules =
+        crate::capability::hsm::HsmModules::parse(s.pkcs11_modules.iter().map(String::as_str))
+            .map_err(KmsError::Config)?;
     let kms_facade = Kms::new(
         ConfigSource::new(&s.config, defaults),
         sandbox,
         Arc::new(secrets),
-    );
+    )
+    .with_hsm_modules(Arc::new(modules));
     Ok(match kube {
         Some(k) => kms_facade.with_config_maps(Arc::new(KubeConfigMaps::new(k))),
         None => kms_facade,

@@ -99,6 +99,14 @@ struct HostArgs {
     /// Service-account token file.
     #[arg(long, env = "KMSHOST_SERVICE_ACCOUNT_TOKEN")]
     service_account_token: Option<PathBuf>,
+    /// A PKCS#11 module kmsIDs may use, as NAME=/path/to/module.so
+    /// (repeatable; env: comma-separated). Only these are ever loaded.
+    #[arg(
+        long = "pkcs11-module",
+        env = "KMSHOST_PKCS11_MODULES",
+        value_delimiter = ','
+    )]
+    pkcs11_modules: Vec<String>,
 }
 
 impl HostArgs {
@@ -110,6 +118,7 @@ impl HostArgs {
             namespace: self.namespace.clone(),
             cache_dir: self.cache_dir.clone(),
             service_account_token: self.service_account_token.clone(),
+            pkcs11_modules: self.pkcs11_modules.clone(),
         }
     }
 }

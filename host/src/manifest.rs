@@ -30,7 +30,7 @@ pub const SCHEMA: u32 = 1;
 
 /// The contract (`kmshost:plugin` WIT package) version this host provides.
 /// Plugins built against any 0.1.x contract load.
-pub const CONTRACT: &str = "0.1.2";
+pub const CONTRACT: &str = "0.1.3";
 
 /// The WIT interface every plugin exports, without its version.
 const PROVIDER_EXPORT: &str = "kmshost:plugin/provider@";
@@ -225,6 +225,18 @@ pub enum OptionKind {
     TlsVerify,
     /// A boolean; `true` disables certificate verification.
     TlsSkipVerify,
+    /// The name of a PKCS#11 module the host was started with
+    /// (`--pkcs11-module NAME=PATH`); the host's, never passed to the
+    /// plugin.
+    HsmModule,
+    /// The label of the token in that module; the host's.
+    HsmToken,
+    /// A Secret with the token's user PIN (under `key`); read by the host,
+    /// never granted.
+    HsmPin,
+    /// HSM key labels (comma-separated) the plugin may use through the
+    /// `hsm` import: granted to the kmsID, and passed to the plugin.
+    HsmKey,
 }
 
 impl OptionKind {
@@ -244,6 +256,15 @@ impl OptionKind {
                 self,
                 OptionKind::TlsServerName | OptionKind::TlsVerify | OptionKind::TlsSkipVerify
             )
+    }
+
+    /// Whether this is an `hsm-*` kind the host consumes (module, token,
+    /// PIN): never passed to the plugin.
+    pub fn is_hsm_host(self) -> bool {
+        matches!(
+            self,
+            OptionKind::HsmModule | OptionKind::HsmToken | OptionKind::HsmPin
+        )
     }
 
     /// Whether this kind names a Secret the host reads for TLS.
@@ -377,9 +398,10 @@ impl OptionSpec {
         if let Some(t) = self.types.iter().find(|t| !m.types.contains_key(*t)) {
             return Err(format!("type {t:?} is not one the plugin serves"));
         }
-        if self.kind.is_tls_secret() != self.key.is_some() {
+        let keyed = self.kind.is_tls_secret() || self.kind == OptionKind::HsmPin;
+        if keyed != self.key.is_some() {
             return Err(
-                "key is required for tls-ca, tls-client-cert and tls-client-key, and only for them"
+                "key is required for tls-ca, tls-client-cert, tls-client-key and hsm-pin, and only for them"
                     .into(),
             );
         }
@@ -443,6 +465,9 @@ impl OptionSpec {
             OptionKind::Number => v.trim().parse::<u64>().is_ok(),
             OptionKind::Duration => parse_duration(v).is_some(),
             OptionKind::Plain if !self.values.is_empty() => self.values.iter().any(|x| x == v),
+            OptionKind::HsmModule => is_hsm_name(v),
+            OptionKind::HsmToken => is_hsm_label(v),
+            OptionKind::HsmKey => v.split(',').all(|l| is_hsm_label(l.trim())),
             _ => true,
         };
         if ok {
@@ -452,9 +477,29 @@ impl OptionSpec {
             k if k.is_boolean() => format!("must be true or false, not {v:?}"),
             OptionKind::Number => format!("must be a whole number, not {v:?}"),
             OptionKind::Duration => format!("must be a duration such as 30s or 5m, not {v:?}"),
+            OptionKind::HsmModule => format!(
+                "must name a module the host was started with (letters, digits, '-', '_'), not {v:?}"
+            ),
+            OptionKind::HsmToken | OptionKind::HsmKey => format!(
+                "must be labels of 1 to 32 printable characters (keys comma-separated), not {v:?}"
+            ),
             _ => format!("must be one of {}, not {v:?}", self.values.join(", ")),
         })
     }
+}
+
+/// A `--pkcs11-module` name: letters, digits, `-`, `_`.
+pub fn is_hsm_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// A PKCS#11 token or key label: 1 to 32 printable ASCII characters (a
+/// token label field is 32 bytes), no commas.
+pub fn is_hsm_label(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b',')
 }
 
 /// `true`/`false`, `yes`/`no`, `1`/`0`, any case.

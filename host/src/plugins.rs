@@ -13,12 +13,16 @@ pub static KMIP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kmip.was
 /// Services.
 pub static KEYPROTECT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/keyprotect.wasm"));
 
+/// The `pkcs11` plugin: HSM root keys through the host's PKCS#11.
+pub static PKCS11_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pkcs11.wasm"));
+
 /// The embedded plugins, by name.
 pub static EMBEDDED: &[(&str, &[u8])] = &[
     ("secret", SECRET_WASM),
     ("vault", VAULT_WASM),
     ("kmip", KMIP_WASM),
     ("keyprotect", KEYPROTECT_WASM),
+    ("pkcs11", PKCS11_WASM),
 ];
 
 /// The embedded plugin called `name`, if any.

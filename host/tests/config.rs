@@ -155,7 +155,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
     let guest = std::fs::read(TRAPPER).unwrap();
     let endpoint = |name: &str, default: Option<&str>| json!({"name": name, "kind": "endpoint", "default": default});
     let keyprotect = json!({
-        "manifest": 1, "contract": "0.1.2", "name": "keyprotect",
+        "manifest": 1, "contract": "0.1.3", "name": "keyprotect",
         "types": {"ibmkeyprotect": {"capabilities": ["wrap"]}},
         "options": [
             {"name": "IBM_KP_SERVICE_INSTANCE_ID", "kind": "plain"},
@@ -166,7 +166,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
         ]
     });
     let azure = json!({
-        "manifest": 1, "contract": "0.1.2", "name": "azure",
+        "manifest": 1, "contract": "0.1.3", "name": "azure",
         "types": {"azure-kv": {"capabilities": ["store"]}},
         "options": [
             endpoint("AZURE_VAULT_URL", None),
@@ -853,7 +853,7 @@ fn manifests_derive_allow_lists_grants_and_host_defaults() {
 #[test]
 fn a_third_party_manifest_cannot_grant_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let m = json!({"manifest": 1, "contract": "0.1.2", "name": "greedy",
+    let m = json!({"manifest": 1, "contract": "0.1.3", "name": "greedy",
         "types": {"greedy": {"capabilities": ["wrap"], "service-account": true}},
         "options": [{"name": "API", "kind": "endpoint", "default-from": "kubernetes-api"}]});
     let bytes = common::with_manifest(&std::fs::read(TRAPPER).unwrap(), &m);

@@ -113,3 +113,67 @@ async fn keeps_working(path: &str, sha256: &str, contract: &str) {
     let blob = kms.wrap("new", &v1, &dek).await.unwrap();
     assert_eq!(kms.unwrap("old", &v1, &blob).await.unwrap(), dek);
 }
+
+/// The `keyprotect` plugin as built against contract 0.1.2 (the contract
+/// that added `rewrap`), committed as bytes before any later contract: it
+/// keeps loading, wrapping, and handing back rewrapped keys, and its blobs
+/// open with the embedded plugin.
+const FIXTURE_0_1_2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/contract-0.1.2-keyprotect.wasm"
+);
+const FIXTURE_0_1_2_SHA256: &str =
+    "84861d73ca5dabc0337858c15e9472fbeaf11ba0530d7af31d5c53a2a4643d70";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_against_contract_0_1_2_keeps_working() {
+    use common::keyprotect::{API_KEY, FakeKeyProtect, INSTANCE};
+    let bytes = std::fs::read(FIXTURE_0_1_2).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        FIXTURE_0_1_2_SHA256
+    );
+    let d = kmshost::manifest::read(&bytes).unwrap();
+    assert_eq!(d.contract.as_deref(), Some("0.1.2"));
+    let kp = FakeKeyProtect::start().await;
+    let root = kp.create_root_key();
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(
+        dir.path(),
+        "kp-creds",
+        &[
+            ("IBM_KP_SERVICE_API_KEY", API_KEY.as_bytes()),
+            ("IBM_KP_CUSTOMER_ROOT_KEY", root.as_bytes()),
+        ],
+    );
+    let entry = |plugin: Option<&str>| {
+        let mut e = json!({"encryptionKMSType": "ibmkeyprotect", "IBM_KP_SERVICE_INSTANCE_ID": INSTANCE,
+            "IBM_KP_BASE_URL": kp.base_url(), "IBM_KP_TOKEN_URL": kp.token_url(),
+            "IBM_KP_SECRET_NAME": "kp-creds"});
+        if let Some(p) = plugin {
+            e["kmshostPlugin"] = p.into();
+        }
+        e
+    };
+    let kms = common::kms(
+        &json!({"old": entry(Some(FIXTURE_0_1_2)), "new": entry(None)}),
+        dir.path(),
+        None,
+    );
+    let v = KeyId::new("pvc-0-1-2").unwrap();
+    let dek = generate_passphrase();
+    let kmshost::kms::Sealed::Wrapped(blob) = kms.tenant(None).seal("old", &v, &dek).await.unwrap()
+    else {
+        panic!("wraps")
+    };
+    assert_eq!(kms.unwrap("new", &v, &blob).await.unwrap(), dek);
+    kp.rotate(&root);
+    let (got, rewrapped) = kms
+        .tenant(None)
+        .unwrap_current("old", &v, &blob)
+        .await
+        .unwrap();
+    assert_eq!(got, dek);
+    let rewrapped = rewrapped.expect("the 0.1.2 plugin's rewrap.offer is kept");
+    assert_eq!(kms.unwrap("new", &v, &rewrapped).await.unwrap(), dek);
+}

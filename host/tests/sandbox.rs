@@ -366,7 +366,7 @@ mod secret_reader {
                 ("UNIQUE_IDENTIFIER", b"key-7"),
             ],
         );
-        let m = json!({"manifest": 1, "contract": "0.1.2", "name": "secret_reader",
+        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "secret_reader",
             "types": {"test-guest": {"capabilities": ["wrap"]}},
             "options": [{"name": "tokenSecretName", "kind": "secret",
                 "tls-keys": {"ca": "CA_CERT", "client-cert": "CLIENT_CERT", "client-key": "CLIENT_KEY"}}]});
@@ -1243,7 +1243,7 @@ mod key_liar {
 
     /// The key_liar guest with a manifest declaring `capabilities`.
     fn declared(mode: &str, capabilities: serde_json::Value, dir: &Path) -> Kms {
-        let m = json!({"manifest": 1, "contract": "0.1.2", "name": "key_liar",
+        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "key_liar",
             "types": {"test-guest": {"capabilities": capabilities}},
             "options": [{"name": "mode", "kind": "plain"}]});
         let path = dir.join("declared.wasm");
@@ -1762,5 +1762,99 @@ mod rewrapper {
         // Never outside an unwrap (the guest fails the wrap if taken).
         let kms = rewrapper("in-wrap", dir.path());
         kms.wrap("t", &v, &p).await.unwrap();
+    }
+}
+
+/// The `hsm` import (contract 0.1.3): a plugin names key labels; only the
+/// labels the admin granted in the entry work, within the size and call
+/// limits, and a kmsID without an HSM has none. Against SoftHSM2.
+mod hsm_probe {
+    use super::*;
+    use common::softhsm::{MODULE, PIN, softhsm};
+    use kmshost::kms::generate_passphrase;
+
+    /// The guest with a manifest declaring the HSM options, its entry
+    /// granting `key-1` on token `kmshost-a` (or, without `hsm`, a manifest
+    /// and entry with no HSM at all).
+    fn probe(mode: &str, label: &str, hsm: bool, dir: &Path) -> Kms {
+        let mut options = vec![
+            json!({"name": "mode", "kind": "plain"}),
+            json!({"name": "label", "kind": "plain"}),
+        ];
+        if hsm {
+            options.extend([
+                json!({"name": "MODULE", "kind": "hsm-module"}),
+                json!({"name": "TOKEN", "kind": "hsm-token"}),
+                json!({"name": "PIN", "kind": "hsm-pin", "key": "PIN"}),
+                json!({"name": "KEYS", "kind": "hsm-key"}),
+            ]);
+        }
+        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "hsm_probe",
+            "types": {"test-guest": {"capabilities": ["wrap"]}}, "options": options});
+        let path = dir.join(format!("hsm-probe-{mode}-{label}-{hsm}.wasm"));
+        std::fs::write(
+            &path,
+            common::with_manifest(&std::fs::read(HSM_PROBE).unwrap(), &m),
+        )
+        .unwrap();
+        common::write_secret(dir, "pin", &[("PIN", PIN.as_bytes())]);
+        let mut extra = json!({"mode": mode, "label": label});
+        if hsm {
+            extra["MODULE"] = "softhsm".into();
+            extra["TOKEN"] = "kmshost-a".into();
+            extra["PIN"] = "pin".into();
+            extra["KEYS"] = "key-1".into();
+        }
+        guest_kms(path.to_str().unwrap(), extra, dir).with_hsm_modules(Arc::new(
+            kmshost::capability::hsm::HsmModules::parse([format!("softhsm={MODULE}").as_str()])
+                .unwrap(),
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hsm_labels_obeyed() {
+        let Some(_) = softhsm("hsm_probe") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kms = probe("seal", "key-1", true, dir.path());
+        let p = generate_passphrase();
+        let kmshost::kms::Sealed::Wrapped(w) =
+            kms.tenant(None).seal("t", &key("pvc-1"), &p).await.unwrap()
+        else {
+            panic!("wraps")
+        };
+        assert_eq!(kms.unwrap("t", &key("pvc-1"), &w).await.unwrap(), p);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hsm_labels_violated() {
+        let Some(_) = softhsm("hsm_probe") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = generate_passphrase();
+        for (mode, label, hsm, says) in [
+            (
+                "seal",
+                "key-2",
+                true,
+                "HSM key \"key-2\" is not granted to kmsID t",
+            ),
+            ("big", "key-1", true, "at most 4096"),
+            ("flood", "key-1", true, "more than 16 HSM calls"),
+            ("seal", "key-1", false, "has no HSM"),
+        ] {
+            let kms = probe(mode, label, hsm, dir.path());
+            match kms.wrap("t", &key("pvc-1"), &p).await {
+                Err(e @ KmsError::Denied { .. }) => {
+                    assert!(e.to_string().contains(says), "{mode}/{label}: {e}")
+                }
+                other => panic!("{mode}/{label}/{hsm}: {other:?}"),
+            }
+        }
+        // The host keeps serving a well-behaved kmsID.
+        let kms = probe("seal", "key-1", true, dir.path());
+        kms.wrap("t", &key("pvc-1"), &p).await.unwrap();
     }
 }

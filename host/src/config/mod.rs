@@ -125,6 +125,23 @@ pub struct TlsRefs {
     pub insecure_skip_verify: bool,
 }
 
+/// A kmsID's HSM (PKCS#11) key material, all read and used by the host: the
+/// module, the token, the PIN's Secret, and the key labels the plugin may
+/// name through the `hsm` import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsmRefs {
+    /// The option naming the module (for errors).
+    pub module_option: String,
+    /// A module the host was started with (`--pkcs11-module NAME=PATH`).
+    pub module: String,
+    /// The token's label.
+    pub token: String,
+    /// The Secret key holding the user PIN.
+    pub pin: SecretKeyRef,
+    /// The key labels granted to the kmsID.
+    pub keys: Vec<String>,
+}
+
 /// One kmsID, validated.
 #[derive(Debug, Clone)]
 pub struct KmsEntry {
@@ -145,6 +162,8 @@ pub struct KmsEntry {
     pub grants: Grants,
     /// TLS material for its connections.
     pub tls: TlsRefs,
+    /// HSM keys it may use (a manifest with `hsm-*` options).
+    pub hsm: Option<HsmRefs>,
     /// Sandbox limits.
     pub limits: Limits,
     /// Hash of the entry as configured: a change means a new runtime.
@@ -330,6 +349,10 @@ fn parse_entry_touching(
     let allow = p.allow_list()?;
     let (mut grants, default_ns) = p.grants()?;
     let tls = p.tls(&default_ns)?;
+    let hsm = p.hsm(&default_ns)?;
+    if let Some(h) = &hsm {
+        grants.withhold(&h.pin.secret); // the PIN is the host's
+    }
     // TLS Secrets are read by the host, never by the plugin, whatever else
     // grants them.
     for r in [&tls.ca, &tls.client_cert, &tls.client_key]
@@ -350,6 +373,7 @@ fn parse_entry_touching(
         allow,
         grants,
         tls,
+        hsm,
         limits,
         fingerprint,
         manifest: p.manifest,
@@ -917,13 +941,58 @@ impl Parsing<'_> {
         Ok(tls)
     }
 
+    /// The HSM the manifest's `hsm-*` options name: all of module, token
+    /// and PIN, or none; key labels from every `hsm-key` option.
+    fn hsm(&self, default_ns: &Option<String>) -> Result<Option<HsmRefs>, ConfigError> {
+        let one = |kind: OptionKind| -> Result<Option<(String, String)>, ConfigError> {
+            Ok(self.declared_values(kind)?.into_iter().next())
+        };
+        let declared = |kind: OptionKind| self.declared().find(|o| o.kind == kind);
+        let (Some(m), Some(t), Some(p)) = (
+            declared(OptionKind::HsmModule),
+            declared(OptionKind::HsmToken),
+            declared(OptionKind::HsmPin),
+        ) else {
+            return Ok(None);
+        };
+        let missing = |o: &crate::manifest::OptionSpec| {
+            self.invalid(
+                &o.name,
+                "is required: the HSM this kmsID's keys live in".into(),
+            )
+        };
+        let (module_option, module) = one(OptionKind::HsmModule)?.ok_or_else(|| missing(m))?;
+        let (_, token) = one(OptionKind::HsmToken)?.ok_or_else(|| missing(t))?;
+        let (pin_option, pin_name) = one(OptionKind::HsmPin)?.ok_or_else(|| missing(p))?;
+        let secret =
+            secret_ref(&pin_name, default_ns.clone()).map_err(|e| self.invalid(&pin_option, e))?;
+        let keys: Vec<String> = self
+            .declared_values(OptionKind::HsmKey)?
+            .iter()
+            .flat_map(|(_, v)| v.split(',').map(|l| l.trim().to_string()))
+            .filter(|l| !l.is_empty())
+            .collect();
+        Ok(Some(HsmRefs {
+            module_option,
+            module,
+            token,
+            pin: SecretKeyRef {
+                option: pin_option,
+                secret,
+                key: p.key.clone().unwrap_or_default(),
+                key_only: false,
+            },
+            keys,
+        }))
+    }
+
     /// What the plugin's `configure` receives: every option but the host's
-    /// (its own and the manifest's `tls-*` options), plus what the host
-    /// filled in, sorted.
+    /// (its own and the manifest's `tls-*` and host `hsm-*` options), plus
+    /// what the host filled in, sorted.
     fn plugin_options(&mut self) -> Vec<(String, String)> {
         let tls: Vec<String> = self
             .declared()
-            .filter(|o| o.kind.is_tls())
+            .filter(|o| o.kind.is_tls() || o.kind.is_hsm_host())
             .flat_map(|o| o.spellings().map(str::to_string).collect::<Vec<_>>())
             .collect();
         let mut out: Vec<(String, String)> = std::mem::take(&mut self.opts)

@@ -26,6 +26,8 @@ pub struct Kms {
     /// Each kmsID's concurrency limit, shared by its tenants' runtimes:
     /// (configured limit, permits).
     concurrency: Mutex<HashMap<KmsId, (u32, Arc<tokio::sync::Semaphore>)>>,
+    /// The PKCS#11 modules this host may load (`--pkcs11-module`).
+    hsm_modules: Arc<crate::capability::hsm::HsmModules>,
 }
 
 /// A runtime as built for one configuration of a (kmsID, tenant), and what
@@ -116,7 +118,16 @@ impl Kms {
             config_maps: None,
             runtimes: Mutex::new(HashMap::new()),
             concurrency: Mutex::new(HashMap::new()),
+            hsm_modules: Default::default(),
         }
+    }
+
+    /// Lets kmsIDs use the PKCS#11 modules in `modules` (the host's
+    /// `--pkcs11-module` flags); without, an entry naming a module is
+    /// refused with the flag to add.
+    pub fn with_hsm_modules(mut self, modules: Arc<crate::capability::hsm::HsmModules>) -> Self {
+        self.hsm_modules = modules;
+        self
     }
 
     /// Reads tenant ConfigMaps (ceph-csi `vaulttokens`' `tenantConfigName`)
@@ -406,8 +417,40 @@ impl Kms {
                 secrets: self.secrets.clone(),
                 outbound,
                 concurrency: self.concurrency_of(entry),
+                hsm: self.hsm_of(entry).await?,
             },
         ))
+    }
+
+    /// The entry's HSM token, logged into with the PIN the host reads (at
+    /// first use), and the key labels the admin granted.
+    async fn hsm_of(
+        &self,
+        entry: &KmsEntry,
+    ) -> Result<Option<Arc<crate::sandbox::hsm::HsmGrant>>, KmsError> {
+        use crate::capability::hsm::HsmError;
+        let Some(h) = &entry.hsm else {
+            return Ok(None);
+        };
+        let pin = self.read_secret_key(entry, &h.pin).await?;
+        let token = self
+            .hsm_modules
+            .token(&h.module, &h.token, pin)
+            .map_err(|e| match e {
+                HsmError::ModuleNotAllowed(_) => KmsError::InvalidConfig {
+                    kms_id: entry.kms_id.clone(),
+                    option: h.module_option.clone(),
+                    message: e.to_string(),
+                },
+                e => KmsError::Unavailable {
+                    kms_id: entry.kms_id.clone(),
+                    message: e.to_string(),
+                },
+            })?;
+        Ok(Some(Arc::new(crate::sandbox::hsm::HsmGrant {
+            token: Arc::new(token),
+            labels: h.keys.clone(),
+        })))
     }
 
     /// The kmsID's permits: the same for all its tenants while its limit is

@@ -6,6 +6,7 @@
 pub mod bindings;
 pub mod compile_cache;
 mod error;
+pub mod hsm;
 pub mod kv_cache;
 mod limits;
 pub mod outbound;
@@ -170,6 +171,7 @@ impl Sandbox {
             .and_then(|_| p::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .and_then(|_| p::tls_stream::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .and_then(|_| p::rewrap::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|_| p::hsm::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {

@@ -70,6 +70,8 @@ pub struct RuntimeSpec {
     /// The kmsID's concurrency limit, shared by all its tenants' runtimes
     /// (`limits.max_concurrency` permits).
     pub concurrency: Arc<tokio::sync::Semaphore>,
+    /// The kmsID's HSM, if its entry names one.
+    pub hsm: Option<Arc<super::hsm::HsmGrant>>,
 }
 
 pub(super) struct Warm {
@@ -126,6 +128,7 @@ impl PluginRuntime {
                 grants: spec.grants,
                 secrets: spec.secrets,
                 cache: Arc::new(KvCache::new()),
+                hsm: spec.hsm,
             }),
             plugin: spec.plugin,
             policy: Arc::new(spec.outbound),
@@ -459,6 +462,7 @@ impl PluginRuntime {
             data.hooks.take_events();
             data.stream_bytes = Default::default();
             data.timed_out = false;
+            data.hsm_calls = 0;
             data.rewrap = super::state::RewrapSlot {
                 open: matches!(op, Op::Unwrap(..)),
                 offered: None,

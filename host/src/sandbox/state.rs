@@ -46,6 +46,8 @@ pub struct KmsShared {
     pub secrets: Arc<dyn SecretSource>,
     /// The kmsID's cache.
     pub cache: Arc<KvCache>,
+    /// The kmsID's HSM, if its entry names one.
+    pub hsm: Option<Arc<super::hsm::HsmGrant>>,
 }
 
 /// Enforces the per-kmsID memory cap and records that it was hit.
@@ -195,6 +197,8 @@ pub struct HostState {
     pub until: Option<std::time::Instant>,
     /// `rewrap.offer` in the current call.
     pub rewrap: RewrapSlot,
+    /// `hsm` calls in the current call.
+    pub hsm_calls: u32,
 }
 
 /// What `rewrap.offer` may do in the current call, and what it left.
@@ -251,6 +255,7 @@ impl HostState {
             timed_out: false,
             until: None,
             rewrap: RewrapSlot::default(),
+            hsm_calls: 0,
         }
     }
 
@@ -264,7 +269,7 @@ impl HostState {
         self.table.iter_mut().count()
     }
 
-    fn deny(&mut self, what: String) -> WitError {
+    pub(super) fn deny(&mut self, what: String) -> WitError {
         // `what` names what the plugin asked for: its text, so capped.
         let what = super::plugin_text::sanitize(&what);
         tracing::debug!(kms_id = %self.shared.kms_id, plugin = %self.shared.plugin, "denied: {what}");

@@ -68,6 +68,16 @@ impl CsiHarness {
             Some(c) => kms.with_config_maps(c),
             None => kms,
         };
+        // SoftHSM2 may be used, by the name `softhsm` (loaded only when an
+        // entry names it; super::softhsm::softhsm sets it up first).
+        let kms = kms.with_hsm_modules(Arc::new(
+            kmshost::capability::hsm::HsmModules::parse([format!(
+                "softhsm={}",
+                super::softhsm::MODULE
+            )
+            .as_str()])
+            .unwrap(),
+        ));
         let backend = Arc::new(ImageFileBackend::new(dir.path().join("images")).unwrap());
         let driver = Arc::new(
             Driver::new(

@@ -31,6 +31,12 @@ mod imp {
     pub fn rewrap_offer(blob: &[u8]) -> Result<()> {
         crate::bindings::kmshost::plugin::rewrap::offer(blob)
     }
+    pub fn hsm_encrypt(label: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        crate::bindings::kmshost::plugin::hsm::encrypt(label, plaintext, aad)
+    }
+    pub fn hsm_decrypt(label: &str, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        crate::bindings::kmshost::plugin::hsm::decrypt(label, ciphertext, aad)
+    }
 
     use crate::bindings::kmshost::plugin::tls_stream;
     pub type StreamHandle = tls_stream::Connection;
@@ -91,6 +97,12 @@ mod imp {
     }
     pub fn rewrap_offer(blob: &[u8]) -> Result<()> {
         mock::with(|h| h.offer(blob))
+    }
+    pub fn hsm_encrypt(label: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        mock::with(|h| h.hsm(true, label, plaintext, aad))
+    }
+    pub fn hsm_decrypt(label: &str, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        mock::with(|h| h.hsm(false, label, ciphertext, aad))
     }
 
     /// A mock stream: its id in the mock host, closed when dropped.

@@ -131,6 +131,23 @@ pub fn offer_rewrapped(blob: &[u8]) -> Result<()> {
     host::rewrap_offer(blob)
 }
 
+/// Keys in the kmsID's HSM, used by the host (contract 0.1.3, the `hsm`
+/// import): AES-GCM under the key with a granted label; the output is
+/// IV (12 bytes) ‖ ciphertext ‖ tag (16 bytes). The plugin never sees the
+/// module, the PIN or the key.
+pub mod hsm {
+    use crate::{Result, host};
+
+    /// Seals `plaintext` under the key `label`, authenticating `aad`.
+    pub fn encrypt(label: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        host::hsm_encrypt(label, plaintext, aad)
+    }
+    /// Opens what [`encrypt`] sealed with the same `label` and `aad`.
+    pub fn decrypt(label: &str, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        host::hsm_decrypt(label, ciphertext, aad)
+    }
+}
+
 /// The host's per-kmsID cache (see the `cache` interface).
 pub mod cache {
     use crate::host;

@@ -67,6 +67,9 @@ pub type MockReply = Result<crate::http::Response>;
 
 type Handler = Box<dyn FnMut(&MockRequest) -> MockReply>;
 
+/// Answers `hsm` calls: `(encrypt?, label, data, aad)` → bytes.
+type HsmHandler = Box<dyn FnMut(bool, &str, &[u8], &[u8]) -> Result<Vec<u8>>>;
+
 /// Answers what a plugin sends on a TLS stream: given the endpoint and the
 /// bytes of one `send`, the bytes the server sends back (appended to what
 /// the plugin can receive), or an error as the host would report it.
@@ -95,6 +98,7 @@ pub struct MockHost {
     idle_streams: Vec<String>,
     streams_opened: usize,
     offers: Vec<Vec<u8>>,
+    hsm_handler: Option<HsmHandler>,
 }
 
 thread_local! {
@@ -128,6 +132,17 @@ impl MockHost {
         handler: impl FnMut(&str, &[u8]) -> Result<Vec<u8>> + 'static,
     ) -> Self {
         self.stream_handler = Some(Box::new(handler));
+        self
+    }
+
+    /// Answers the plugin's `hsm` calls: `handler(encrypt, label, data,
+    /// aad)` returns the ciphertext (`encrypt`) or the plaintext. Without
+    /// one, every call is `denied`, as for a kmsID with no HSM.
+    pub fn on_hsm(
+        mut self,
+        handler: impl FnMut(bool, &str, &[u8], &[u8]) -> Result<Vec<u8>> + 'static,
+    ) -> Self {
+        self.hsm_handler = Some(Box::new(handler));
         self
     }
 
@@ -169,6 +184,19 @@ impl MockHost {
         }
         self.offers.push(blob.to_vec());
         Ok(())
+    }
+
+    pub(crate) fn hsm(
+        &mut self,
+        encrypt: bool,
+        label: &str,
+        data: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
+        match self.hsm_handler.as_mut() {
+            Some(h) => h(encrypt, label, data, aad),
+            None => Err(KmsError::Denied("no HSM in this mock host (on_hsm)".into())),
+        }
     }
 
     pub(crate) fn http(&mut self, req: &outbound_http::Request) -> Result<outbound_http::Response> {
