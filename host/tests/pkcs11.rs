@@ -31,8 +31,12 @@ fn entry(token: &str, current: &str, old: Option<&str>) -> Value {
 fn kms_for(dir: &Path, config: Value) -> Kms {
     common::write_secret(dir, "hsm-pin", &[("PIN", format!("{PIN}\n").as_bytes())]);
     common::write_secret(dir, "wrong-pin", &[("PIN", b"0000-wrong-pin-do-not-print")]);
+    let modules = [
+        format!("softhsm={MODULE}"),
+        "missing=/usr/lib/kmshost-test/no-such-pkcs11.so".to_string(),
+    ];
     common::kms(&config, dir, None).with_hsm_modules(Arc::new(
-        HsmModules::parse([format!("softhsm={MODULE}").as_str()]).unwrap(),
+        HsmModules::parse(modules.iter().map(String::as_str)).unwrap(),
     ))
 }
 
@@ -115,10 +119,12 @@ async fn a_wrong_pin_a_missing_token_or_an_unknown_module_are_named() {
     wrong_pin["PKCS11_PIN_SECRET_NAME"] = "wrong-pin".into();
     let mut luna = entry("kmshost-a", "key-1", None);
     luna["PKCS11_MODULE"] = "luna".into();
+    let mut missing = entry("kmshost-a", "key-1", None);
+    missing["PKCS11_MODULE"] = "missing".into();
     let kms = kms_for(
         dir.path(),
         json!({"pin": wrong_pin, "gone": entry("no-such-token", "key-1", None), "luna": luna,
-               "nokey": entry("kmshost-a", "no-such-key", None)}),
+               "missing": missing, "nokey": entry("kmshost-a", "no-such-key", None)}),
     );
     let (v, dek) = (key("pvc-err"), generate_passphrase());
     let e = kms.wrap("pin", &v, &dek).await.unwrap_err();
@@ -142,6 +148,10 @@ async fn a_wrong_pin_a_missing_token_or_an_unknown_module_are_named() {
         }
         e => panic!("{e:?}"),
     }
+    // A module the node names but does not have: unavailable, naming it.
+    let e = kms.wrap("missing", &v, &dek).await.unwrap_err();
+    assert!(matches!(e, KmsError::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("no-such-pkcs11.so"), "{e}");
     let e = kms.wrap("nokey", &v, &dek).await.unwrap_err();
     assert!(
         matches!(e, KmsError::NotFound { .. }) && e.to_string().contains("no-such-key"),
