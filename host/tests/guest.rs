@@ -16,7 +16,9 @@
 //! the host inside the guest. And always `guest_keyprotect_lifecycle`: the
 //! same with an `ibmkeyprotect` kmsID against the host's fake Key Protect,
 //! its root key rotated mid-way, the rewrapped key kept and opening the
-//! volume.
+//! volume. With SoftHSM2 installed, `guest_pkcs11_lifecycle`: the same with
+//! a `pkcs11` kmsID, its key label rotated mid-way, SoftHSM2 run by the
+//! guest's kmshost from the host's `/usr`.
 
 mod common;
 
@@ -32,6 +34,7 @@ const PASS: &str = "GUEST-LIFECYCLE-PASS";
 const VAULT_PASS: &str = "GUEST-VAULT-LIFECYCLE-PASS";
 const KMIP_PASS: &str = "GUEST-KMIP-LIFECYCLE-PASS";
 const KP_PASS: &str = "GUEST-KEYPROTECT-LIFECYCLE-PASS";
+const HSM_PASS: &str = "GUEST-PKCS11-LIFECYCLE-PASS";
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -116,13 +119,17 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         "KMSHOST_GUEST_KP=http://{HOST_FROM_GUEST}:{} KMSHOST_GUEST_KP_ROOT={kp_root} ",
         kp.server.addr.port()
     );
+    let hsm_env = match common::softhsm::softhsm("dm-crypt with a pkcs11 kmsID") {
+        Some(_) => "KMSHOST_GUEST_SOFTHSM=1 ",
+        None => "",
+    };
     let out = work.join("guest-output.txt");
     let _ = std::fs::remove_file(&out);
     let exe = std::env::current_exe().unwrap();
     std::fs::write(
         work.join("run-in-guest.sh"),
         format!(
-            "cd {host}\n{vault_env}{kmip_env}{kp_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
+            "cd {host}\n{vault_env}{kmip_env}{kp_env}{hsm_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
              --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
             host = repo.join("host").display(),
             exe = exe.display(),
@@ -189,6 +196,9 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         assert!(text.contains(KMIP_PASS), "guest output:\n{text}");
     }
     assert!(text.contains(KP_PASS), "guest output:\n{text}");
+    if !hsm_env.is_empty() {
+        assert!(text.contains(HSM_PASS), "guest output:\n{text}");
+    }
     let unwraps = kp
         .kp_requests()
         .iter()
@@ -606,4 +616,79 @@ async fn guest_keyprotect_lifecycle() {
     assert!(h.record(&id).is_none());
     h.stop().await;
     println!("{KP_PASS}");
+}
+
+/// The encrypted lifecycle with a `pkcs11` kmsID: SoftHSM2 (the host's
+/// `/usr`, a token initialised in the guest) holds the AES keys; create →
+/// stage (format, open, mkfs, mount) → write → unstage → a new key label
+/// → stage (the key rewrapped under it is kept) → read → rotate → restage
+/// → delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_pkcs11_lifecycle() {
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    if std::env::var_os("KMSHOST_GUEST_SOFTHSM").is_none() {
+        println!("no SoftHSM2 on the host: the pkcs11 lifecycle is not run");
+        return;
+    }
+    common::softhsm::softhsm("guest pkcs11").expect("SoftHSM2 from the host's /usr");
+    let entry = |current: &str, old: Option<&str>| {
+        let mut e = serde_json::json!({"encryptionKMSType": "pkcs11", "PKCS11_MODULE": "softhsm",
+            "PKCS11_TOKEN_LABEL": "kmshost-a", "PKCS11_PIN_SECRET_NAME": "hsm-pin",
+            "PKCS11_KEY_LABEL": current});
+        if let Some(o) = old {
+            e["PKCS11_OLD_KEY_LABELS"] = o.into();
+        }
+        e
+    };
+    let mut config = metadata_config();
+    config["hsm"] = entry("key-1", None);
+    let h = CsiHarness::start(&config).await;
+    common::write_secret(
+        &h.secrets,
+        "hsm-pin",
+        &[("PIN", common::softhsm::PIN.as_bytes())],
+    );
+    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "hsm")];
+    let id = h
+        .create("pvc-guest-hsm", 48 * MIB, params, None)
+        .await
+        .unwrap()
+        .volume_id;
+    let first = h.record(&id).unwrap().encryption.unwrap().key;
+    assert!(matches!(first, KeyHolding::Wrapped { .. }), "{first:?}");
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let staging = h.path("staging-hsm");
+    let data = "kept under an HSM key";
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(mapper.exists(), "dm-crypt mapping open");
+    std::fs::write(staging.join("data.txt"), data).unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    config["hsm"] = entry("key-2", Some("key-1"));
+    h.set_config(&config);
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_ne!(
+        h.record(&id).unwrap().encryption.unwrap().key,
+        first,
+        "rewrapped under key-2"
+    );
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.rotate(&id).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.unstage(&id, &staging).await.unwrap();
+    h.delete(&id).await.unwrap();
+    assert!(h.record(&id).is_none());
+    h.stop().await;
+    println!("{HSM_PASS}");
 }
