@@ -397,21 +397,6 @@ async fn csi_lifecycle_with_key_protect_kms_ids() {
     let h = CsiHarness::start(&config).await;
     write_credentials(&h.secrets, "ceph-csi-kp-credentials", API_KEY, Some(&root));
     write_credentials(&h.secrets, "rook-kp", API_KEY, None);
-    let kms = h.driver.kms().clone();
-    let passphrase = |kms_id: &'static str, id: String, holding: KeyHolding| {
-        let kms = kms.clone();
-        async move {
-            let v = key(&id);
-            match holding {
-                KeyHolding::Wrapped { blob } => {
-                    let b = B64.decode(blob).unwrap();
-                    kms.unwrap(kms_id, &v, &WrappedKey::new(b)).await.unwrap()
-                }
-                KeyHolding::Stored => kms.get(kms_id, &v).await.unwrap(),
-                KeyHolding::Pending => panic!("{kms_id}: no key"),
-            }
-        }
-    };
     for (kms_id, name) in [("kp-csi", "pvc-kp-csi"), ("kp-rook", "pvc-kp-rook")] {
         let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
         let id = h
@@ -424,7 +409,7 @@ async fn csi_lifecycle_with_key_protect_kms_ids() {
             "kp-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
             _ => assert_eq!(holding, KeyHolding::Stored),
         }
-        let key1 = passphrase(kms_id, id.clone(), holding.clone()).await;
+        let key1 = h.passphrase(&id).await;
         let staging = h.path(&format!("staging-{name}"));
         let e = h.stage(&id, &staging, mount_cap("")).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
@@ -435,15 +420,10 @@ async fn csi_lifecycle_with_key_protect_kms_ids() {
             h.stage(&id, &staging, mount_cap("")).await.unwrap_err();
             let now = h.record(&id).unwrap().encryption.unwrap().key;
             assert_ne!(now, holding, "the record holds the rewrapped key");
-            assert_eq!(passphrase(kms_id, id.clone(), now).await, key1);
+            assert_eq!(h.passphrase(&id).await, key1);
         }
         h.rotate(&id).await.unwrap();
-        let key2 = passphrase(
-            kms_id,
-            id.clone(),
-            h.record(&id).unwrap().encryption.unwrap().key,
-        )
-        .await;
+        let key2 = h.passphrase(&id).await;
         assert_ne!(key1, key2, "{kms_id}: rotated");
         luks::verify(&h.image(&id), &key2).unwrap();
         assert!(

@@ -396,29 +396,12 @@ async fn csi_lifecycle_with_kmip_kms_ids() {
             .unwrap()
             .volume_id;
         let v = key(&id);
-        let passphrase = |holding: &KeyHolding| {
-            let kms = kms.clone();
-            let v = v.clone();
-            let holding = holding.clone();
-            async move {
-                match holding {
-                    KeyHolding::Wrapped { blob } => {
-                        let b = base64::engine::general_purpose::STANDARD
-                            .decode(blob)
-                            .unwrap();
-                        kms.unwrap(kms_id, &v, &WrappedKey::new(b)).await.unwrap()
-                    }
-                    KeyHolding::Stored => kms.get(kms_id, &v).await.unwrap(),
-                    KeyHolding::Pending => panic!("{kms_id}: no key"),
-                }
-            }
-        };
         let holding = h.record(&id).unwrap().encryption.unwrap().key;
         match kms_id {
             "kmip-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
             _ => assert_eq!(holding, KeyHolding::Stored),
         }
-        let key1 = passphrase(&holding).await;
+        let key1 = h.passphrase(&id).await;
         // The first stage formats, then stops at device-mapper here.
         let e = h
             .stage(&id, &h.path(&format!("staging-{name}")), mount_cap(""))
@@ -427,7 +410,7 @@ async fn csi_lifecycle_with_kmip_kms_ids() {
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         luks::verify(&h.image(&id), &key1).unwrap();
         h.rotate(&id).await.unwrap();
-        let key2 = passphrase(&h.record(&id).unwrap().encryption.unwrap().key).await;
+        let key2 = h.passphrase(&id).await;
         assert_ne!(key1, key2, "{kms_id}: rotated");
         luks::verify(&h.image(&id), &key2).unwrap();
         assert!(

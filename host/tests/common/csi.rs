@@ -267,6 +267,20 @@ impl CsiHarness {
         self.driver.records().volume(id).unwrap()
     }
 
+    /// The passphrase volume `id`'s record holds now, opened the way the
+    /// node opens it (`csi::keys::open`: unwrapped, or fetched from the
+    /// store).
+    pub async fn passphrase(&self, id: &str) -> kmshost::kms::Passphrase {
+        let enc = self
+            .record(id)
+            .unwrap()
+            .encryption
+            .expect("an encrypted volume");
+        kmshost::csi::keys::open(self.driver.kms(), &enc, id)
+            .await
+            .unwrap()
+    }
+
     /// Stops the server.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

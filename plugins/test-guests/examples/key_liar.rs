@@ -12,17 +12,10 @@
 //!   key (counted in the host cache): passes sealing, lies at stage.
 //! - `store-liar`: no wrap; put keeps nothing; get returns another key.
 use kmshost_plugin_sdk::{KmsError, Options, PluginInfo, Provider, Result, cache, export_provider};
+use kmshost_test_guests::tag;
 
 struct KeyLiar {
     mode: String,
-}
-
-fn tag(key_id: &str) -> [u8; 8] {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in key_id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-    }
-    h.to_le_bytes()
 }
 
 fn xor(b: &[u8]) -> Vec<u8> {

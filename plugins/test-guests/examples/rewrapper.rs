@@ -12,17 +12,10 @@
 use kmshost_plugin_sdk::{
     KmsError, Options, PluginInfo, Provider, Result, export_provider, offer_rewrapped,
 };
+use kmshost_test_guests::tag;
 
 struct Rewrapper {
     mode: String,
-}
-
-fn tag(key_id: &str) -> [u8; 8] {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in key_id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-    }
-    h.to_le_bytes()
 }
 
 fn blob(version: &[u8], key_id: &str, key: &[u8]) -> Vec<u8> {
