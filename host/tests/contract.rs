@@ -3,7 +3,9 @@
 //! committed as bytes in `tests/fixtures/contract-0.1.0.wasm` (the `secret`
 //! plugin as first built with a manifest) — keeps loading and working in
 //! every later kmshost, its blobs readable by the embedded plugin; so does
-//! the same plugin built against 0.1.1 (`contract-0.1.1.wasm`).
+//! the same plugin built against 0.1.1 (`contract-0.1.1.wasm`), the
+//! `keyprotect` plugin built against 0.1.2 and the `pkcs11` plugin built
+//! against 0.1.3 (each the first to import what its contract added).
 
 mod common;
 
@@ -176,4 +178,75 @@ async fn a_plugin_built_against_contract_0_1_2_keeps_working() {
     assert_eq!(got, dek);
     let rewrapped = rewrapped.expect("the 0.1.2 plugin's rewrap.offer is kept");
     assert_eq!(kms.unwrap("new", &v, &rewrapped).await.unwrap(), dek);
+}
+
+/// The `pkcs11` plugin as built against contract 0.1.3 (the contract that
+/// added `hsm`), committed as bytes before any later contract: it keeps
+/// loading, wrapping inside SoftHSM2 and handing back keys rewrapped
+/// under a new label, and its blobs open with the embedded plugin.
+const FIXTURE_0_1_3: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/contract-0.1.3-pkcs11.wasm"
+);
+const FIXTURE_0_1_3_SHA256: &str =
+    "fefa75222e342400540c67185ddc72c368d08b4425fec3f97ea99832c51ea8bf";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_against_contract_0_1_3_keeps_working() {
+    use common::softhsm::{MODULE, PIN, softhsm};
+    let Some(_) = softhsm("contract 0.1.3") else {
+        return;
+    };
+    let bytes = std::fs::read(FIXTURE_0_1_3).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        FIXTURE_0_1_3_SHA256
+    );
+    let d = kmshost::manifest::read(&bytes).unwrap();
+    assert_eq!(d.contract.as_deref(), Some("0.1.3"));
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(dir.path(), "hsm-pin", &[("PIN", PIN.as_bytes())]);
+    let entry = |plugin: Option<&str>, current: &str, old: Option<&str>| {
+        let mut e = json!({"encryptionKMSType": "pkcs11", "PKCS11_MODULE": "softhsm",
+            "PKCS11_TOKEN_LABEL": "kmshost-b", "PKCS11_PIN_SECRET_NAME": "hsm-pin",
+            "PKCS11_KEY_LABEL": current});
+        if let Some(p) = plugin {
+            e["kmshostPlugin"] = p.into();
+        }
+        if let Some(o) = old {
+            e["PKCS11_OLD_KEY_LABELS"] = o.into();
+        }
+        e
+    };
+    let modules =
+        kmshost::capability::hsm::HsmModules::parse([format!("softhsm={MODULE}").as_str()])
+            .unwrap();
+    let kms = common::kms(
+        &json!({"old": entry(Some(FIXTURE_0_1_3), "key-1", None),
+            "old-rotated": entry(Some(FIXTURE_0_1_3), "key-3", Some("key-1")),
+            "new": entry(None, "key-3", Some("key-1"))}),
+        dir.path(),
+        None,
+    )
+    .with_hsm_modules(std::sync::Arc::new(modules));
+    let v = KeyId::new("pvc-0-1-3").unwrap();
+    let dek = generate_passphrase();
+    let kmshost::kms::Sealed::Wrapped(blob) = kms.tenant(None).seal("old", &v, &dek).await.unwrap()
+    else {
+        panic!("wraps")
+    };
+    assert_eq!(kms.unwrap("new", &v, &blob).await.unwrap(), dek);
+    let (got, rewrapped) = kms
+        .tenant(None)
+        .unwrap_current("old-rotated", &v, &blob)
+        .await
+        .unwrap();
+    assert_eq!(got, dek);
+    let rewrapped = rewrapped.expect("the 0.1.3 plugin's rewrap.offer is kept");
+    assert_eq!(kms.unwrap("new", &v, &rewrapped).await.unwrap(), dek);
+    let e = kms
+        .unwrap("old", &KeyId::new("pvc-other").unwrap(), &blob)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KmsError::Integrity { .. }), "{e}");
 }
