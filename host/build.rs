@@ -1,7 +1,7 @@
 //! Builds the plugin workspace (`plugins/`) for `wasm32-wasip2` and exposes
 //! the results to the host:
 //!
-//! * `$OUT_DIR/{secret,vault,kmip,keyprotect,pkcs11}.wasm` — the first-party plugins (`include_bytes!`);
+//! * `$OUT_DIR/{secret,vault,kmip,keyprotect,pkcs11,azure}.wasm` — the first-party plugins (`include_bytes!`);
 //! * `$OUT_DIR/test_guests.rs` — one `pub const NAME: &str` path per sandbox
 //!   test guest (`plugins/test-guests/examples/*.rs`), and the macro
 //!   `foreach_test_guest!` that the sandbox tests use to require a test per
@@ -122,6 +122,7 @@ fn main() {
         "kmip",
         "keyprotect",
         "pkcs11",
+        "azure",
         "test-guests",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(sub).display());
@@ -169,7 +170,7 @@ fn main() {
     }
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
-    for plugin in ["secret", "vault", "kmip", "keyprotect", "pkcs11"] {
+    for plugin in ["secret", "vault", "kmip", "keyprotect", "pkcs11", "azure"] {
         copy(
             &wasm_dir.join(format!("kmshost_plugin_{plugin}.wasm")),
             &out_dir.join(format!("{plugin}.wasm")),

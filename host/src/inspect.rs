@@ -168,6 +168,8 @@ fn capability_note(import: &str) -> &'static str {
         "  — network: only the kmsID's allowed hosts"
     } else if import.starts_with("kmshost:plugin/tls-stream") {
         "  — TLS byte streams: only the kmsID's allowed tls:// endpoints; TLS keys stay in the host"
+    } else if import.starts_with("kmshost:plugin/signing") {
+        "  — signatures by a granted certificate's key: the key and its Secret stay in the host"
     } else if import.starts_with("kmshost:plugin/hsm") {
         "  — HSM keys by label: only labels granted to the kmsID; module, PIN and keys stay in the host"
     } else if import.starts_with("kmshost:plugin/rewrap") {

@@ -30,7 +30,7 @@ pub const SCHEMA: u32 = 1;
 
 /// The contract (`kmshost:plugin` WIT package) version this host provides.
 /// Plugins built against any 0.1.x contract load.
-pub const CONTRACT: &str = "0.1.3";
+pub const CONTRACT: &str = "0.1.4";
 
 /// The WIT interface every plugin exports, without its version.
 const PROVIDER_EXPORT: &str = "kmshost:plugin/provider@";
@@ -237,6 +237,11 @@ pub enum OptionKind {
     /// HSM key labels (comma-separated) the plugin may use through the
     /// `hsm` import: granted to the kmsID, and passed to the plugin.
     HsmKey,
+    /// A Secret holding a PEM certificate and its unencrypted private key
+    /// (under `key`): read by the host, never granted; the plugin signs
+    /// with it through the `signing` import, naming it by the option's
+    /// value (which it receives).
+    SigningCert,
 }
 
 impl OptionKind {
@@ -398,10 +403,11 @@ impl OptionSpec {
         if let Some(t) = self.types.iter().find(|t| !m.types.contains_key(*t)) {
             return Err(format!("type {t:?} is not one the plugin serves"));
         }
-        let keyed = self.kind.is_tls_secret() || self.kind == OptionKind::HsmPin;
+        let keyed = self.kind.is_tls_secret()
+            || matches!(self.kind, OptionKind::HsmPin | OptionKind::SigningCert);
         if keyed != self.key.is_some() {
             return Err(
-                "key is required for tls-ca, tls-client-cert, tls-client-key and hsm-pin, and only for them"
+                "key is required for tls-ca, tls-client-cert, tls-client-key, hsm-pin and signing-cert, and only for them"
                     .into(),
             );
         }

@@ -16,6 +16,9 @@ pub static KEYPROTECT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ke
 /// The `pkcs11` plugin: HSM root keys through the host's PKCS#11.
 pub static PKCS11_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pkcs11.wasm"));
 
+/// The `azure` plugin: Azure Key Vault secrets, client-certificate login.
+pub static AZURE_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/azure.wasm"));
+
 /// The embedded plugins, by name.
 pub static EMBEDDED: &[(&str, &[u8])] = &[
     ("secret", SECRET_WASM),
@@ -23,6 +26,7 @@ pub static EMBEDDED: &[(&str, &[u8])] = &[
     ("kmip", KMIP_WASM),
     ("keyprotect", KEYPROTECT_WASM),
     ("pkcs11", PKCS11_WASM),
+    ("azure", AZURE_WASM),
 ];
 
 /// The embedded plugin called `name`, if any.

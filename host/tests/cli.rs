@@ -264,19 +264,19 @@ fn plugin_inspect_shows_what_a_reviewer_needs() {
         stdout.contains("world:   kmshost:plugin/kms-plugin@0.1"),
         "{stdout}"
     );
-    assert!(stdout.contains("kmshost:plugin/secrets@0.1.3"), "{stdout}");
+    assert!(stdout.contains("kmshost:plugin/secrets@0.1.4"), "{stdout}");
     assert!(
         stdout.contains(
-            "kmshost:plugin/outbound-http@0.1.3 (instance)  — network: only the kmsID's allowed hosts"
+            "kmshost:plugin/outbound-http@0.1.4 (instance)  — network: only the kmsID's allowed hosts"
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("kmshost:plugin/provider@0.1.3"), "{stdout}");
+    assert!(stdout.contains("kmshost:plugin/provider@0.1.4"), "{stdout}");
     assert!(stdout.contains("loads:   yes"), "{stdout}");
     // The manifest, as an admin needs it: types, capabilities, options
     // and what the host does with each.
     for line in [
-        "manifest: secret (contract 0.1.3)",
+        "manifest: secret (contract 0.1.4)",
         "  type kubernetes-secret: store, service-account token",
         "  type metadata: wrap",
         "  secretName [Secret] required (types metadata) — the Secret is granted",

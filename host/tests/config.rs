@@ -127,22 +127,33 @@ fn ceph_csi_sample_maps_types_endpoints_and_grants() {
             .any(|(o, v)| o == "IBM_KP_REGION" && v == "us-south-2")
     );
 
-    // Providers whose plugins are not built in yet fail alone, naming the
-    // kmsID and the option, and nothing else breaks.
-    for id in ["azure-test"] {
-        match t.get(id).unwrap_err() {
-            ConfigError::InvalidConfig {
-                kms_id,
-                option,
-                message,
-            } => {
-                assert_eq!(kms_id.as_str(), id);
-                assert_eq!(option, "encryptionKMSType");
-                assert!(message.contains("not built into this kmshost"), "{message}");
-            }
-            e => panic!("{id}: {e}"),
-        }
-    }
+    // Azure: the embedded plugin, the vault and the login endpoint
+    // allowed, ceph-csi's default certificate Secret named for signing
+    // (read by the host, withheld from the plugin, never granted).
+    let az = t.get("azure-test").unwrap();
+    assert_eq!(az.plugin, PluginSource::Embedded("azure"));
+    let allowed: Vec<String> = az.allow.entries().iter().map(|e| e.to_string()).collect();
+    assert!(
+        allowed
+            .iter()
+            .any(|e| e.contains("vault-name.vault.azure.net")),
+        "{allowed:?}"
+    );
+    assert!(
+        allowed
+            .iter()
+            .any(|e| e.contains("login.microsoftonline.com")),
+        "{allowed:?}"
+    );
+    assert_eq!(az.signing.len(), 1);
+    assert_eq!(az.signing[0].name, "ceph-csi-azure-credentials");
+    assert_eq!(az.signing[0].cert.key, "CLIENT_CERT");
+    assert!(az.grants.lookup("ceph-csi-azure-credentials").is_none());
+    assert!(
+        az.plugin_options
+            .iter()
+            .any(|(o, v)| o == "AZURE_CERT_SECRET_NAME" && v == "ceph-csi-azure-credentials")
+    );
 }
 
 #[test]
@@ -155,7 +166,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
     let guest = std::fs::read(TRAPPER).unwrap();
     let endpoint = |name: &str, default: Option<&str>| json!({"name": name, "kind": "endpoint", "default": default});
     let keyprotect = json!({
-        "manifest": 1, "contract": "0.1.3", "name": "keyprotect",
+        "manifest": 1, "contract": "0.1.4", "name": "keyprotect",
         "types": {"ibmkeyprotect": {"capabilities": ["wrap"]}},
         "options": [
             {"name": "IBM_KP_SERVICE_INSTANCE_ID", "kind": "plain"},
@@ -166,7 +177,7 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
         ]
     });
     let azure = json!({
-        "manifest": 1, "contract": "0.1.3", "name": "azure",
+        "manifest": 1, "contract": "0.1.4", "name": "azure",
         "types": {"azure-kv": {"capabilities": ["store"]}},
         "options": [
             endpoint("AZURE_VAULT_URL", None),
@@ -853,7 +864,7 @@ fn manifests_derive_allow_lists_grants_and_host_defaults() {
 #[test]
 fn a_third_party_manifest_cannot_grant_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let m = json!({"manifest": 1, "contract": "0.1.3", "name": "greedy",
+    let m = json!({"manifest": 1, "contract": "0.1.4", "name": "greedy",
         "types": {"greedy": {"capabilities": ["wrap"], "service-account": true}},
         "options": [{"name": "API", "kind": "endpoint", "default-from": "kubernetes-api"}]});
     let bytes = common::with_manifest(&std::fs::read(TRAPPER).unwrap(), &m);

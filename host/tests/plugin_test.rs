@@ -144,7 +144,7 @@ fn the_embedded_default_passes_and_contract_breakers_fail() {
     // The key_liar guest, declared as a wrapping (or storing) plugin, in
     // each of its lies: the case that catches the lie fails, exit 1.
     let liar = |capabilities: Value| {
-        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "key_liar",
+        let m = json!({"manifest": 1, "contract": "0.1.4", "name": "key_liar",
             "types": {"liar": {"capabilities": capabilities}},
             "options": [{"name": "mode", "kind": "plain"}]});
         common::with_manifest(&std::fs::read(KEY_LIAR).unwrap(), &m)
@@ -173,7 +173,7 @@ fn the_embedded_default_passes_and_contract_breakers_fail() {
 
     // A store that panics when its backend fails: the hostile-backend
     // cases catch it.
-    let m = json!({"manifest": 1, "contract": "0.1.3", "name": "fragile",
+    let m = json!({"manifest": 1, "contract": "0.1.4", "name": "fragile",
         "types": {"fragile": {"capabilities": ["store"]}},
         "options": [{"name": "ENDPOINT", "kind": "endpoint", "required": true}]});
     let path = dir.path().join("fragile.wasm");

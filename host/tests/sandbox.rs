@@ -366,7 +366,7 @@ mod secret_reader {
                 ("UNIQUE_IDENTIFIER", b"key-7"),
             ],
         );
-        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "secret_reader",
+        let m = json!({"manifest": 1, "contract": "0.1.4", "name": "secret_reader",
             "types": {"test-guest": {"capabilities": ["wrap"]}},
             "options": [{"name": "tokenSecretName", "kind": "secret",
                 "tls-keys": {"ca": "CA_CERT", "client-cert": "CLIENT_CERT", "client-key": "CLIENT_KEY"}}]});
@@ -1243,7 +1243,7 @@ mod key_liar {
 
     /// The key_liar guest with a manifest declaring `capabilities`.
     fn declared(mode: &str, capabilities: serde_json::Value, dir: &Path) -> Kms {
-        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "key_liar",
+        let m = json!({"manifest": 1, "contract": "0.1.4", "name": "key_liar",
             "types": {"test-guest": {"capabilities": capabilities}},
             "options": [{"name": "mode", "kind": "plain"}]});
         let path = dir.join("declared.wasm");
@@ -1789,7 +1789,7 @@ mod hsm_probe {
                 json!({"name": "KEYS", "kind": "hsm-key"}),
             ]);
         }
-        let m = json!({"manifest": 1, "contract": "0.1.3", "name": "hsm_probe",
+        let m = json!({"manifest": 1, "contract": "0.1.4", "name": "hsm_probe",
             "types": {"test-guest": {"capabilities": ["wrap"]}}, "options": options});
         let path = dir.join(format!("hsm-probe-{mode}-{label}-{hsm}.wasm"));
         std::fs::write(

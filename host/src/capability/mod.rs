@@ -10,6 +10,7 @@ pub mod allow_list;
 pub mod hsm;
 pub mod http;
 pub mod net;
+pub mod signing;
 pub mod stream;
 pub mod tls;
 

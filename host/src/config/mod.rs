@@ -142,6 +142,18 @@ pub struct HsmRefs {
     pub keys: Vec<String>,
 }
 
+/// A certificate the kmsID's plugin may sign with (a `signing-cert`
+/// option): read by the host, which holds its key; withheld from the
+/// plugin's `secrets.get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningRef {
+    /// The option's value as written (or its default): the name the
+    /// plugin signs by.
+    pub name: String,
+    /// The Secret key holding the PEM certificate and private key.
+    pub cert: SecretKeyRef,
+}
+
 /// One kmsID, validated.
 #[derive(Debug, Clone)]
 pub struct KmsEntry {
@@ -164,6 +176,9 @@ pub struct KmsEntry {
     pub tls: TlsRefs,
     /// HSM keys it may use (a manifest with `hsm-*` options).
     pub hsm: Option<HsmRefs>,
+    /// Certificates it may sign with (a manifest with `signing-cert`
+    /// options).
+    pub signing: Vec<SigningRef>,
     /// Sandbox limits.
     pub limits: Limits,
     /// Hash of the entry as configured: a change means a new runtime.
@@ -353,6 +368,10 @@ fn parse_entry_touching(
     if let Some(h) = &hsm {
         grants.withhold(&h.pin.secret); // the PIN is the host's
     }
+    let signing = p.signing(&default_ns)?;
+    for s in &signing {
+        grants.withhold(&s.cert.secret); // so is the certificate's key
+    }
     // TLS Secrets are read by the host, never by the plugin, whatever else
     // grants them.
     for r in [&tls.ca, &tls.client_cert, &tls.client_key]
@@ -374,6 +393,7 @@ fn parse_entry_touching(
         grants,
         tls,
         hsm,
+        signing,
         limits,
         fingerprint,
         manifest: p.manifest,
@@ -646,12 +666,7 @@ impl Parsing<'_> {
     fn grants(&mut self) -> Result<(Grants, Option<String>), ConfigError> {
         let mut grants = Grants::none();
         let default_ns = self.set("kmshostSecretNamespace").cloned();
-        let ns = self
-            .declared_values(OptionKind::SecretNamespace)?
-            .into_iter()
-            .next()
-            .map(|(_, v)| v)
-            .or_else(|| default_ns.clone());
+        let ns = self.secret_namespace(&default_ns)?;
         for (option, name) in self.declared_values(OptionKind::Secret)? {
             let r = secret_ref(&name, ns.clone()).map_err(|m| self.invalid(&option, m))?;
             grants.grant_as(&name, r);
@@ -767,7 +782,10 @@ impl Parsing<'_> {
                 Some(HostValue::DriverNamespace) => Some(self.defaults.namespace.clone()),
                 None => None,
             };
-            let host_acts_on = matches!(o.kind, OptionKind::Endpoint | OptionKind::Secret);
+            let host_acts_on = matches!(
+                o.kind,
+                OptionKind::Endpoint | OptionKind::Secret | OptionKind::SigningCert
+            );
             let grants_itself = host_acts_on
                 && (o.default.is_some() || o.default_from == Some(HostValue::KubernetesApi));
             if grants_itself && !self.manifest_trusted {
@@ -906,12 +924,7 @@ impl Parsing<'_> {
     /// (the value set, or the default filled in): withheld key by key.
     fn keyed_tls(&self, default_ns: &Option<String>) -> Result<TlsRefs, ConfigError> {
         let mut tls = TlsRefs::default();
-        let ns = self
-            .declared_values(OptionKind::SecretNamespace)?
-            .into_iter()
-            .next()
-            .map(|(_, v)| v)
-            .or_else(|| default_ns.clone());
+        let ns = self.secret_namespace(default_ns)?;
         for o in self.declared() {
             let Some(keys) = &o.tls_keys else { continue };
             let value = match self.value_of(o)? {
@@ -984,6 +997,52 @@ impl Parsing<'_> {
             },
             keys,
         }))
+    }
+
+    /// Where the plugin's Secrets named without a namespace live: its
+    /// `secret-namespace` option, else the entry's `kmshostSecretNamespace`.
+    fn secret_namespace(&self, default_ns: &Option<String>) -> Result<Option<String>, ConfigError> {
+        Ok(self
+            .declared_values(OptionKind::SecretNamespace)?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .or_else(|| default_ns.clone()))
+    }
+
+    /// The certificates the manifest's `signing-cert` options name (the
+    /// value set, or the default filled in), in the plugin's Secret
+    /// namespace.
+    fn signing(&self, default_ns: &Option<String>) -> Result<Vec<SigningRef>, ConfigError> {
+        let ns = self.secret_namespace(default_ns)?;
+        let mut out = Vec::new();
+        for o in self
+            .declared()
+            .filter(|o| o.kind == OptionKind::SigningCert)
+        {
+            let value = match self.value_of(o)? {
+                Some(v) => Some(v),
+                None => self
+                    .injected
+                    .iter()
+                    .find(|(n, _)| *n == o.name)
+                    .map(|(n, v)| (n.clone(), v.clone())),
+            };
+            let Some((option, name)) = value else {
+                continue;
+            };
+            let secret = secret_ref(&name, ns.clone()).map_err(|m| self.invalid(&option, m))?;
+            out.push(SigningRef {
+                name,
+                cert: SecretKeyRef {
+                    option,
+                    secret,
+                    key: o.key.clone().unwrap_or_default(),
+                    key_only: false,
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// What the plugin's `configure` receives: every option but the host's

@@ -418,6 +418,7 @@ impl Kms {
                 outbound,
                 concurrency: self.concurrency_of(entry),
                 hsm: self.hsm_of(entry).await?,
+                signing: Arc::new(signing_of(entry)),
             },
         ))
     }
@@ -625,6 +626,27 @@ impl Kms {
             Some(blob) => Ok(blob),
             None => t.wrap_verified(kms_id, key_id, &key).await,
         }
+    }
+}
+
+/// The certificates the entry's plugin may sign with; each is read from
+/// its Secret at use, by the sandbox.
+fn signing_of(entry: &KmsEntry) -> crate::sandbox::signing::SigningGrant {
+    use crate::sandbox::signing::{CertGrant, SigningGrant};
+    SigningGrant {
+        certs: entry
+            .signing
+            .iter()
+            .map(|s| {
+                CertGrant::new(
+                    s.name.clone(),
+                    s.cert.option.clone(),
+                    s.cert.secret.clone(),
+                    s.cert.key.clone(),
+                )
+            })
+            .collect(),
+        ..Default::default()
     }
 }
 

@@ -36,7 +36,7 @@ fn leb(mut n: usize) -> Vec<u8> {
 }
 
 const MINIMAL: &str = r#"{
-  "manifest": 1, "contract": "0.1.3", "name": "acme",
+  "manifest": 1, "contract": "0.1.4", "name": "acme",
   "types": { "acme": { "capabilities": ["wrap"] } },
   "options": [
     { "name": "ACME_URL", "kind": "endpoint", "required": true },
@@ -110,7 +110,7 @@ fn a_contract_other_than_the_exported_one_is_refused() {
     bytes.extend(component(&[(SECTION, m.as_bytes())])[8..].iter());
     let e = read(&bytes).unwrap_err().to_string();
     assert!(
-        e.contains("says 0.1.7") && e.contains("provider@0.1.3"),
+        e.contains("says 0.1.7") && e.contains("provider@0.1.4"),
         "{e}"
     );
 }

@@ -11,6 +11,7 @@ pub mod kv_cache;
 mod limits;
 pub mod outbound;
 mod runtime;
+pub mod signing;
 pub mod state;
 mod streams;
 pub mod warm;
@@ -172,6 +173,7 @@ impl Sandbox {
             .and_then(|_| p::tls_stream::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .and_then(|_| p::rewrap::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .and_then(|_| p::hsm::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|_| p::signing::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {

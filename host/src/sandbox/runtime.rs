@@ -72,6 +72,8 @@ pub struct RuntimeSpec {
     pub concurrency: Arc<tokio::sync::Semaphore>,
     /// The kmsID's HSM, if its entry names one.
     pub hsm: Option<Arc<super::hsm::HsmGrant>>,
+    /// The certificates it may sign with.
+    pub signing: Arc<super::signing::SigningGrant>,
 }
 
 pub(super) struct Warm {
@@ -129,6 +131,7 @@ impl PluginRuntime {
                 secrets: spec.secrets,
                 cache: Arc::new(KvCache::new()),
                 hsm: spec.hsm,
+                signing: spec.signing,
             }),
             plugin: spec.plugin,
             policy: Arc::new(spec.outbound),
@@ -463,6 +466,7 @@ impl PluginRuntime {
             data.stream_bytes = Default::default();
             data.timed_out = false;
             data.hsm_calls = 0;
+            data.signing_calls = 0;
             data.rewrap = super::state::RewrapSlot {
                 open: matches!(op, Op::Unwrap(..)),
                 offered: None,

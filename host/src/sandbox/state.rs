@@ -48,6 +48,8 @@ pub struct KmsShared {
     pub cache: Arc<KvCache>,
     /// The kmsID's HSM, if its entry names one.
     pub hsm: Option<Arc<super::hsm::HsmGrant>>,
+    /// The certificates it may sign with.
+    pub signing: Arc<super::signing::SigningGrant>,
 }
 
 /// Enforces the per-kmsID memory cap and records that it was hit.
@@ -199,6 +201,8 @@ pub struct HostState {
     pub rewrap: RewrapSlot,
     /// `hsm` calls in the current call.
     pub hsm_calls: u32,
+    /// `signing` calls in the current call.
+    pub signing_calls: u32,
 }
 
 /// What `rewrap.offer` may do in the current call, and what it left.
@@ -256,6 +260,7 @@ impl HostState {
             until: None,
             rewrap: RewrapSlot::default(),
             hsm_calls: 0,
+            signing_calls: 0,
         }
     }
 
@@ -311,7 +316,7 @@ impl secrets::Host for HostState {
             let kms_id = self.shared.kms_id.clone();
             if self.shared.grants.is_withheld(&name) {
                 return Ok(Err(self.deny(format!(
-                    "Secret {name:?} holds kmsID {kms_id}'s TLS material: the host reads it, plugins never do"
+                    "Secret {name:?} holds kmsID {kms_id}'s TLS, HSM or signing material: the host reads it, plugins never do"
                 ))));
             }
             return Ok(Err(self.deny(format!(

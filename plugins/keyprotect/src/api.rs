@@ -7,7 +7,7 @@
 use crate::config::KpConfig;
 use crate::iam;
 use kmshost_plugin_sdk::http::{Method, Request, Response};
-use kmshost_plugin_sdk::{KmsError, Result};
+use kmshost_plugin_sdk::{KmsError, Result, pause};
 use zeroize::Zeroizing;
 
 /// What a request does, for the error mapping.
@@ -100,19 +100,9 @@ fn send_once(cfg: &KpConfig, call: &Call<'_>) -> Result<Response> {
 fn correlation_id() -> String {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
-        return "00000000-0000-4000-8000-000000000000".into();
+        b = [0; 16];
     }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    kmshost_plugin_sdk::encoding::uuid_v4(b)
 }
 
 /// How long to wait before the one retry of a throttled request: the
@@ -124,15 +114,6 @@ fn retry_after(resp: &Response) -> u64 {
         .map_or(500, |s| s.saturating_mul(1000));
     ms.min(2000)
 }
-
-#[cfg(target_arch = "wasm32")]
-fn pause(ms: u64) {
-    use kmshost_plugin_sdk::bindings::wasi::clocks::monotonic_clock;
-    monotonic_clock::subscribe_duration(ms * 1_000_000).block();
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn pause(_ms: u64) {}
 
 /// The contract's error for a Key Protect error response.
 pub fn error(cfg: &KpConfig, resp: &Response, what: &str, action: Action) -> KmsError {

@@ -29,17 +29,6 @@ pub fn forget() -> bool {
     had
 }
 
-/// How long a token that lives `expires_in` seconds is kept: until a
-/// minute before it expires (a tenth of its life for short-lived ones).
-pub fn cache_ttl(expires_in: u64) -> u32 {
-    let ttl = match expires_in {
-        0 => 60,
-        s if s > 600 => s - 60,
-        s => (s * 9 / 10).max(1),
-    };
-    ttl.min(u32::MAX as u64) as u32
-}
-
 fn exchange(cfg: &KpConfig) -> Result<Zeroizing<String>> {
     let api_key = cfg.api_key()?;
     let body = Zeroizing::new(form_urlencoded([
@@ -88,7 +77,11 @@ fn exchange(cfg: &KpConfig) -> Result<Zeroizing<String>> {
             "{what}: no bearer token in the reply"
         )));
     }
-    cache::set(TOKEN_CACHE_KEY, access.as_bytes(), cache_ttl(t.expires_in));
+    cache::set(
+        TOKEN_CACHE_KEY,
+        access.as_bytes(),
+        cache::token_ttl(t.expires_in),
+    );
     Ok(access)
 }
 
@@ -104,24 +97,5 @@ fn iam_error(body: &[u8]) -> String {
     match serde_json::from_slice::<IamError>(body) {
         Ok(e) if !e.message.is_empty() => format!("{} {}", e.code, e.message).trim().to_string(),
         _ => "the API key was refused".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cache_ttl;
-
-    #[test]
-    fn tokens_are_renewed_before_they_expire() {
-        for (expires_in, ttl) in [
-            (3600, 3540),
-            (601, 541),
-            (600, 540),
-            (60, 54),
-            (1, 1),
-            (0, 60),
-        ] {
-            assert_eq!(cache_ttl(expires_in), ttl, "expires_in {expires_in}");
-        }
     }
 }

@@ -56,6 +56,22 @@ pub fn form_urlencoded<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) 
         .join("&")
 }
 
+/// A UUID v4 in its text form from 16 random bytes (version and variant
+/// bits set): correlation IDs, JWT `jti`s.
+pub fn uuid_v4(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +88,13 @@ mod tests {
             Err(KmsError::Other(m)) => assert_eq!(m, "ciphertext is not valid base64"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn uuids_carry_version_4_and_the_rfc_variant() {
+        let u = uuid_v4([0xff; 16]);
+        assert_eq!(u, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(uuid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
     }
 
     #[test]

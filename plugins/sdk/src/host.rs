@@ -38,6 +38,21 @@ mod imp {
         crate::bindings::kmshost::plugin::hsm::decrypt(label, ciphertext, aad)
     }
 
+    pub fn certificate(name: &str) -> Result<crate::signing::CertificateInfo> {
+        crate::bindings::kmshost::plugin::signing::certificate(name)
+    }
+    pub fn sign(
+        name: &str,
+        alg: crate::signing::Algorithm,
+        payload: &[u8],
+    ) -> Result<crate::signing::Signed> {
+        crate::bindings::kmshost::plugin::signing::sign(name, alg, payload)
+    }
+    pub fn pause(ms: u64) {
+        use crate::bindings::wasi::clocks::monotonic_clock;
+        monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+    }
+
     use crate::bindings::kmshost::plugin::tls_stream;
     pub type StreamHandle = tls_stream::Connection;
     pub fn stream_open(endpoint: &str, t: crate::tls::Timeouts) -> Result<StreamHandle> {
@@ -104,6 +119,19 @@ mod imp {
     pub fn hsm_decrypt(label: &str, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         mock::with(|h| h.hsm(false, label, ciphertext, aad))
     }
+
+    pub fn certificate(name: &str) -> Result<crate::signing::CertificateInfo> {
+        mock::with(|h| h.certificate(name))
+    }
+    pub fn sign(
+        name: &str,
+        alg: crate::signing::Algorithm,
+        payload: &[u8],
+    ) -> Result<crate::signing::Signed> {
+        mock::with(|h| h.sign(name, alg, payload))
+    }
+    /// Native tests do not wait.
+    pub fn pause(_ms: u64) {}
 
     /// A mock stream: its id in the mock host, closed when dropped.
     pub struct StreamHandle(usize);

@@ -148,9 +148,48 @@ pub mod hsm {
     }
 }
 
+/// Signatures made by the host with the private key of a certificate the
+/// kmsID grants (contract 0.1.4, the `signing` import): for a JWT client
+/// assertion, get the thumbprints with [`signing::certificate`], build the
+/// header and claims, and have the host [`signing::sign`] them. The
+/// plugin never sees the key. `name` is the value of the kmsID's
+/// `signing-cert` option.
+pub mod signing {
+    pub use crate::bindings::kmshost::plugin::signing::{Algorithm, CertificateInfo, Signed};
+    use crate::{Result, host};
+
+    /// The certificate's thumbprints (`x5t`, `x5t#S256`) and chain.
+    pub fn certificate(name: &str) -> Result<CertificateInfo> {
+        host::certificate(name)
+    }
+    /// Signs `payload` with the certificate's key; the result names the
+    /// certificate that signed (compare its thumbprint with the header's).
+    pub fn sign(name: &str, algorithm: Algorithm, payload: &[u8]) -> Result<Signed> {
+        host::sign(name, algorithm, payload)
+    }
+}
+
+/// Waits `ms` milliseconds (a retry's back-off); returns at once in native
+/// unit tests.
+pub fn pause(ms: u64) {
+    host::pause(ms)
+}
+
 /// The host's per-kmsID cache (see the `cache` interface).
 pub mod cache {
     use crate::host;
+
+    /// How long to keep a login token that lives `expires_in` seconds:
+    /// until a minute before it expires (a tenth of its life earlier for
+    /// short-lived ones; a minute when the service gives no lifetime).
+    pub fn token_ttl(expires_in: u64) -> u32 {
+        let ttl = match expires_in {
+            0 => 60,
+            s if s > 600 => s - 60,
+            s => (s * 9 / 10).max(1),
+        };
+        ttl.min(u32::MAX as u64) as u32
+    }
 
     /// The entry for `key`, if present and not expired.
     pub fn get(key: &str) -> Option<Vec<u8>> {
@@ -279,4 +318,25 @@ macro_rules! export_provider {
 
         $crate::bindings::export_bindings!(__KmshostExport);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        for (expires_in, ttl) in [
+            (3600, 3540),
+            (601, 541),
+            (600, 540),
+            (60, 54),
+            (1, 1),
+            (0, 60),
+        ] {
+            assert_eq!(
+                super::cache::token_ttl(expires_in),
+                ttl,
+                "expires_in {expires_in}"
+            );
+        }
+    }
 }

@@ -70,6 +70,10 @@ type Handler = Box<dyn FnMut(&MockRequest) -> MockReply>;
 /// Answers `hsm` calls: `(encrypt?, label, data, aad)` → bytes.
 type HsmHandler = Box<dyn FnMut(bool, &str, &[u8], &[u8]) -> Result<Vec<u8>>>;
 
+/// Answers `signing.sign`: `(certificate name, algorithm, payload)` →
+/// signature bytes.
+type SignHandler = Box<dyn FnMut(&str, crate::signing::Algorithm, &[u8]) -> Result<Vec<u8>>>;
+
 /// Answers what a plugin sends on a TLS stream: given the endpoint and the
 /// bytes of one `send`, the bytes the server sends back (appended to what
 /// the plugin can receive), or an error as the host would report it.
@@ -99,6 +103,8 @@ pub struct MockHost {
     streams_opened: usize,
     offers: Vec<Vec<u8>>,
     hsm_handler: Option<HsmHandler>,
+    signer: Option<(String, crate::signing::CertificateInfo, SignHandler)>,
+    signed: Vec<Vec<u8>>,
 }
 
 thread_local! {
@@ -132,6 +138,18 @@ impl MockHost {
         handler: impl FnMut(&str, &[u8]) -> Result<Vec<u8>> + 'static,
     ) -> Self {
         self.stream_handler = Some(Box::new(handler));
+        self
+    }
+
+    /// Grants the certificate `name` (its public parts `certificate`) for
+    /// `signing`: `handler(name, algorithm, payload)` makes the signature.
+    pub fn on_sign(
+        mut self,
+        name: &str,
+        certificate: crate::signing::CertificateInfo,
+        handler: impl FnMut(&str, crate::signing::Algorithm, &[u8]) -> Result<Vec<u8>> + 'static,
+    ) -> Self {
+        self.signer = Some((name.to_string(), certificate, Box::new(handler)));
         self
     }
 
@@ -184,6 +202,31 @@ impl MockHost {
         }
         self.offers.push(blob.to_vec());
         Ok(())
+    }
+
+    pub(crate) fn certificate(&mut self, name: &str) -> Result<crate::signing::CertificateInfo> {
+        match &self.signer {
+            Some((n, c, _)) if n == name => Ok(c.clone()),
+            _ => Err(KmsError::Denied(format!(
+                "certificate {name:?} is not granted (mock host: on_sign)"
+            ))),
+        }
+    }
+
+    pub(crate) fn sign(
+        &mut self,
+        name: &str,
+        alg: crate::signing::Algorithm,
+        payload: &[u8],
+    ) -> Result<crate::signing::Signed> {
+        let certificate = self.certificate(name)?;
+        let (_, _, h) = self.signer.as_mut().expect("checked above");
+        let signature = h(name, alg, payload)?;
+        self.signed.push(payload.to_vec());
+        Ok(crate::signing::Signed {
+            signature,
+            certificate,
+        })
     }
 
     pub(crate) fn hsm(
@@ -319,6 +362,11 @@ impl Installed {
     /// The blob offered through `rewrap.offer`, if any.
     pub fn offered(&self) -> Option<Vec<u8>> {
         with(|h| h.offers.first().cloned())
+    }
+
+    /// The payloads the plugin had signed, in order.
+    pub fn signed(&self) -> Vec<Vec<u8>> {
+        with(|h| h.signed.clone())
     }
 }
 

@@ -1,0 +1,184 @@
+//! Entra ID login with a client certificate (OAuth 2.0 client credentials
+//! with a JWT client assertion): the assertion is built here and signed by
+//! the host with the certificate's key (`signing` import, contract 0.1.4),
+//! exchanged at the tenant's token endpoint, and the access token is kept
+//! in the host's cache until shortly before it expires — one login per
+//! token lifetime.
+
+use crate::config::AzureConfig;
+use kmshost_plugin_sdk::bindings::kmshost::plugin::signing::Algorithm;
+use kmshost_plugin_sdk::encoding::{b64url_encode, form_urlencoded};
+use kmshost_plugin_sdk::http::Request;
+use kmshost_plugin_sdk::{KmsError, Result, cache, signing};
+use zeroize::Zeroizing;
+
+/// The cache entry holding the access token.
+pub const TOKEN_CACHE_KEY: &str = "entra-token";
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// How long an assertion is valid, in seconds (MSAL's ten minutes).
+pub const ASSERTION_LIFETIME: u64 = 600;
+
+/// A bearer token for the next request: the cached one, or a new one.
+pub fn token(cfg: &AzureConfig) -> Result<Zeroizing<String>> {
+    if let Some(t) = cache::get(TOKEN_CACHE_KEY) {
+        return Ok(Zeroizing::new(String::from_utf8(t)?));
+    }
+    login(cfg)
+}
+
+/// Forgets the cached token (Key Vault refused it); returns whether there
+/// was one, so the caller logs in again once.
+pub fn forget() -> bool {
+    let had = cache::get(TOKEN_CACHE_KEY).is_some();
+    cache::remove(TOKEN_CACHE_KEY);
+    had
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A random `jti`: a UUID v4.
+fn jti() -> String {
+    let mut b = [0u8; 16];
+    // Without randomness the assertion would repeat: refuse instead.
+    if getrandom::fill(&mut b).is_err() {
+        return String::new();
+    }
+    kmshost_plugin_sdk::encoding::uuid_v4(b)
+}
+
+/// The signed client assertion for one login.
+pub fn assertion(cfg: &AzureConfig) -> Result<String> {
+    let cert = signing::certificate(&cfg.cert)?;
+    let jti = jti();
+    if jti.is_empty() {
+        return Err(KmsError::Other(
+            "no randomness for the assertion's jti".into(),
+        ));
+    }
+    let now = now();
+    let claims = serde_json::json!({
+        "aud": cfg.token_url,
+        "iss": cfg.client_id,
+        "sub": cfg.client_id,
+        "jti": jti,
+        "nbf": now,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME,
+    });
+    let claims = b64url_encode(claims.to_string().as_bytes());
+    let mut thumbprints = cert;
+    // Once more if the certificate was renewed between the two calls.
+    for _ in 0..2 {
+        let header = match cfg.algorithm {
+            Algorithm::Rs256 => {
+                serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": thumbprints.x5t})
+            }
+            Algorithm::Ps256 => {
+                serde_json::json!({"alg": "PS256", "typ": "JWT", "x5t#S256": thumbprints.x5t_s256})
+            }
+        };
+        let input = format!("{}.{claims}", b64url_encode(header.to_string().as_bytes()));
+        let signed = signing::sign(&cfg.cert, cfg.algorithm, input.as_bytes())?;
+        if signed.certificate.x5t_s256 == thumbprints.x5t_s256 {
+            return Ok(format!("{input}.{}", b64url_encode(&signed.signature)));
+        }
+        thumbprints = signed.certificate;
+    }
+    Err(KmsError::Unavailable(format!(
+        "certificate {} changed while the login assertion was signed; try again",
+        cfg.cert
+    )))
+}
+
+fn login(cfg: &AzureConfig) -> Result<Zeroizing<String>> {
+    let assertion = Zeroizing::new(assertion(cfg)?);
+    let body = Zeroizing::new(form_urlencoded([
+        ("client_id", cfg.client_id.as_str()),
+        ("scope", cfg.scope.as_str()),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion.as_str()),
+        ("grant_type", "client_credentials"),
+    ]));
+    let resp = Request::post(&cfg.token_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .timeout_secs(cfg.timeout_secs)
+        .body(body.as_bytes().to_vec())
+        .send()?;
+    let what = format!(
+        "Entra ID login of client {} in tenant {}",
+        cfg.client_id, cfg.tenant_id
+    );
+    match resp.status {
+        200..=299 => {}
+        400 | 401 | 403 => {
+            return Err(KmsError::Denied(format!(
+                "{what}: HTTP {}: {}",
+                resp.status,
+                entra_error(&resp.body)
+            )));
+        }
+        _ => {
+            return Err(resp
+                .error_for_status(&what)
+                .err()
+                .unwrap_or(KmsError::Other(what)));
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Token {
+        access_token: String,
+        #[serde(default)]
+        token_type: Option<String>,
+        #[serde(default)]
+        expires_in: u64,
+    }
+    let t: Token = resp.json()?;
+    let access = Zeroizing::new(t.access_token);
+    if access.is_empty()
+        || t.token_type
+            .as_deref()
+            .is_some_and(|k| !k.eq_ignore_ascii_case("bearer"))
+    {
+        return Err(KmsError::Other(format!(
+            "{what}: no bearer token in the reply"
+        )));
+    }
+    cache::set(
+        TOKEN_CACHE_KEY,
+        access.as_bytes(),
+        cache::token_ttl(t.expires_in),
+    );
+    Ok(access)
+}
+
+/// Entra ID's error (`error`, `error_description`: the AADSTS code says
+/// why), short and printable; never the request.
+fn entra_error(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct EntraError {
+        #[serde(default)]
+        error: String,
+        #[serde(default)]
+        error_description: String,
+    }
+    match serde_json::from_slice::<EntraError>(body) {
+        Ok(e) if !e.error.is_empty() => {
+            // The description's first line carries the AADSTS code and why;
+            // the rest is trace and correlation IDs.
+            let first = e.error_description.lines().next().unwrap_or_default();
+            let text: String = format!("{} {first}", e.error)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(400)
+                .collect();
+            text.trim().to_string()
+        }
+        _ => "the client assertion was refused".into(),
+    }
+}
