@@ -316,7 +316,7 @@ impl secrets::Host for HostState {
             let kms_id = self.shared.kms_id.clone();
             if self.shared.grants.is_withheld(&name) {
                 return Ok(Err(self.deny(format!(
-                    "Secret {name:?} holds kmsID {kms_id}'s TLS, HSM or signing material: the host reads it, plugins never do"
+                    "Secret {name:?} holds kmsID {kms_id}'s TLS material, HSM PIN or signing key: the host reads it, plugins never do"
                 ))));
             }
             return Ok(Err(self.deny(format!(
