@@ -862,16 +862,25 @@ impl Parsing<'_> {
         Ok(found.map(|(s, v)| (s.to_string(), v.clone())))
     }
 
+    /// The value of declared option `o`, or the default the host filled
+    /// in: (the spelling that set it, or the option's name; the value).
+    fn value_or_default(&self, o: &OptionSpec) -> Result<Option<(String, String)>, ConfigError> {
+        if let Some(v) = self.value_of(o)? {
+            return Ok(Some(v));
+        }
+        Ok(self
+            .injected
+            .iter()
+            .find(|(n, _)| *n == o.name)
+            .map(|(n, v)| (n.clone(), v.clone())))
+    }
+
     /// Each declared option of `kind` with its value, or the default the
     /// host filled in: (the spelling that set it, the value).
     fn declared_values(&self, kind: OptionKind) -> Result<Vec<(String, String)>, ConfigError> {
         let mut out = Vec::new();
         for o in self.declared().filter(|o| o.kind == kind) {
-            if let Some(v) = self.value_of(o)? {
-                out.push(v);
-            } else if let Some((_, d)) = self.injected.iter().find(|(n, _)| *n == o.name) {
-                out.push((o.name.clone(), d.clone()));
-            }
+            out.extend(self.value_or_default(o)?);
         }
         Ok(out)
     }
@@ -927,15 +936,7 @@ impl Parsing<'_> {
         let ns = self.secret_namespace(default_ns)?;
         for o in self.declared() {
             let Some(keys) = &o.tls_keys else { continue };
-            let value = match self.value_of(o)? {
-                Some((spelling, v)) => Some((spelling, v)),
-                None => self
-                    .injected
-                    .iter()
-                    .find(|(n, _)| *n == o.name)
-                    .map(|(n, v)| (n.clone(), v.clone())),
-            };
-            let Some((option, name)) = value else {
+            let Some((option, name)) = self.value_or_default(o)? else {
                 continue;
             };
             let secret = secret_ref(&name, ns.clone()).map_err(|m| self.invalid(&option, m))?;
@@ -1020,15 +1021,7 @@ impl Parsing<'_> {
             .declared()
             .filter(|o| o.kind == OptionKind::SigningCert)
         {
-            let value = match self.value_of(o)? {
-                Some(v) => Some(v),
-                None => self
-                    .injected
-                    .iter()
-                    .find(|(n, _)| *n == o.name)
-                    .map(|(n, v)| (n.clone(), v.clone())),
-            };
-            let Some((option, name)) = value else {
+            let Some((option, name)) = self.value_or_default(o)? else {
                 continue;
             };
             let secret = secret_ref(&name, ns.clone()).map_err(|m| self.invalid(&option, m))?;
