@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod azure;
 pub mod csi;
 pub mod http;
 pub mod keyprotect;

@@ -43,6 +43,7 @@ pub fn put(cfg: &AzureConfig, key_id: &str, passphrase: &[u8]) -> Result<()> {
             recover(cfg, name)?;
             send_after_recovery(cfg, &set)
         }
+        Err(Recovering) => send_after_recovery(cfg, &set),
         other => other.map_err(into_kms).map(drop),
     }
 }
@@ -101,11 +102,12 @@ fn recover(cfg: &AzureConfig, name: &str) -> Result<()> {
     send(cfg, &call).map_err(into_kms).map(drop)
 }
 
-/// Recovery takes a moment on the real service: set, a few times.
+/// Recovery takes a moment on the real service (the name answers 409
+/// `ObjectIsBeingRecovered` meanwhile): set, a few times.
 fn send_after_recovery(cfg: &AzureConfig, set: &Call) -> Result<()> {
     for _ in 0..4 {
         match send(cfg, set) {
-            Err(Deleted) | Err(Failed(KmsError::NotFound(_))) => pause(500),
+            Err(Deleted | Recovering) | Err(Failed(KmsError::NotFound(_))) => pause(500),
             other => return other.map_err(into_kms).map(drop),
         }
     }
@@ -116,14 +118,17 @@ fn send_after_recovery(cfg: &AzureConfig, set: &Call) -> Result<()> {
 enum Failure {
     /// 409: the name belongs to a soft-deleted secret.
     Deleted,
+    /// 409: the secret is being recovered; it is usable in a moment.
+    Recovering,
     /// Anything else, as the contract's error.
     Failed(KmsError),
 }
-use Failure::{Deleted, Failed};
+use Failure::{Deleted, Failed, Recovering};
 
 fn into_kms(f: Failure) -> KmsError {
     match f {
         Deleted => KmsError::Other("the secret is soft-deleted".into()),
+        Recovering => KmsError::Unavailable("the secret is still being recovered".into()),
         Failed(e) => e,
     }
 }
@@ -142,9 +147,11 @@ fn send(cfg: &AzureConfig, call: &Call) -> core::result::Result<Response, Failur
                 retried = true;
                 pause(retry_after(&resp));
             }
-            409 if error_code(&resp.body).is_some_and(|c| c.contains("Deleted")) => {
-                return Err(Deleted);
-            }
+            409 => match error_code(&resp.body).as_deref() {
+                Some(c) if c.contains("BeingRecovered") => return Err(Recovering),
+                Some(c) if c.contains("Deleted") => return Err(Deleted),
+                _ => return Err(Failed(error(cfg, &resp, &call.what))),
+            },
             _ => return Err(Failed(error(cfg, &resp, &call.what))),
         }
     }
