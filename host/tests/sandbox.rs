@@ -1858,3 +1858,93 @@ mod hsm_probe {
         kms.wrap("t", &key("pvc-1"), &p).await.unwrap();
     }
 }
+
+mod signer_probe {
+    use super::*;
+    use common::azure::TestCert;
+    use kmshost::kms::generate_passphrase;
+
+    /// The guest with a manifest declaring a signing-cert option `CERT`
+    /// (key `CLIENT_CERT`), its entry granting Secret `cert` for signing
+    /// and, through `kmshostSecrets`, for reading too (or, without
+    /// `signing`, a manifest and entry with no certificate at all).
+    fn probe(mode: &str, name: &str, signing: bool, dir: &Path, cert: &TestCert) -> Kms {
+        let mut options = vec![
+            json!({"name": "mode", "kind": "plain"}),
+            json!({"name": "name", "kind": "plain"}),
+        ];
+        if signing {
+            options.push(json!({"name": "CERT", "kind": "signing-cert", "key": "CLIENT_CERT"}));
+        }
+        let m = json!({"manifest": 1, "contract": "0.1.4", "name": "signer_probe",
+            "types": {"test-guest": {"capabilities": ["wrap"]}}, "options": options});
+        let path = dir.join(format!("signer-probe-{mode}-{name}-{signing}.wasm"));
+        std::fs::write(
+            &path,
+            common::with_manifest(&std::fs::read(SIGNER_PROBE).unwrap(), &m),
+        )
+        .unwrap();
+        common::write_secret(
+            dir,
+            "cert",
+            &[("CLIENT_CERT", cert.client_cert().as_bytes())],
+        );
+        let mut extra = json!({"mode": mode, "name": name, "kmshostSecrets": "cert"});
+        if signing {
+            extra["CERT"] = "cert".into();
+        }
+        guest_kms(path.to_str().unwrap(), extra, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn signing_grant_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = TestCert::rsa(2048);
+        let kms = probe("sign", "cert", true, dir.path(), &cert);
+        let p = generate_passphrase();
+        let out = kms.wrap("t", &key("pvc-1"), &p).await.unwrap().into_bytes();
+        let dot = out.len() - cert.x5t_s256().len() - 1;
+        assert_eq!(&out[dot + 1..], cert.x5t_s256().as_bytes());
+        // The signature is the certificate's key's, over what the guest gave.
+        let der = rustls::pki_types::CertificateDer::from(cert.der.clone());
+        let ee = webpki::EndEntityCert::try_from(&der).unwrap();
+        ee.verify_signature(
+            webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+            p.expose(),
+            &out[..dot],
+        )
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn signing_grant_violated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = TestCert::rsa(2048);
+        let p = generate_passphrase();
+        for (mode, name, signing, says) in [
+            (
+                "sign",
+                "other",
+                true,
+                "certificate \"other\" is not granted to kmsID t",
+            ),
+            ("sign", "cert", false, "granted: none"),
+            ("big", "cert", true, "at most 8192"),
+            ("flood", "cert", true, "more than 8 signing calls"),
+            ("steal", "cert", true, "signing key"),
+        ] {
+            let kms = probe(mode, name, signing, dir.path(), &cert);
+            match kms.wrap("t", &key("pvc-1"), &p).await {
+                Err(e @ KmsError::Denied { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains(says), "{mode}/{name}/{signing}: {text}");
+                    assert!(!text.contains("PRIVATE KEY"), "{text}");
+                }
+                other => panic!("{mode}/{name}/{signing}: {other:?}"),
+            }
+        }
+        // The host keeps serving a well-behaved kmsID.
+        let kms = probe("sign", "cert", true, dir.path(), &cert);
+        kms.wrap("t", &key("pvc-1"), &p).await.unwrap();
+    }
+}
