@@ -727,11 +727,8 @@ fn vault(s: &mut State, r: &Recorded) -> Reply {
     let Some(bearer) = bearer else {
         return challenge(s, "AKV10000: Request is missing a Bearer or PoP token.");
     };
-    if !s
-        .tokens
-        .get(bearer)
-        .is_some_and(|t| t.expires > Instant::now())
-    {
+    let now = Instant::now();
+    if s.tokens.get(bearer).is_none_or(|t| t.expires <= now) {
         s.refused_tokens += 1;
         return challenge(s, "[TokenExpired] Error validating token: 'S2S12086'.");
     }

@@ -283,9 +283,12 @@ mod tests {
         assert!(c.vault("x").ends_with("api-version=7.6-preview"));
     }
 
+    /// Options set, options removed, the option the error must name.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
     #[test]
     fn bad_options_are_named() {
-        let table: &[(&[(&str, &str)], &[&str], &str)] = &[
+        let table: &[Case] = &[
             (&[], &["AZURE_VAULT_URL"], "AZURE_VAULT_URL"),
             (&[], &["AZURE_CLIENT_ID"], "AZURE_CLIENT_ID"),
             (&[], &["AZURE_TENANT_ID"], "AZURE_TENANT_ID"),

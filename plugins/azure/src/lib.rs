@@ -15,6 +15,9 @@ pub mod config;
 pub mod login;
 pub mod vault;
 
+#[cfg(test)]
+mod tests;
+
 use config::AzureConfig;
 use kmshost_plugin_sdk::{Capabilities, Options, PluginInfo, Provider, Result, export_provider};
 
