@@ -641,3 +641,24 @@ async fn the_fake_refuses_what_the_service_refuses() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("api-version"));
 }
+
+/// Rook's `connectionDetails` (`KMS_PROVIDER: azure-kv`, the same option
+/// names) reach the same plugin and the same secrets.
+#[tokio::test(flavor = "multi_thread")]
+async fn rook_connection_details_work_the_same() {
+    let az = FakeAzure::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    az.register(cert());
+    write_cert(dir.path(), "rook-azure", &cert().client_cert());
+    let mut rook = entry(&az);
+    let o = rook.as_object_mut().unwrap();
+    o.remove("encryptionKMSType");
+    o.insert("KMS_PROVIDER".into(), "azure-kv".into());
+    o.insert("AZURE_CERT_SECRET_NAME".into(), "rook-azure".into());
+    let kms = common::kms(&json!({"rook": rook}), dir.path(), None);
+    let v = key("rook-ceph-osd-encryption-key-set1-data-0");
+    let pass = generate_passphrase();
+    kms.put("rook", &v, &pass).await.unwrap();
+    assert_eq!(kms.get("rook", &v).await.unwrap(), pass);
+    assert!(az.secret(v.as_str()).is_some());
+}

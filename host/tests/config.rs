@@ -181,10 +181,11 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
         "types": {"azure-kv": {"capabilities": ["store"]}},
         "options": [
             endpoint("AZURE_VAULT_URL", None),
+            {"name": "AZURE_CERT_SECRET_NAME", "kind": "signing-cert", "key": "CLIENT_CERT",
+             "default": "ceph-csi-azure-credentials"},
             endpoint("AZURE_AUTHORITY_HOST", Some("https://login.microsoftonline.com")),
             {"name": "AZURE_CLIENT_ID", "kind": "plain"},
-            {"name": "AZURE_TENANT_ID", "kind": "plain"},
-            {"name": "AZURE_CERT_SECRET_NAME", "kind": "secret", "default": "ceph-csi-azure-credentials"}
+            {"name": "AZURE_TENANT_ID", "kind": "plain"}
         ]
     });
     for (name, m) in [("keyprotect", keyprotect), ("azure", azure)] {
@@ -225,10 +226,12 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
         message.contains(r#"add "IBM_KP_SECRET_NAME": "ceph-csi-kp-credentials" to the entry"#),
         "{message}"
     );
+    // A signing certificate's default is a grant too: refused the same way.
     let (option, message) = refused("azure-test");
-    assert_eq!(option, "AZURE_AUTHORITY_HOST");
+    assert_eq!(option, "AZURE_CERT_SECRET_NAME");
     assert!(
-        message.contains("is not allowed on the plugin's word"),
+        message
+            .contains(r#"add "AZURE_CERT_SECRET_NAME": "ceph-csi-azure-credentials" to the entry"#),
         "{message}"
     );
     // Written once, in the plugin's own options, they are allowed and
@@ -267,6 +270,9 @@ fn first_party_types_from_plugin_dir_get_endpoint_allow_lists_and_grants() {
             "https://login.microsoftonline.com:443"
         ]
     );
+    let az = t.get("az").unwrap();
+    assert_eq!(az.signing[0].name, "azure-cert");
+    assert!(az.grants.lookup("azure-cert").is_none(), "signing only");
     let kp = t.get("kp").unwrap();
     assert_eq!(
         kp.grants.iter().map(|s| s.to_string()).collect::<Vec<_>>(),

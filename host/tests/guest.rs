@@ -18,7 +18,10 @@
 //! its root key rotated mid-way, the rewrapped key kept and opening the
 //! volume. With SoftHSM2 installed, `guest_pkcs11_lifecycle`: the same with
 //! a `pkcs11` kmsID, its key label rotated mid-way, SoftHSM2 run by the
-//! guest's kmshost from the host's `/usr`.
+//! guest's kmshost from the host's `/usr`. And always
+//! `guest_azure_lifecycle`: the same with an `azure-kv` kmsID against the
+//! host's fake Entra ID and Key Vault, the login assertion signed by the
+//! guest's kmshost with the certificate's key.
 
 mod common;
 
@@ -35,6 +38,7 @@ const VAULT_PASS: &str = "GUEST-VAULT-LIFECYCLE-PASS";
 const KMIP_PASS: &str = "GUEST-KMIP-LIFECYCLE-PASS";
 const KP_PASS: &str = "GUEST-KEYPROTECT-LIFECYCLE-PASS";
 const HSM_PASS: &str = "GUEST-PKCS11-LIFECYCLE-PASS";
+const AZ_PASS: &str = "GUEST-AZURE-LIFECYCLE-PASS";
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -119,6 +123,19 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         "KMSHOST_GUEST_KP=http://{HOST_FROM_GUEST}:{} KMSHOST_GUEST_KP_ROOT={kp_root} ",
         kp.server.addr.port()
     );
+    // The fake Entra ID and Key Vault (no emulator exists), the
+    // certificate registered on the app and in a file the guest reads.
+    let az = rt.block_on(common::azure::FakeAzure::start());
+    let az_cert = common::azure::TestCert::rsa(2048);
+    az.register(&az_cert);
+    let az_file = work.join("azure-client-cert.pem");
+    std::fs::write(&az_file, az_cert.client_cert()).unwrap();
+    let az_env = format!(
+        "KMSHOST_GUEST_AZ_VAULT=http://{HOST_FROM_GUEST}:{} KMSHOST_GUEST_AZ_LOGIN=http://{HOST_FROM_GUEST}:{} KMSHOST_GUEST_AZ_CERT={} ",
+        az.vault.addr.port(),
+        az.entra.addr.port(),
+        az_file.display()
+    );
     let hsm_env = match common::softhsm::softhsm("dm-crypt with a pkcs11 kmsID") {
         Some(_) => "KMSHOST_GUEST_SOFTHSM=1 ",
         None => "",
@@ -129,7 +146,7 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
     std::fs::write(
         work.join("run-in-guest.sh"),
         format!(
-            "cd {host}\n{vault_env}{kmip_env}{kp_env}{hsm_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
+            "cd {host}\n{vault_env}{kmip_env}{kp_env}{az_env}{hsm_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
              --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
             host = repo.join("host").display(),
             exe = exe.display(),
@@ -209,6 +226,13 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         "the guest's stages unwrapped at the fake: {unwraps}"
     );
     assert_eq!(kp.exchanges(), 1, "one token for the guest's whole run");
+    assert!(text.contains(AZ_PASS), "guest output:\n{text}");
+    // The guest deleted its volume: its secret is soft-deleted, not purged.
+    let id = kmshost::csi::volume_id_for("pvc-guest-azure");
+    let secret = az.secret(&id).expect("the volume's secret, named after it");
+    assert!(secret.deleted, "soft-deleted with its volume");
+    assert_eq!(secret.versions.len(), 2, "created, then rotated");
+    assert_eq!(az.logins(), 1, "one login for the guest's whole run");
 }
 
 fn fs_total(path: &Path) -> u64 {
@@ -616,6 +640,63 @@ async fn guest_keyprotect_lifecycle() {
     assert!(h.record(&id).is_none());
     h.stop().await;
     println!("{KP_PASS}");
+}
+
+/// The encrypted lifecycle with an `azure-kv` kmsID against the host's fake
+/// Entra ID and Key Vault: create (the passphrase a secret named after the
+/// volume; the guest's kmshost signs the login assertion) → stage (format,
+/// open, mkfs, mount) → write → unstage → rotate the LUKS key (a new
+/// version) → stage with it → read back → delete (soft delete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_azure_lifecycle() {
+    use common::azure::{CLIENT_ID, TENANT};
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}"));
+    let mut config = metadata_config();
+    config["azure"] = serde_json::json!({
+        "encryptionKMSType": "azure-kv", "AZURE_VAULT_URL": env("KMSHOST_GUEST_AZ_VAULT"),
+        "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT,
+        "AZURE_AUTHORITY_HOST": env("KMSHOST_GUEST_AZ_LOGIN")
+    });
+    let h = CsiHarness::start(&config).await;
+    let pem = std::fs::read(env("KMSHOST_GUEST_AZ_CERT")).unwrap();
+    common::write_secret(
+        &h.secrets,
+        "ceph-csi-azure-credentials",
+        &[("CLIENT_CERT", &pem)],
+    );
+    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "azure")];
+    let id = h
+        .create("pvc-guest-azure", 48 * MIB, params, None)
+        .await
+        .unwrap()
+        .volume_id;
+    assert_eq!(
+        h.record(&id).unwrap().encryption.unwrap().key,
+        KeyHolding::Stored
+    );
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let staging = h.path("staging-azure");
+    let data = "kept in Azure Key Vault";
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(mapper.exists(), "dm-crypt mapping open");
+    std::fs::write(staging.join("data.txt"), data).unwrap();
+    h.rotate(&id).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.unstage(&id, &staging).await.unwrap();
+    h.delete(&id).await.unwrap();
+    assert!(h.record(&id).is_none());
+    h.stop().await;
+    println!("{AZ_PASS}");
 }
 
 /// The encrypted lifecycle with a `pkcs11` kmsID: SoftHSM2 (the host's

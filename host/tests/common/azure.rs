@@ -525,7 +525,13 @@ fn token_request(s: &mut State, r: &Recorded) -> Result<Reply, Reply> {
             "JWT token is invalid or malformed.",
         ));
     }
-    let token_url = format!("{}{path}", s.entra_url);
+    // The endpoint as the client addressed it (a guest reaches the fake
+    // by another address than the host does).
+    let base = match &r.host {
+        Some(h) => format!("http://{h}"),
+        None => s.entra_url.clone(),
+    };
+    let token_url = format!("{base}{path}");
     let a = check_assertion(s, &f["client_assertion"], &token_url)?;
     s.assertions.push(a);
     s.logins += 1;

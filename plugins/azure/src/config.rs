@@ -2,7 +2,7 @@
 //! additions for sovereign clouds and tuning, and the Key Vault name rules.
 
 use kmshost_plugin_sdk::bindings::kmshost::plugin::signing::Algorithm;
-use kmshost_plugin_sdk::{KmsError, Options, Result, invalid_config};
+use kmshost_plugin_sdk::{KmsError, Options, Result, base_url, invalid_config};
 
 /// ceph-csi's default Secret name.
 pub const DEFAULT_SECRET: &str = "ceph-csi-azure-credentials";
@@ -135,24 +135,6 @@ pub fn secret_name(key_id: &str) -> Result<&str> {
             "volume {key_id:?} cannot be an Azure Key Vault secret name (1 to {MAX_SECRET_NAME} letters, digits and '-'): azure-kv keeps each passphrase in a secret named after its volume ID"
         )))
     }
-}
-
-/// An `https://host[:port]` URL (a path prefix kept), no trailing `/`.
-fn base_url(option: &str, url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid_config(option, "must be an https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(invalid_config(option, "has no host"));
-    }
-    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid_config(
-            option,
-            "must be a plain URL (no query, fragment or spaces)",
-        ));
-    }
-    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// Client and tenant IDs: GUIDs, or a tenant's domain name.

@@ -130,31 +130,7 @@ fn login(cfg: &AzureConfig) -> Result<Zeroizing<String>> {
                 .unwrap_or(KmsError::Other(what)));
         }
     }
-    #[derive(serde::Deserialize)]
-    struct Token {
-        access_token: String,
-        #[serde(default)]
-        token_type: Option<String>,
-        #[serde(default)]
-        expires_in: u64,
-    }
-    let t: Token = resp.json()?;
-    let access = Zeroizing::new(t.access_token);
-    if access.is_empty()
-        || t.token_type
-            .as_deref()
-            .is_some_and(|k| !k.eq_ignore_ascii_case("bearer"))
-    {
-        return Err(KmsError::Other(format!(
-            "{what}: no bearer token in the reply"
-        )));
-    }
-    cache::set(
-        TOKEN_CACHE_KEY,
-        access.as_bytes(),
-        cache::token_ttl(t.expires_in),
-    );
-    Ok(access)
+    resp.bearer_token(TOKEN_CACHE_KEY, &what)
 }
 
 /// Entra ID's error (`error`, `error_description`: the AADSTS code says

@@ -145,7 +145,7 @@ fn send(cfg: &AzureConfig, call: &Call) -> core::result::Result<Response, Failur
             }
             429 | 500..=599 if !retried => {
                 retried = true;
-                pause(retry_after(&resp));
+                pause(resp.retry_after_ms(2000));
             }
             409 => match error_code(&resp.body).as_deref() {
                 Some(c) if c.contains("BeingRecovered") => return Err(Recovering),
@@ -170,15 +170,6 @@ fn send_once(cfg: &AzureConfig, call: &Call) -> Result<Response> {
             .body(call.body.to_vec());
     }
     req.send()
-}
-
-/// How long to wait before the one retry: `retry-after` seconds, at most
-/// two, half a second when absent.
-fn retry_after(resp: &Response) -> u64 {
-    resp.header("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(500, |s| s.saturating_mul(1000))
-        .min(2000)
 }
 
 /// The contract's error for a Key Vault error response, naming the vault,

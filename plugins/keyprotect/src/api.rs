@@ -66,7 +66,7 @@ pub fn send(cfg: &KpConfig, call: &Call<'_>) -> Result<Response> {
             401 if !relogged && iam::forget() => relogged = true,
             429 if !throttled => {
                 throttled = true;
-                pause(retry_after(&resp));
+                pause(resp.retry_after_ms(2000));
             }
             _ => return Err(error(cfg, &resp, &call.what, call.action)),
         }
@@ -103,16 +103,6 @@ fn correlation_id() -> String {
         b = [0; 16];
     }
     kmshost_plugin_sdk::encoding::uuid_v4(b)
-}
-
-/// How long to wait before the one retry of a throttled request: the
-/// `retry-after` seconds, at most two, half a second when absent.
-fn retry_after(resp: &Response) -> u64 {
-    let ms = resp
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(500, |s| s.saturating_mul(1000));
-    ms.min(2000)
 }
 
 /// The contract's error for a Key Protect error response.

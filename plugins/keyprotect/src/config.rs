@@ -1,7 +1,7 @@
 //! Options, with ceph-csi's names (`IBM_KP_*`) and Rook's aliases
 //! (`IBM_BASE_URL`, `IBM_TOKEN_URL`), and what the Secret holds.
 
-use kmshost_plugin_sdk::{KmsError, Options, Result, invalid_config, secret_string};
+use kmshost_plugin_sdk::{KmsError, Options, Result, base_url, invalid_config, secret_string};
 use zeroize::Zeroizing;
 
 /// ceph-csi's default Secret name.
@@ -53,7 +53,7 @@ impl KpConfig {
         let token_url = o
             .take_any(&["IBM_KP_TOKEN_URL", "IBM_TOKEN_URL"])
             .unwrap_or_else(|| DEFAULT_TOKEN_URL.into());
-        check_url("IBM_KP_TOKEN_URL", &token_url)?;
+        kmshost_plugin_sdk::base_url("IBM_KP_TOKEN_URL", &token_url)?;
         // ceph-csi reads the region and never uses it (its own sample sets
         // "us-south-2" beside a us-south URL): the URL alone decides.
         if let Some(region) = o.take("IBM_KP_REGION") {
@@ -132,27 +132,9 @@ impl KpConfig {
 
 /// A service URL without a trailing `/` or `/api/v2` (kp-go appends it).
 fn service_url(option: &str, url: &str) -> Result<String> {
-    check_url(option, url)?;
-    let u = url.trim_end_matches('/');
-    let u = u.strip_suffix("/api/v2").unwrap_or(u);
+    let u = base_url(option, url)?;
+    let u = u.strip_suffix("/api/v2").unwrap_or(&u);
     Ok(u.trim_end_matches('/').to_string())
-}
-
-fn check_url(option: &str, url: &str) -> Result<()> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid_config(option, "must be an https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(invalid_config(option, "has no host"));
-    }
-    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid_config(
-            option,
-            "must be a plain URL (no query, fragment or spaces)",
-        ));
-    }
-    Ok(())
 }
 
 /// IDs that go into URLs and headers: letters, digits, `-`, `_`, `.`, `:`.

@@ -331,6 +331,55 @@ impl Response {
         })
     }
 
+    /// How long to wait before retrying a throttled (429) or failing (5xx)
+    /// request, in milliseconds: the `retry-after` seconds, at most
+    /// `max_ms`; half a second (or `max_ms` if less) when absent or not a
+    /// number of seconds.
+    pub fn retry_after_ms(&self, max_ms: u64) -> u64 {
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(500, |s| s.saturating_mul(1000))
+            .min(max_ms)
+    }
+
+    /// An OAuth 2.0 token response (RFC 6749 §5.1: `access_token`,
+    /// `token_type`, `expires_in`): the bearer token, kept in the host's
+    /// cache under `cache_key` until shortly before it expires
+    /// ([`crate::cache::token_ttl`]). `what` names the login in errors;
+    /// the token is never in one.
+    pub fn bearer_token(&self, cache_key: &str, what: &str) -> Result<zeroize::Zeroizing<String>> {
+        #[derive(serde::Deserialize)]
+        struct Token {
+            access_token: String,
+            #[serde(default)]
+            token_type: Option<String>,
+            #[serde(default)]
+            expires_in: u64,
+        }
+        let t: Token = serde_json::from_slice(&self.body).map_err(|_| {
+            KmsError::Other(format!(
+                "{what}: the reply is not a token (HTTP {})",
+                self.status
+            ))
+        })?;
+        let access = zeroize::Zeroizing::new(t.access_token);
+        let bearer = t
+            .token_type
+            .as_deref()
+            .is_none_or(|k| k.eq_ignore_ascii_case("bearer"));
+        if access.is_empty() || !bearer {
+            return Err(KmsError::Other(format!(
+                "{what}: no bearer token in the reply"
+            )));
+        }
+        crate::cache::set(
+            cache_key,
+            access.as_bytes(),
+            crate::cache::token_ttl(t.expires_in),
+        );
+        Ok(access)
+    }
+
     /// The body parsed as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {

@@ -95,6 +95,27 @@ pub fn invalid_config(option: &str, message: impl Into<String>) -> KmsError {
     })
 }
 
+/// Checks a service URL option (`http://` or `https://`, a host, an
+/// optional path prefix; no query, fragment or spaces) and returns it
+/// without a trailing `/`, ready for `format!("{base}/path")`. Whether
+/// plain `http://` may be used is the host's allow-list's decision.
+pub fn base_url(option: &str, url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid_config(option, "must be an https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid_config(option, "has no host"));
+    }
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid_config(
+            option,
+            "must be a plain URL (no query, fragment or spaces)",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 /// The pseudo-Secret through which the host grants the driver's
 /// service-account token (key `token`) to types that talk to, or log in
 /// with, the Kubernetes API.
@@ -322,6 +343,70 @@ macro_rules! export_provider {
 
 #[cfg(test)]
 mod tests {
+    use crate::mock::MockHost;
+
+    #[test]
+    fn base_urls_are_checked_and_trimmed() {
+        for (url, want) in [
+            (
+                "https://kv.vault.azure.net/",
+                Ok("https://kv.vault.azure.net"),
+            ),
+            ("https://h:8443/prefix//", Ok("https://h:8443/prefix")),
+            ("http://127.0.0.1:9", Ok("http://127.0.0.1:9")),
+            ("kv.vault.azure.net", Err("must be an https:// URL")),
+            ("https://", Err("has no host")),
+            ("https:///x", Err("has no host")),
+            ("https://h/?q=1", Err("plain URL")),
+            ("https://h/a b", Err("plain URL")),
+        ] {
+            match (super::base_url("URL_OPT", url), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{url}"),
+                (Err(crate::KmsError::InvalidConfig(e)), Err(w)) => {
+                    assert_eq!(e.option, "URL_OPT");
+                    assert!(e.message.contains(w), "{url}: {}", e.message);
+                }
+                (got, _) => panic!("{url}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_cached_for_their_lifetime_and_never_printed() {
+        let h = MockHost::new().install();
+        let reply = |body: &str| MockHost::reply(200, body);
+        let t = reply(r#"{"access_token":"tok-1","token_type":"Bearer","expires_in":3600}"#)
+            .bearer_token("k", "login")
+            .unwrap();
+        assert_eq!(t.as_str(), "tok-1");
+        assert_eq!(h.cached("k").unwrap(), b"tok-1");
+        for bad in [
+            r#"{"access_token":"","token_type":"Bearer"}"#,
+            r#"{"access_token":"tok-2","token_type":"mac"}"#,
+            r#"{"token":"tok-3"}"#,
+        ] {
+            let e = reply(bad).bearer_token("k2", "login to X").unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("login to X") && !text.contains("tok-"),
+                "{text}"
+            );
+        }
+        assert!(h.cached("k2").is_none());
+    }
+
+    #[test]
+    fn retries_wait_what_the_service_asks_within_a_bound() {
+        let mut r = MockHost::reply(429, "");
+        assert_eq!(r.retry_after_ms(2000), 500, "absent");
+        r.headers.push(("retry-after".into(), b"1".to_vec()));
+        assert_eq!(r.retry_after_ms(2000), 1000);
+        r.headers[0].1 = b"30".to_vec();
+        assert_eq!(r.retry_after_ms(2000), 2000, "bounded");
+        r.headers[0].1 = b"Wed, 21 Oct 2026 07:28:00 GMT".to_vec();
+        assert_eq!(r.retry_after_ms(2000), 500, "a date is not trusted");
+    }
+
     #[test]
     fn tokens_are_renewed_before_they_expire() {
         for (expires_in, ttl) in [
