@@ -36,6 +36,10 @@ pub fn softhsm(test: &str) -> Option<PathBuf> {
         }
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("softhsm-{}", std::process::id()));
+        // A directory of this pid is a dead process's (the QEMU guest's
+        // pids repeat from boot to boot): its tokens would hold that run's
+        // keys too, so start empty.
+        let _ = std::fs::remove_dir_all(&dir);
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
         let conf = dir.join("softhsm2.conf");
