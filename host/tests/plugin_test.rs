@@ -1,7 +1,8 @@
 //! `kmshost plugin test`, the vendor's conformance suite, run as vendors
 //! run it: on the first-party plugins against their real backends (the
 //! embedded default with mounted Secrets; vault against OpenBao, KV and
-//! Transit) every case passes; on guests that break the contract the case
+//! Transit; kmip against PyKMIP; azure against the fake Entra ID and Key
+//! Vault) every case passes; on guests that break the contract the case
 //! that catches each break fails, and the exit code says so.
 
 mod common;
@@ -15,6 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kmshost");
 const SECRET_WASM: &str = concat!(env!("OUT_DIR"), "/secret.wasm");
 const VAULT_WASM: &str = concat!(env!("OUT_DIR"), "/vault.wasm");
 const KMIP_WASM: &str = concat!(env!("OUT_DIR"), "/kmip.wasm");
+const AZURE_WASM: &str = concat!(env!("OUT_DIR"), "/azure.wasm");
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 
@@ -337,4 +339,37 @@ async fn the_kubernetes_secret_store_passes_against_a_fake_apiserver() {
         &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
     );
     assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
+}
+
+/// The azure plugin against the fake Entra ID and Key Vault (none can run
+/// here; the fakes are strict to the documented shapes): every key-store
+/// case passes, the host signing each login with the certificate's key.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_passes_against_the_fake_entra_id_and_key_vault() {
+    use common::azure::{CLIENT_ID, FakeAzure, TENANT, TestCert};
+    let az = FakeAzure::start().await;
+    let cert = TestCert::rsa(2048);
+    az.register(&cert);
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(
+        &dir.path().join("secrets"),
+        "ceph-csi-azure-credentials",
+        &[("CLIENT_CERT", cert.client_cert().as_bytes())],
+    );
+    let entry = json!({"encryptionKMSType": "azure-kv", "AZURE_VAULT_URL": az.vault_url(),
+                       "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT,
+                       "AZURE_AUTHORITY_HOST": az.authority()});
+    let path = dir.path().to_path_buf();
+    let (code, text, v) =
+        tokio::task::spawn_blocking(move || plugin_test(&path, AZURE_WASM, entry))
+            .await
+            .unwrap();
+    assert_passes(
+        &text,
+        code,
+        &v,
+        &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
+    );
+    assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
+    assert!(az.logins() >= 1 && !az.assertions().is_empty());
 }
