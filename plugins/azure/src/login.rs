@@ -8,7 +8,7 @@
 use crate::config::AzureConfig;
 use kmshost_plugin_sdk::bindings::kmshost::plugin::signing::Algorithm;
 use kmshost_plugin_sdk::encoding::{b64url_encode, form_urlencoded};
-use kmshost_plugin_sdk::http::Request;
+use kmshost_plugin_sdk::http::login_for_token;
 use kmshost_plugin_sdk::{KmsError, Result, cache, signing};
 use zeroize::Zeroizing;
 
@@ -104,33 +104,18 @@ fn login(cfg: &AzureConfig) -> Result<Zeroizing<String>> {
         ("client_assertion", assertion.as_str()),
         ("grant_type", "client_credentials"),
     ]));
-    let resp = Request::post(&cfg.token_url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .timeout_secs(cfg.timeout_secs)
-        .body(body.as_bytes().to_vec())
-        .send()?;
     let what = format!(
         "Entra ID login of client {} in tenant {}",
         cfg.client_id, cfg.tenant_id
     );
-    match resp.status {
-        200..=299 => {}
-        400 | 401 | 403 => {
-            return Err(KmsError::Denied(format!(
-                "{what}: HTTP {}: {}",
-                resp.status,
-                entra_error(&resp.body)
-            )));
-        }
-        _ => {
-            return Err(resp
-                .error_for_status(&what)
-                .err()
-                .unwrap_or(KmsError::Other(what)));
-        }
-    }
-    resp.bearer_token(TOKEN_CACHE_KEY, &what)
+    login_for_token(
+        &cfg.token_url,
+        &body,
+        cfg.timeout_secs,
+        TOKEN_CACHE_KEY,
+        &what,
+        entra_error,
+    )
 }
 
 /// Entra ID's error (`error`, `error_description`: the AADSTS code says

@@ -4,8 +4,8 @@
 
 use crate::config::KpConfig;
 use kmshost_plugin_sdk::encoding::form_urlencoded;
-use kmshost_plugin_sdk::http::Request;
-use kmshost_plugin_sdk::{KmsError, Result, cache};
+use kmshost_plugin_sdk::http::login_for_token;
+use kmshost_plugin_sdk::{Result, cache};
 use zeroize::Zeroizing;
 
 /// The cache entry holding the bearer token.
@@ -35,30 +35,15 @@ fn exchange(cfg: &KpConfig) -> Result<Zeroizing<String>> {
         ("grant_type", GRANT_TYPE),
         ("apikey", api_key.as_str()),
     ]));
-    let resp = Request::post(&cfg.token_url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .timeout_secs(cfg.timeout_secs)
-        .body(body.as_bytes().to_vec())
-        .send()?;
     let what = format!("IAM token exchange at {}", cfg.token_url);
-    match resp.status {
-        200..=299 => {}
-        400 | 401 | 403 => {
-            return Err(KmsError::Denied(format!(
-                "{what}: HTTP {}: {}",
-                resp.status,
-                iam_error(&resp.body)
-            )));
-        }
-        _ => {
-            return Err(resp
-                .error_for_status(&what)
-                .err()
-                .unwrap_or(KmsError::Other(what)));
-        }
-    }
-    resp.bearer_token(TOKEN_CACHE_KEY, &what)
+    login_for_token(
+        &cfg.token_url,
+        &body,
+        cfg.timeout_secs,
+        TOKEN_CACHE_KEY,
+        &what,
+        iam_error,
+    )
 }
 
 /// IAM's error text (`errorMessage`, `errorCode`), never the request.

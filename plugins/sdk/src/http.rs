@@ -403,6 +403,41 @@ impl Response {
     }
 }
 
+/// A login at a token endpoint (OAuth 2.0 client credentials, or a
+/// service's own grant): POSTs the form body `form` to `url`, and returns
+/// the bearer token, kept in the host's cache under `cache_key`
+/// ([`Response::bearer_token`]). A refusal (400, 401, 403) is `denied`
+/// with `reason(body)` — the service's own words, which the caller keeps
+/// short and free of the request; other failures map as
+/// [`Response::error_for_status`]. `what` names the login in errors.
+pub fn login_for_token(
+    url: &str,
+    form: &str,
+    timeout_secs: u64,
+    cache_key: &str,
+    what: &str,
+    reason: impl Fn(&[u8]) -> String,
+) -> Result<zeroize::Zeroizing<String>> {
+    let resp = Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .timeout_secs(timeout_secs)
+        .body(form.as_bytes().to_vec())
+        .send()?;
+    match resp.status {
+        200..=299 => resp.bearer_token(cache_key, what),
+        400 | 401 | 403 => Err(KmsError::Denied(format!(
+            "{what}: HTTP {}: {}",
+            resp.status,
+            reason(&resp.body)
+        ))),
+        _ => Err(resp
+            .error_for_status(what)
+            .err()
+            .unwrap_or_else(|| KmsError::Other(what.to_string()))),
+    }
+}
+
 /// Splits `scheme://authority/path?query`.
 fn split_url(url: &str) -> Result<(Scheme, &str, &str)> {
     let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {

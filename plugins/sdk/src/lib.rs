@@ -396,6 +396,45 @@ mod tests {
     }
 
     #[test]
+    fn a_login_posts_the_form_and_maps_refusals() {
+        use crate::KmsError;
+        use crate::http::login_for_token;
+        let status = std::rc::Rc::new(std::cell::Cell::new(200));
+        let s = status.clone();
+        let h = MockHost::new()
+            .on_http(move |_| {
+                Ok(MockHost::reply(
+                    s.get(),
+                    r#"{"access_token":"tok","token_type":"Bearer","expires_in":60,"error":"why"}"#,
+                ))
+            })
+            .install();
+        let reason = |b: &[u8]| format!("{} bytes of reason", b.len());
+        let t = login_for_token("https://login.test/t", "a=1", 5, "k", "login", reason).unwrap();
+        assert_eq!(
+            (t.as_str(), h.cached("k").unwrap()),
+            ("tok", b"tok".to_vec())
+        );
+        let r = &h.requests()[0];
+        assert_eq!(
+            (r.method.as_str(), r.body.as_slice()),
+            ("POST", b"a=1".as_slice())
+        );
+        assert_eq!(
+            r.header("content-type").unwrap(),
+            "application/x-www-form-urlencoded"
+        );
+        for (code, denied) in [(400, true), (401, true), (403, true), (503, false)] {
+            status.set(code);
+            match login_for_token("https://login.test/t", "a=1", 5, "k", "login", reason) {
+                Err(KmsError::Denied(m)) if denied => assert!(m.contains("bytes of reason"), "{m}"),
+                Err(KmsError::Unavailable(m)) if !denied => assert!(m.contains("503"), "{m}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn retries_wait_what_the_service_asks_within_a_bound() {
         let mut r = MockHost::reply(429, "");
         assert_eq!(r.retry_after_ms(2000), 500, "absent");
