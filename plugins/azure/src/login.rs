@@ -21,18 +21,16 @@ pub const ASSERTION_LIFETIME: u64 = 600;
 
 /// A bearer token for the next request: the cached one, or a new one.
 pub fn token(cfg: &AzureConfig) -> Result<Zeroizing<String>> {
-    if let Some(t) = cache::get(TOKEN_CACHE_KEY) {
-        return Ok(Zeroizing::new(String::from_utf8(t)?));
+    match cache::token(TOKEN_CACHE_KEY)? {
+        Some(t) => Ok(t),
+        None => login(cfg),
     }
-    login(cfg)
 }
 
 /// Forgets the cached token (Key Vault refused it); returns whether there
 /// was one, so the caller logs in again once.
 pub fn forget() -> bool {
-    let had = cache::get(TOKEN_CACHE_KEY).is_some();
-    cache::remove(TOKEN_CACHE_KEY);
-    had
+    cache::forget(TOKEN_CACHE_KEY)
 }
 
 fn now() -> u64 {

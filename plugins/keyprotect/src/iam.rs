@@ -15,18 +15,16 @@ const GRANT_TYPE: &str = "urn:ibm:params:oauth:grant-type:apikey";
 
 /// A bearer token for the next request: the cached one, or a new one.
 pub fn token(cfg: &KpConfig) -> Result<Zeroizing<String>> {
-    if let Some(t) = cache::get(TOKEN_CACHE_KEY) {
-        return Ok(Zeroizing::new(String::from_utf8(t)?));
+    match cache::token(TOKEN_CACHE_KEY)? {
+        Some(t) => Ok(t),
+        None => exchange(cfg),
     }
-    exchange(cfg)
 }
 
 /// Forgets the cached token (Key Protect refused it); returns whether
 /// there was one, so the caller retries once with a new token.
 pub fn forget() -> bool {
-    let had = cache::get(TOKEN_CACHE_KEY).is_some();
-    cache::remove(TOKEN_CACHE_KEY);
-    had
+    cache::forget(TOKEN_CACHE_KEY)
 }
 
 fn exchange(cfg: &KpConfig) -> Result<Zeroizing<String>> {

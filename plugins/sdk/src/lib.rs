@@ -224,6 +224,24 @@ pub mod cache {
     pub fn remove(key: &str) {
         host::cache_remove(key)
     }
+
+    /// The login token cached under `key` (as stored by
+    /// [`crate::http::Response::bearer_token`]), if present and not
+    /// expired; an entry that is not UTF-8 is an error, never a token.
+    pub fn token(key: &str) -> crate::Result<Option<zeroize::Zeroizing<String>>> {
+        get(key)
+            .map(|t| Ok(zeroize::Zeroizing::new(String::from_utf8(t)?)))
+            .transpose()
+    }
+
+    /// Forgets the entry under `key` (a service refused the token it
+    /// holds); returns whether there was one, so the caller logs in again
+    /// once rather than for ever.
+    pub fn forget(key: &str) -> bool {
+        let had = get(key).is_some();
+        remove(key);
+        had
+    }
 }
 
 /// Logging into the host's log (never log secrets).
@@ -393,6 +411,20 @@ mod tests {
             );
         }
         assert!(h.cached("k2").is_none());
+    }
+
+    #[test]
+    fn a_cached_token_is_read_back_and_forgotten_once() {
+        use crate::cache;
+        let h = MockHost::new().install();
+        assert!(cache::token("t").unwrap().is_none());
+        assert!(!cache::forget("t"), "nothing to forget");
+        cache::set("t", b"tok-1", 60);
+        assert_eq!(cache::token("t").unwrap().unwrap().as_str(), "tok-1");
+        assert!(cache::forget("t"));
+        assert!(h.cached("t").is_none() && !cache::forget("t"));
+        cache::set("t", &[0xff, 0xfe], 60);
+        assert!(cache::token("t").is_err(), "not UTF-8 is not a token");
     }
 
     #[test]

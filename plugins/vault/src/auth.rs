@@ -12,12 +12,10 @@ const TOKEN_CACHE_KEY: &str = "vault-token";
 pub fn token(cfg: &VaultConfig) -> Result<Zeroizing<String>> {
     match &cfg.auth {
         Auth::Token { secret } => Ok(Zeroizing::new(secret_string(secret, "token")?)),
-        Auth::Kubernetes { login_path, role } => {
-            if let Some(t) = cache::get(TOKEN_CACHE_KEY) {
-                return Ok(Zeroizing::new(String::from_utf8(t)?));
-            }
-            login_kubernetes(cfg, login_path, role)
-        }
+        Auth::Kubernetes { login_path, role } => match cache::token(TOKEN_CACHE_KEY)? {
+            Some(t) => Ok(t),
+            None => login_kubernetes(cfg, login_path, role),
+        },
     }
 }
 
@@ -25,11 +23,7 @@ pub fn token(cfg: &VaultConfig) -> Result<Zeroizing<String>> {
 /// whether there was one to forget (so a retry can log in again).
 pub fn forget(cfg: &VaultConfig) -> bool {
     match cfg.auth {
-        Auth::Kubernetes { .. } => {
-            let had = cache::get(TOKEN_CACHE_KEY).is_some();
-            cache::remove(TOKEN_CACHE_KEY);
-            had
-        }
+        Auth::Kubernetes { .. } => cache::forget(TOKEN_CACHE_KEY),
         Auth::Token { .. } => false,
     }
 }
