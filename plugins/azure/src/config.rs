@@ -2,7 +2,7 @@
 //! additions for sovereign clouds and tuning, and the Key Vault name rules.
 
 use kmshost_plugin_sdk::bindings::kmshost::plugin::signing::Algorithm;
-use kmshost_plugin_sdk::{KmsError, Options, Result, base_url, invalid_config};
+use kmshost_plugin_sdk::{KmsError, Options, Result, base_url, check_identifier, invalid_config};
 
 /// ceph-csi's default Secret name.
 pub const DEFAULT_SECRET: &str = "ceph-csi-azure-credentials";
@@ -139,18 +139,12 @@ pub fn secret_name(key_id: &str) -> Result<&str> {
 
 /// Client and tenant IDs: GUIDs, or a tenant's domain name.
 fn check_id(option: &str, v: &str) -> Result<()> {
-    let ok = !v.is_empty()
-        && v.len() <= 256
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid_config(
-            option,
-            "must be an ID (a GUID, or the tenant's domain name)",
-        ))
-    }
+    check_identifier(
+        option,
+        v,
+        b"",
+        "must be an ID (a GUID, or the tenant's domain name)",
+    )
 }
 
 fn check_scope(s: &str) -> Result<()> {

@@ -1,7 +1,9 @@
 //! Options, with ceph-csi's names (`IBM_KP_*`) and Rook's aliases
 //! (`IBM_BASE_URL`, `IBM_TOKEN_URL`), and what the Secret holds.
 
-use kmshost_plugin_sdk::{KmsError, Options, Result, base_url, invalid_config, secret_string};
+use kmshost_plugin_sdk::{
+    KmsError, Options, Result, base_url, check_identifier, invalid_config, secret_string,
+};
 use zeroize::Zeroizing;
 
 /// ceph-csi's default Secret name.
@@ -139,18 +141,12 @@ fn service_url(option: &str, url: &str) -> Result<String> {
 
 /// IDs that go into URLs and headers: letters, digits, `-`, `_`, `.`, `:`.
 fn check_token(option: &str, v: &str) -> Result<()> {
-    let ok = !v.is_empty()
-        && v.len() <= 256
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid_config(
-            option,
-            "must be an ID of letters, digits, '-', '_', '.' or ':'",
-        ))
-    }
+    check_identifier(
+        option,
+        v,
+        b":",
+        "must be an ID of letters, digits, '-', '_', '.' or ':'",
+    )
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod mock;
 mod options;
 pub mod tls;
 
-pub use options::Options;
+pub use options::{Options, check_identifier};
 
 /// The bindings generated from `wit/` (the `kms-plugin` world).
 pub mod bindings {

@@ -120,6 +120,23 @@ impl Options {
     }
 }
 
+/// Checks that option `name`'s `value` is a plain identifier, safe in a
+/// URL path or a header unescaped: 1 to 256 ASCII letters, digits, `-`,
+/// `_`, `.` or a byte of `also`. Otherwise `invalid-config` naming the
+/// option, with `must_be` (e.g. "must be a GUID") as the message.
+pub fn check_identifier(name: &str, value: &str, also: &[u8], must_be: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b) || also.contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid_config(name, must_be))
+    }
+}
+
 /// Levenshtein distance over characters.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -161,6 +178,36 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn identifiers_are_plain_and_bounded() {
+        let long = "a".repeat(257);
+        for (value, also, ok) in [
+            ("inst-1_a.b", &b""[..], true),
+            ("us-south", b"", true),
+            (&long[..256], b"", true),
+            (&long[..], b"", false),
+            ("", b"", false),
+            ("crn:v1:x", b"", false),
+            ("crn:v1:x", b":", true),
+            ("a/b", b":", false),
+            ("a b", b"", false),
+            ("a%2f", b"", false),
+            ("é", b"", false),
+        ] {
+            match check_identifier("OPT", value, also, "must be an ID") {
+                Ok(()) => assert!(ok, "{value:?} accepted"),
+                Err(KmsError::InvalidConfig(c)) => {
+                    assert!(!ok, "{value:?} refused");
+                    assert_eq!(
+                        (c.option.as_str(), c.message.as_str()),
+                        ("OPT", "must be an ID")
+                    );
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
     }
 
     #[test]
