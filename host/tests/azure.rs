@@ -492,16 +492,8 @@ async fn csi_lifecycle_with_an_azure_kv_kms_id() {
         "ceph-csi-azure-credentials",
         &cert().client_cert(),
     );
-    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "azure")];
-    let id = h
-        .create("pvc-azure", 32 * MIB, params, None)
-        .await
-        .unwrap()
-        .volume_id;
-    assert_eq!(
-        h.record(&id).unwrap().encryption.unwrap().key,
-        KeyHolding::Stored
-    );
+    let id = h.create_encrypted("pvc-azure", 32 * MIB, "azure").await;
+    assert_eq!(h.holding(&id), KeyHolding::Stored);
     let key1 = h.passphrase(&id).await;
     let s = az
         .secret(&id)

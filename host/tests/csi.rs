@@ -710,13 +710,9 @@ async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
     let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "vault-kv")];
     let key_of = |id: &str| KeyId::new(id).unwrap();
 
-    let id = h
-        .create("pvc-vault", 32 * MIB, params, None)
-        .await
-        .unwrap()
-        .volume_id;
+    let id = h.create_encrypted("pvc-vault", 32 * MIB, "vault-kv").await;
     assert_eq!(
-        h.record(&id).unwrap().encryption.unwrap().key,
+        h.holding(&id),
         KeyHolding::Stored,
         "Vault KV is a key store"
     );
@@ -737,10 +733,7 @@ async fn vault_kms_id_stores_keys_and_an_outage_never_loses_or_orphans_one() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
     let crashed = kmshost::csi::volume_id_for("pvc-vault-crash");
-    assert_eq!(
-        h.record(&crashed).unwrap().encryption.unwrap().key,
-        KeyHolding::Pending
-    );
+    assert_eq!(h.holding(&crashed), KeyHolding::Pending);
     assert!(
         h.driver
             .kms()

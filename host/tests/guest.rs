@@ -422,18 +422,12 @@ async fn guest_vault_lifecycle() {
     });
     let h = CsiHarness::start(&config).await;
     common::write_secret(&h.secrets, "vault-token", &[("token", b"root")]);
-    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "vault-kv")];
     let id = h
-        .create("pvc-guest-vault", 48 * MIB, params, None)
-        .await
-        .unwrap()
-        .volume_id;
+        .create_encrypted("pvc-guest-vault", 48 * MIB, "vault-kv")
+        .await;
     assert_eq!(id, kmshost::csi::volume_id_for("pvc-guest-vault"));
     let key_id = KeyId::new(id.clone()).unwrap();
-    assert_eq!(
-        h.record(&id).unwrap().encryption.unwrap().key,
-        KeyHolding::Stored
-    );
+    assert_eq!(h.holding(&id), KeyHolding::Stored);
     let first = h.driver.kms().get("vault-kv", &key_id).await.unwrap();
     let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
     let staging = h.path("staging");
@@ -518,14 +512,9 @@ async fn guest_kmip_lifecycle() {
     common::write_secret(&h.secrets, "rook-kmip", &tls);
 
     for kms_id in ["kmip-csi", "kmip-rook"] {
-        let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
         let name = format!("pvc-guest-{kms_id}");
-        let id = h
-            .create(&name, 48 * MIB, params, None)
-            .await
-            .unwrap()
-            .volume_id;
-        let holding = h.record(&id).unwrap().encryption.unwrap().key;
+        let id = h.create_encrypted(&name, 48 * MIB, kms_id).await;
+        let holding = h.holding(&id);
         match kms_id {
             "kmip-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
             _ => assert_eq!(holding, KeyHolding::Stored),
@@ -599,13 +588,8 @@ async fn guest_keyprotect_lifecycle() {
             ("IBM_KP_CUSTOMER_ROOT_KEY", root.as_bytes()),
         ],
     );
-    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "kp-csi")];
-    let id = h
-        .create("pvc-guest-kp", 48 * MIB, params, None)
-        .await
-        .unwrap()
-        .volume_id;
-    let wrapped = h.record(&id).unwrap().encryption.unwrap().key;
+    let id = h.create_encrypted("pvc-guest-kp", 48 * MIB, "kp-csi").await;
+    let wrapped = h.holding(&id);
     assert!(matches!(wrapped, KeyHolding::Wrapped { .. }), "{wrapped:?}");
     let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
     let staging = h.path("staging-kp");
@@ -622,7 +606,7 @@ async fn guest_keyprotect_lifecycle() {
             .unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
-    let rewrapped = h.record(&id).unwrap().encryption.unwrap().key;
+    let rewrapped = h.holding(&id);
     assert_ne!(rewrapped, wrapped, "the rewrapped key is kept");
     assert_eq!(
         std::fs::read_to_string(staging.join("data.txt")).unwrap(),
@@ -669,16 +653,10 @@ async fn guest_azure_lifecycle() {
         "ceph-csi-azure-credentials",
         &[("CLIENT_CERT", &pem)],
     );
-    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "azure")];
     let id = h
-        .create("pvc-guest-azure", 48 * MIB, params, None)
-        .await
-        .unwrap()
-        .volume_id;
-    assert_eq!(
-        h.record(&id).unwrap().encryption.unwrap().key,
-        KeyHolding::Stored
-    );
+        .create_encrypted("pvc-guest-azure", 48 * MIB, "azure")
+        .await;
+    assert_eq!(h.holding(&id), KeyHolding::Stored);
     let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
     let staging = h.path("staging-azure");
     let data = "kept in Azure Key Vault";
@@ -733,13 +711,8 @@ async fn guest_pkcs11_lifecycle() {
         "hsm-pin",
         &[("PIN", common::softhsm::PIN.as_bytes())],
     );
-    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "hsm")];
-    let id = h
-        .create("pvc-guest-hsm", 48 * MIB, params, None)
-        .await
-        .unwrap()
-        .volume_id;
-    let first = h.record(&id).unwrap().encryption.unwrap().key;
+    let id = h.create_encrypted("pvc-guest-hsm", 48 * MIB, "hsm").await;
+    let first = h.holding(&id);
     assert!(matches!(first, KeyHolding::Wrapped { .. }), "{first:?}");
     let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
     let staging = h.path("staging-hsm");
@@ -751,11 +724,7 @@ async fn guest_pkcs11_lifecycle() {
     config["hsm"] = entry("key-2", Some("key-1"));
     h.set_config(&config);
     h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
-    assert_ne!(
-        h.record(&id).unwrap().encryption.unwrap().key,
-        first,
-        "rewrapped under key-2"
-    );
+    assert_ne!(h.holding(&id), first, "rewrapped under key-2");
     assert_eq!(
         std::fs::read_to_string(staging.join("data.txt")).unwrap(),
         data

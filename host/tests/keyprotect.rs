@@ -398,13 +398,8 @@ async fn csi_lifecycle_with_key_protect_kms_ids() {
     write_credentials(&h.secrets, "ceph-csi-kp-credentials", API_KEY, Some(&root));
     write_credentials(&h.secrets, "rook-kp", API_KEY, None);
     for (kms_id, name) in [("kp-csi", "pvc-kp-csi"), ("kp-rook", "pvc-kp-rook")] {
-        let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
-        let id = h
-            .create(name, 32 * MIB, params, None)
-            .await
-            .unwrap()
-            .volume_id;
-        let holding = h.record(&id).unwrap().encryption.unwrap().key;
+        let id = h.create_encrypted(name, 32 * MIB, kms_id).await;
+        let holding = h.holding(&id);
         match kms_id {
             "kp-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
             _ => assert_eq!(holding, KeyHolding::Stored),
@@ -418,7 +413,7 @@ async fn csi_lifecycle_with_key_protect_kms_ids() {
             // The root key rotates; the next stage keeps the rewrapped key.
             kp.rotate(&root);
             h.stage(&id, &staging, mount_cap("")).await.unwrap_err();
-            let now = h.record(&id).unwrap().encryption.unwrap().key;
+            let now = h.holding(&id);
             assert_ne!(now, holding, "the record holds the rewrapped key");
             assert_eq!(h.passphrase(&id).await, key1);
         }

@@ -389,14 +389,9 @@ async fn csi_lifecycle_with_kmip_kms_ids() {
     let kms = h.driver.kms().clone();
 
     for (kms_id, name) in [("kmip-csi", "pvc-kmip-csi"), ("kmip-rook", "pvc-kmip-rook")] {
-        let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", kms_id)];
-        let id = h
-            .create(name, 32 * MIB, params, None)
-            .await
-            .unwrap()
-            .volume_id;
+        let id = h.create_encrypted(name, 32 * MIB, kms_id).await;
         let v = key(&id);
-        let holding = h.record(&id).unwrap().encryption.unwrap().key;
+        let holding = h.holding(&id);
         match kms_id {
             "kmip-csi" => assert!(matches!(holding, KeyHolding::Wrapped { .. }), "{holding:?}"),
             _ => assert_eq!(holding, KeyHolding::Stored),

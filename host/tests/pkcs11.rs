@@ -208,13 +208,8 @@ async fn csi_lifecycle_with_a_pkcs11_kms_id() {
     config["hsm"] = entry("kmshost-a", "key-1", None);
     let h = CsiHarness::start(&config).await;
     common::write_secret(&h.secrets, "hsm-pin", &[("PIN", PIN.as_bytes())]);
-    let params: &[(&str, &str)] = &[("encrypted", "true"), ("encryptionKMSID", "hsm")];
-    let id = h
-        .create("pvc-hsm-csi", 32 << 20, params, None)
-        .await
-        .unwrap()
-        .volume_id;
-    let first = h.record(&id).unwrap().encryption.unwrap().key;
+    let id = h.create_encrypted("pvc-hsm-csi", 32 << 20, "hsm").await;
+    let first = h.holding(&id);
     assert!(matches!(first, KeyHolding::Wrapped { .. }), "{first:?}");
     let key1 = h.passphrase(&id).await;
     let staging = h.path("staging-hsm");
@@ -225,7 +220,7 @@ async fn csi_lifecycle_with_a_pkcs11_kms_id() {
     config["hsm"] = entry("kmshost-a", "key-2", Some("key-1"));
     h.set_config(&config);
     h.stage(&id, &staging, mount_cap("")).await.unwrap_err();
-    let now = h.record(&id).unwrap().encryption.unwrap().key;
+    let now = h.holding(&id);
     assert_ne!(now, first);
     assert_eq!(h.passphrase(&id).await, key1);
     h.rotate(&id).await.unwrap();

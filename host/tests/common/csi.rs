@@ -267,6 +267,25 @@ impl CsiHarness {
         self.driver.records().volume(id).unwrap()
     }
 
+    /// Creates the encrypted volume `name` with kmsID `kms_id` (panics if
+    /// CreateVolume fails); returns its volume ID.
+    pub async fn create_encrypted(&self, name: &str, size: i64, kms_id: &str) -> String {
+        let params = [("encrypted", "true"), ("encryptionKMSID", kms_id)];
+        self.create(name, size, &params, None)
+            .await
+            .unwrap_or_else(|e| panic!("CreateVolume {name} with {kms_id}: {e:?}"))
+            .volume_id
+    }
+
+    /// How volume `id`'s record holds its key (panics if it has no record
+    /// or is not encrypted).
+    pub fn holding(&self, id: &str) -> kmshost::volume::KeyHolding {
+        self.record(id)
+            .and_then(|r| r.encryption)
+            .unwrap_or_else(|| panic!("{id}: no encrypted record"))
+            .key
+    }
+
     /// The passphrase volume `id`'s record holds now, opened the way the
     /// node opens it (`csi::keys::open`: unwrapped, or fetched from the
     /// store).
