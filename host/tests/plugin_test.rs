@@ -102,6 +102,35 @@ fn verdict<'a>(v: &'a [(String, String)], case: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no case {case} in {v:?}"))
 }
 
+/// [`plugin_test_with`] off the async runtime (for a test whose fake
+/// backend runs on it).
+async fn plugin_test_blocking(
+    dir: &Path,
+    plugin: &'static str,
+    entry: Value,
+    extra: Vec<String>,
+) -> (i32, String, Vec<(String, String)>) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        plugin_test_with(&dir, plugin, entry, &extra)
+    })
+    .await
+    .unwrap()
+}
+
+/// A key store's passing run: every store and hostile-backend case
+/// passed, the envelope cases skipped.
+fn assert_store_passes(text: &str, code: i32, v: &[(String, String)]) {
+    assert_passes(
+        text,
+        code,
+        v,
+        &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
+    );
+    assert_eq!(verdict(v, "wrap-round-trip"), "skip", "{text}");
+}
+
 /// Every case of a passing run: none failed, and `expect` passed.
 fn assert_passes(text: &str, code: i32, v: &[(String, String)], expect: &[&str]) {
     assert_eq!(code, 0, "{text}");
@@ -300,13 +329,7 @@ fn kmip_passes_against_pykmip_in_both_modes() {
     let rook = json!({"KMS_PROVIDER": "kmip", "KMIP_ENDPOINT": s.endpoint(),
                       "tokenSecretName": "rook-kmip"});
     let (code, text, v) = plugin_test(dir.path(), KMIP_WASM, rook);
-    assert_passes(
-        &text,
-        code,
-        &v,
-        &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
-    );
-    assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
+    assert_store_passes(&text, code, &v);
 }
 
 /// The embedded default's key-store type, against a fake kube-apiserver
@@ -320,25 +343,12 @@ async fn the_kubernetes_secret_store_passes_against_a_fake_apiserver() {
     std::fs::write(&token, "sa-token\n").unwrap();
     let entry = json!({"encryptionKMSType": "kubernetes-secret",
                        "kubernetesAPIAddress": srv.url(), "secretNamespace": "csi"});
-    let path = dir.path().to_path_buf();
-    let (code, text, v) = tokio::task::spawn_blocking(move || {
-        let token = token.display().to_string();
-        plugin_test_with(
-            &path,
-            SECRET_WASM,
-            entry,
-            &["--service-account-token", &token],
-        )
-    })
-    .await
-    .unwrap();
-    assert_passes(
-        &text,
-        code,
-        &v,
-        &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
-    );
-    assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
+    let extra = vec![
+        "--service-account-token".into(),
+        token.display().to_string(),
+    ];
+    let (code, text, v) = plugin_test_blocking(dir.path(), SECRET_WASM, entry, extra).await;
+    assert_store_passes(&text, code, &v);
 }
 
 /// The azure plugin against the fake Entra ID and Key Vault (none can run
@@ -359,17 +369,7 @@ async fn azure_passes_against_the_fake_entra_id_and_key_vault() {
     let entry = json!({"encryptionKMSType": "azure-kv", "AZURE_VAULT_URL": az.vault_url(),
                        "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT,
                        "AZURE_AUTHORITY_HOST": az.authority()});
-    let path = dir.path().to_path_buf();
-    let (code, text, v) =
-        tokio::task::spawn_blocking(move || plugin_test(&path, AZURE_WASM, entry))
-            .await
-            .unwrap();
-    assert_passes(
-        &text,
-        code,
-        &v,
-        &[STORE_CASES, HOSTILE_BACKEND_CASES].concat(),
-    );
-    assert_eq!(verdict(&v, "wrap-round-trip"), "skip", "{text}");
+    let (code, text, v) = plugin_test_blocking(dir.path(), AZURE_WASM, entry, vec![]).await;
+    assert_store_passes(&text, code, &v);
     assert!(az.logins() >= 1 && !az.assertions().is_empty());
 }
