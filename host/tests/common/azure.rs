@@ -57,53 +57,27 @@ pub struct TestCert {
 impl TestCert {
     /// A new self-signed RSA certificate of `bits` bits.
     pub fn rsa(bits: u32) -> TestCert {
-        let dir = tempfile::tempdir().unwrap();
-        openssl(
-            dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                &format!("rsa:{bits}"),
-                "-nodes",
-                "-sha256",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kmshost-azure-test",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-            ],
-        );
-        Self::read(dir.path())
+        Self::self_signed(
+            &["-newkey", &format!("rsa:{bits}"), "-sha256"],
+            "kmshost-azure-test",
+        )
     }
 
     /// A new self-signed EC P-256 certificate (which Entra ID accepts but
     /// the host does not sign with).
     pub fn ec() -> TestCert {
+        let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+        Self::self_signed(&key, "kmshost-azure-ec")
+    }
+
+    /// `openssl req -x509` with the `key` arguments, valid two days.
+    fn self_signed(key: &[&str], cn: &str) -> TestCert {
         let dir = tempfile::tempdir().unwrap();
-        openssl(
-            dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kmshost-azure-ec",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-            ],
-        );
+        let subject = format!("/CN={cn}");
+        let mut args = vec!["req", "-x509", "-nodes", "-days", "2", "-subj", &subject];
+        args.extend_from_slice(key);
+        args.extend(["-keyout", "key.pem", "-out", "cert.pem"]);
+        openssl(dir.path(), &args);
         Self::read(dir.path())
     }
 
@@ -239,18 +213,8 @@ impl FakeAzure {
             recovery_lag: 1,
             ..Default::default()
         }));
-        let s = state.clone();
-        let entra = TestServer::start(
-            "127.0.0.1:0",
-            Arc::new(move |r: &Recorded| entra(&mut s.lock().unwrap(), r)),
-        )
-        .await;
-        let s = state.clone();
-        let vault = TestServer::start(
-            "127.0.0.1:0",
-            Arc::new(move |r: &Recorded| vault(&mut s.lock().unwrap(), r)),
-        )
-        .await;
+        let entra = TestServer::with_state(&state, entra).await;
+        let vault = TestServer::with_state(&state, vault).await;
         {
             let mut s = state.lock().unwrap();
             s.entra_url = entra.url();

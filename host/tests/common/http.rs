@@ -78,6 +78,17 @@ impl TestServer {
         Self::start_inner(bind, handler, None).await
     }
 
+    /// Plain HTTP on a loopback port, each request answered by
+    /// `handle` with the fake's state locked (one request at a time).
+    pub async fn with_state<S: Send + 'static>(
+        state: &Arc<Mutex<S>>,
+        handle: fn(&mut S, &Recorded) -> Reply,
+    ) -> TestServer {
+        let s = state.clone();
+        let handler: Handler = Arc::new(move |r: &Recorded| handle(&mut s.lock().unwrap(), r));
+        Self::start("127.0.0.1:0", handler).await
+    }
+
     /// HTTPS with `tls`.
     pub async fn start_tls(
         bind: &str,

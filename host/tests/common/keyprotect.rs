@@ -94,12 +94,7 @@ impl FakeKeyProtect {
             token_lifetime: 3600,
             ..Default::default()
         }));
-        let s = state.clone();
-        let server = TestServer::start(
-            "127.0.0.1:0",
-            Arc::new(move |r: &Recorded| handle(&mut s.lock().unwrap(), r)),
-        )
-        .await;
+        let server = TestServer::with_state(&state, handle).await;
         FakeKeyProtect { server, state }
     }
 
