@@ -14,10 +14,12 @@ APT_PACKAGES=(
 )
 # With peers: a QEMU guest kernel for real dm-crypt (tests/guest.rs), and
 # a real OCI registry for signed plugins (tests/oci.rs), and SoftHSM2 for
-# HSM keys through PKCS#11 (tests/hsm.rs), and openssl to make the client
-# certificates the Azure tests sign with (tests/azure.rs).
+# HSM keys through PKCS#11 (tests/hsm.rs), openssl to make the client
+# certificates the Azure tests sign with (tests/azure.rs), and a real Ceph
+# cluster with rbd-fuse for RBD volumes (tests/rbd.rs).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
-  APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry softhsm2 openssl)
+  APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry softhsm2 openssl
+    ceph-mon ceph-osd ceph-common rbd-fuse)
 fi
 
 missing=()

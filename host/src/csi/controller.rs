@@ -644,7 +644,7 @@ impl Driver {
         let old = keys::open(&self.kms, &enc, &id).await?;
         let dev = self
             .on_backend(&id, |b, id| {
-                Ok(b.attached(id)?.unwrap_or_else(|| b.header_path(id)))
+                b.attached(id)?.map_or_else(|| b.header_path(id), Ok)
             })
             .await?;
         let new = generate_passphrase();

@@ -167,7 +167,7 @@ impl Backend for ImageFileBackend {
         Ok(sys::fs_stats(&self.dir)?.available_bytes)
     }
 
-    fn header_path(&self, id: &str) -> PathBuf {
-        self.image(id)
+    fn header_path(&self, id: &str) -> Result<PathBuf, VolumeError> {
+        Ok(self.image(id))
     }
 }

@@ -2,10 +2,11 @@
 //! about them ([`VolumeRecord`], [`SnapshotRecord`] in a [`RecordStore`]).
 //!
 //! The first backend is [`ImageFileBackend`]: sparse image files in a data
-//! directory, attached with loop devices at stage time. Other block sources
-//! (Ceph RBD, another driver's device) implement the same trait.
+//! directory, attached with loop devices at stage time. [`rbd`] keeps them
+//! as Ceph RBD images. Other block sources implement the same trait.
 
 mod image;
+pub mod rbd;
 mod record;
 pub mod sys;
 
@@ -44,6 +45,15 @@ pub enum VolumeError {
     /// The volume or snapshot does not exist.
     #[error("{0} does not exist")]
     Missing(String),
+    /// In use elsewhere (an RBD image with watchers): retry later.
+    #[error("{0}")]
+    Busy(String),
+    /// The storage refused the credentials' user this operation.
+    #[error("{0}")]
+    Denied(String),
+    /// The storage was not reached: retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// A stored record could not be read.
     #[error("record {path}: {message}")]
     Record {
@@ -94,8 +104,8 @@ pub trait Backend: Send + Sync {
     /// Bytes available for new volumes.
     fn available_bytes(&self) -> Result<u64, VolumeError>;
     /// A path libcryptsetup can open for header operations on `id` when it
-    /// is not attached (the image file itself).
-    fn header_path(&self, id: &str) -> PathBuf;
+    /// is not attached (the image file itself), or why there is none.
+    fn header_path(&self, id: &str) -> Result<PathBuf, VolumeError>;
 }
 
 /// Creates `dir` (and parents) with mode 0700 if missing.

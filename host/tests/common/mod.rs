@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod ceph;
 pub mod csi;
 pub mod http;
 pub mod keyprotect;
