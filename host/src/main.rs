@@ -144,6 +144,11 @@ struct DriverArgs {
     /// Key fetches + keyslot unlocks at once (bounds memory with argon2id).
     #[arg(long)]
     max_concurrent_unlocks: Option<usize>,
+    /// Keep volumes as Ceph RBD images in the clusters of this ceph-csi
+    /// cluster config (`[{"clusterID": …, "monitors": [...]}]`, usually
+    /// /etc/ceph-csi-config/config.json) instead of image files.
+    #[arg(long, env = "KMSHOST_RBD_CLUSTER_CONFIG")]
+    rbd_cluster_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -628,8 +633,29 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(n) = driver.max_concurrent_unlocks {
                 config.max_concurrent_unlocks = n;
             }
-            kmshost::csi::run_image_file_driver(kms, &driver.data_dir, &driver.endpoint, config)
-                .await?;
+            match &driver.rbd_cluster_config {
+                Some(path) => {
+                    let clusters = kmshost::volume::rbd::ClusterConfig::load(path)
+                        .with_context(|| format!("--rbd-cluster-config {}", path.display()))?;
+                    kmshost::csi::run_rbd_driver(
+                        kms,
+                        clusters,
+                        &driver.data_dir,
+                        &driver.endpoint,
+                        config,
+                    )
+                    .await?;
+                }
+                None => {
+                    kmshost::csi::run_image_file_driver(
+                        kms,
+                        &driver.data_dir,
+                        &driver.endpoint,
+                        config,
+                    )
+                    .await?;
+                }
+            }
         }
         Command::Volume { endpoint, op } => volume(&endpoint, op).await?,
         Command::Plugins { host, validate } => {

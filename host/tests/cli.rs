@@ -685,3 +685,37 @@ fn exit_codes_name_the_class_and_errors_are_one_line() {
         text(&out.stderr)
     );
 }
+
+/// `kmshost csi --rbd-cluster-config`: a cluster config ceph-csi would
+/// refuse stops the driver at start, naming the flag and the entry.
+#[test]
+fn csi_with_a_bad_rbd_cluster_config_names_the_flag_and_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let clusters = dir.path().join("ceph-csi-config.json");
+    std::fs::write(&clusters, r#"[{"clusterID": "rook-ceph", "monitors": []}]"#).unwrap();
+    let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
+    let out = run(
+        &[
+            "csi",
+            "--config",
+            &cfg,
+            "--secrets-dir",
+            &secrets,
+            "--endpoint",
+            &endpoint,
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--rbd-cluster-config",
+            &clusters.display().to_string(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("--rbd-cluster-config"), "{err}");
+    assert!(
+        err.contains("clusterID \"rook-ceph\" has no monitors"),
+        "{err}"
+    );
+}

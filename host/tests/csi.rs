@@ -51,10 +51,7 @@ async fn format_by_staging(h: &CsiHarness, id: &str) {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("device-mapper"), "{}", e.message());
     assert!(luks::is_luks2(&h.image(id)), "formatted on first stage");
-    assert!(
-        h.driver.backend().attached(id).unwrap().is_none(),
-        "detached again"
-    );
+    assert!(!h.attached(id), "detached again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +168,7 @@ async fn filesystem_lifecycle_unencrypted() {
     assert!(!target.exists());
     h.unstage(&id, &staging).await.unwrap();
     h.unstage(&id, &staging).await.unwrap(); // idempotent
-    assert!(h.driver.backend().attached(&id).unwrap().is_none());
+    assert!(!h.attached(&id));
 
     // Stage again, publish read-only, read back.
     h.stage(&id, &staging, mount_cap("")).await.unwrap();
@@ -552,7 +549,7 @@ async fn bad_input_gets_clear_statuses_and_destroys_nothing() {
         Some("ext4"),
         "untouched"
     );
-    assert!(h.driver.backend().attached(&enc).unwrap().is_none());
+    assert!(!h.attached(&enc));
 
     // Wrong key: the KMS hands back a key that does not open the volume.
     let w = h
@@ -817,10 +814,7 @@ async fn xfs_volumes_and_a_filesystem_is_never_reformatted() {
         "{}",
         e.message()
     );
-    assert!(
-        h.driver.backend().attached(&id).unwrap().is_none(),
-        "undone"
-    );
+    assert!(!h.attached(&id), "undone");
     h.stage(&id, &s, mount_cap("xfs")).await.unwrap();
     assert_eq!(std::fs::read(s.join("f")).unwrap(), b"on xfs");
     h.unstage(&id, &s).await.unwrap();
@@ -1010,10 +1004,7 @@ async fn a_volume_is_formatted_only_with_a_generated_key() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("did not generate"), "{}", e.message());
     assert!(!luks::is_luks2(&h.image(&id)), "never formatted");
-    assert!(
-        h.driver.backend().attached(&id).unwrap().is_none(),
-        "detached again"
-    );
+    assert!(!h.attached(&id), "detached again");
     h.delete(&id).await.unwrap();
     h.stop().await;
 }

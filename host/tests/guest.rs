@@ -270,7 +270,7 @@ async fn guest_lifecycle() {
     h.unpublish(&id, &target).await.unwrap();
     h.unstage(&id, &staging).await.unwrap();
     assert!(!mapper.exists(), "mapping closed");
-    assert!(h.driver.backend().attached(&id).unwrap().is_none());
+    assert!(!h.attached(&id));
     // The plaintext never reached the image.
     let img = std::fs::read(h.image(&id)).unwrap();
     assert!(!img.windows(10).any(|w| w == b"only reada"));
@@ -380,7 +380,7 @@ async fn guest_lifecycle() {
     let e = h.stage(&b, &staging, block_cap()).await.unwrap_err();
     assert_eq!(e.code(), Code::Internal);
     assert_eq!(blkid_type(&h.image(&b)).as_deref(), Some("crypto_LUKS"));
-    assert!(h.driver.backend().attached(&b).unwrap().is_none());
+    assert!(!h.attached(&b));
     h.stage(&b, &staging, block_cap()).await.unwrap();
     let dev = h.path("pods/p/dev");
     h.publish(&b, &staging, &dev, block_cap(), false)

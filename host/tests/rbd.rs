@@ -103,7 +103,7 @@ fn copies_are_standalone_and_carry_the_luks_data() {
     // LUKS2 onto the real RBD data, through rbd-fuse.
     let pass = generate_passphrase();
     {
-        let fuse = c.fuse("rbd");
+        let fuse = c.fuse("rbd", vol);
         let file = fuse.image(vol);
         assert!(!luks::is_luks2(&file));
         luks::format(&file, &pass, &FormatParams::default()).unwrap();
@@ -132,13 +132,12 @@ fn copies_are_standalone_and_carry_the_luks_data() {
 
     // The parent goes while its copies stay, and they hold its LUKS data.
     b.remove(vol).unwrap();
-    let fuse = c.fuse("rbd");
     for img in [snap, clone] {
+        let fuse = c.fuse("rbd", img);
         let file = fuse.image(img);
         assert!(luks::is_luks2(&file), "{img}");
         assert_eq!(luks::verify(&file, &pass).unwrap(), 0, "{img}");
     }
-    drop(fuse);
     for img in [snap, clone] {
         b.remove(img).unwrap();
     }
@@ -301,10 +300,386 @@ fn mapping_needs_kernel_rbd_and_says_so() {
             other => panic!("{other:?}"),
         }
         match b.header_path(id) {
-            Err(VolumeError::Unsupported(m)) => assert!(m.contains("not mapped"), "{m}"),
+            Err(VolumeError::Precondition(m)) => assert!(m.contains("not mapped"), "{m}"),
             other => panic!("{other:?}"),
         }
     }
     b.detach(id).unwrap();
     b.remove(id).unwrap();
+}
+
+// ---- The CSI controller on RBD -------------------------------------------
+
+use common::csi::{CsiHarness, from_snapshot, from_volume, metadata_config};
+use kmshost::csi::proto;
+use kmshost::volume::rbd::RbdVolumes;
+use kmshost::volume::{KeyHolding, VolumeState};
+use std::collections::HashMap;
+use tonic::Code;
+
+const CLUSTER: &str = "test-cluster";
+
+/// A driver keeping volumes in `c`, every call carrying `secrets`.
+async fn rbd_driver(c: &Ceph, secrets: HashMap<String, String>) -> CsiHarness {
+    let keys = tempfile::tempdir().unwrap().keep();
+    let volumes = RbdVolumes::new(ClusterConfig::parse(&c.cluster_config(CLUSTER)).unwrap())
+        .with_key_dir(keys)
+        .with_connect_timeout(5);
+    CsiHarness::start_on(&metadata_config(), Arc::new(volumes), secrets).await
+}
+
+/// The provisioner Secret of ceph-csi's StorageClasses: `userID`, `userKey`.
+fn ceph_secret(user: &str, key: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("userID".to_string(), user.to_string()),
+        ("userKey".to_string(), key.to_string()),
+    ])
+}
+
+async fn provisioner(c: &Ceph) -> CsiHarness {
+    let key = c.rbd_user("csi-rbd-provisioner", "rbd");
+    rbd_driver(c, ceph_secret("csi-rbd-provisioner", &key)).await
+}
+
+/// An encrypted StorageClass on pool `rbd`, as a ceph-csi user writes it.
+const SC: &[(&str, &str)] = &[
+    ("clusterID", CLUSTER),
+    ("pool", "rbd"),
+    ("imageFeatures", "layering,exclusive-lock"),
+    ("csi.storage.k8s.io/fstype", "ext4"),
+    ("encrypted", "true"),
+    ("encryptionKMSID", "meta-a"),
+];
+
+fn meta_get(c: &Ceph, image: &str, key: &str) -> Option<String> {
+    let o = c.rbd_try(&["image-meta", "get", &format!("rbd/{image}"), key]);
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn blob(h: &CsiHarness, id: &str) -> String {
+    match h.holding(id) {
+        KeyHolding::Wrapped { blob } => blob,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+fn in_pool(c: &Ceph, id: &str) -> bool {
+    images(c, "rbd").iter().any(|i| i == id)
+}
+
+/// Long by design: every controller call on one set of volumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csi_controller_calls_on_rbd_images() {
+    let Some(c) = cluster("csi_controller_calls_on_rbd_images") else {
+        return;
+    };
+    let h = provisioner(&c).await;
+    let luks = kmshost::csi::LUKS_OVERHEAD as i64;
+
+    // CreateVolume: an image of capacity + LUKS header, its context
+    // naming it, its key reference in its metadata.
+    let v = h
+        .create("pvc-rbd-a", 32 * MIB as i64, SC, None)
+        .await
+        .unwrap();
+    let id = v.volume_id.clone();
+    assert_eq!(v.volume_context["clusterID"], CLUSTER);
+    assert_eq!(v.volume_context["pool"], "rbd");
+    assert_eq!(v.volume_context["imageName"], id);
+    let i = info(&c, &format!("rbd/{id}"));
+    assert_eq!(i["size"], 32 * MIB as i64 + luks);
+    assert_eq!(
+        i["features"],
+        serde_json::json!(["layering", "exclusive-lock"])
+    );
+    assert_eq!(
+        meta_get(&c, &id, "rbd.csi.ceph.com/dek"),
+        Some(blob(&h, &id))
+    );
+    assert_eq!(
+        meta_get(&c, &id, "rbd.csi.ceph.com/encrypted").as_deref(),
+        Some("encryptionPrepared")
+    );
+
+    // Idempotent by name; the same name with other settings is refused.
+    let again = h
+        .create("pvc-rbd-a", 32 * MIB as i64, SC, None)
+        .await
+        .unwrap();
+    assert_eq!(again.volume_id, id);
+    let mut other: Vec<(&str, &str)> = SC.to_vec();
+    other[2] = ("imageFeatures", "layering");
+    let e = h
+        .create("pvc-rbd-a", 32 * MIB as i64, &other, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    // LUKS2 on the real RBD data with the key the KMS gives (what the
+    // first NodeStage does; here through rbd-fuse).
+    let pass = h.passphrase(&id).await;
+    {
+        let fuse = c.fuse("rbd", &id);
+        luks::format(&fuse.image(&id), &pass, &FormatParams::default()).unwrap();
+    }
+
+    // ControllerExpandVolume grows the image.
+    let mut ctl = h.client.controller.clone();
+    let r = ctl
+        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 48 * MIB as i64,
+                limit_bytes: 0,
+            }),
+            secrets: h.request_secrets.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, 48 * MIB as i64);
+    assert_eq!(
+        info(&c, &format!("rbd/{id}"))["size"],
+        48 * MIB as i64 + luks
+    );
+
+    // CreateSnapshot: a standalone image with the key re-sealed under the
+    // snapshot's ID, recorded in its metadata.
+    let snap = ctl
+        .create_snapshot(proto::CreateSnapshotRequest {
+            source_volume_id: id.clone(),
+            name: "snap-rbd-a".into(),
+            secrets: h.request_secrets.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let sid = snap.snapshot_id.clone();
+    assert!(snap.ready_to_use && in_pool(&c, &sid));
+    let snap_blob = meta_get(&c, &sid, "rbd.csi.ceph.com/dek").unwrap();
+    assert_ne!(
+        snap_blob,
+        blob(&h, &id),
+        "wrapped under the snapshot's own ID"
+    );
+
+    // Restore and clone: images holding the source's LUKS data, opened by
+    // the key the KMS gives for each.
+    let restored = h
+        .create("pvc-rbd-restored", 48 * MIB as i64, SC, from_snapshot(&sid))
+        .await
+        .unwrap()
+        .volume_id;
+    let clone = h
+        .create("pvc-rbd-clone", 64 * MIB as i64, SC, from_volume(&id))
+        .await
+        .unwrap()
+        .volume_id;
+    assert_eq!(
+        info(&c, &format!("rbd/{clone}"))["size"],
+        64 * MIB as i64 + luks
+    );
+    for v in [&restored, &clone] {
+        let key = h.passphrase(v).await;
+        let fuse = c.fuse("rbd", v);
+        assert_eq!(luks::verify(&fuse.image(v), &key).unwrap(), 0, "{v}");
+    }
+
+    // ListVolumes lists them; GetCapacity is not offered for thin pools.
+    let listed: Vec<String> = ctl
+        .list_volumes(proto::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.volume.unwrap().volume_id)
+        .collect();
+    for v in [&id, &restored, &clone] {
+        assert!(listed.contains(v), "{v} not in {listed:?}");
+    }
+    let caps = ctl
+        .controller_get_capabilities(proto::ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    use proto::controller_service_capability::RpcType;
+    let offered = |t: RpcType| {
+        caps.capabilities
+            .iter()
+            .any(|c| c.rpc.as_ref().is_some_and(|r| r.r#type == t as i32))
+    };
+    assert!(!offered(RpcType::GetCapacity) && offered(RpcType::CloneVolume));
+    let e = ctl
+        .get_capacity(proto::GetCapacityRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+
+    // Rotation needs the image mapped (here it cannot be): a clear
+    // precondition, nothing changed.
+    let e = h.rotate(&id).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not mapped"), "{}", e.message());
+    assert_eq!(h.passphrase(&id).await, pass);
+
+    // DeleteSnapshot and DeleteVolume remove images, then records.
+    ctl.delete_snapshot(proto::DeleteSnapshotRequest {
+        snapshot_id: sid.clone(),
+        secrets: h.request_secrets.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(!in_pool(&c, &sid));
+    for v in [&id, &restored, &clone] {
+        h.delete(v).await.unwrap();
+        assert!(!in_pool(&c, v) && h.record(v).is_none(), "{v}");
+        h.delete(v).await.unwrap(); // already gone: fine
+    }
+    h.stop().await;
+}
+
+/// Long by design: the crash matrix of the image-file driver, on RBD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_step_converges_on_rbd_too() {
+    let Some(c) = cluster("a_crash_after_any_step_converges_on_rbd_too") else {
+        return;
+    };
+    let h = provisioner(&c).await;
+    let names = ["crash-record", "crash-blocks", "crash-key"];
+    for (step, name) in ["create.record", "create.blocks", "create.key"]
+        .iter()
+        .zip(names)
+    {
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
+        let e = h.create(name, 16 * MIB as i64, SC, None).await.unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{step}");
+        let id = kmshost::csi::volume_id_for(name);
+        assert_eq!(
+            h.record(&id).unwrap().state,
+            VolumeState::Creating,
+            "{step}"
+        );
+        let v = h.create(name, 16 * MIB as i64, SC, None).await.unwrap();
+        assert_eq!(v.volume_id, id);
+        assert_eq!(h.record(&id).unwrap().state, VolumeState::Ready, "{step}");
+        assert!(in_pool(&c, &id), "{step}");
+        assert_eq!(meta_get(&c, &id, meta::DEK), Some(blob(&h, &id)), "{step}");
+    }
+    for (step, name) in ["delete.mark", "delete.blocks", "delete.key"]
+        .iter()
+        .zip(names)
+    {
+        let id = kmshost::csi::volume_id_for(name);
+        fail::cfg(h.driver.failpoint(step), "1*return").unwrap();
+        assert_eq!(
+            h.delete(&id).await.unwrap_err().code(),
+            Code::Internal,
+            "{step}"
+        );
+        // The key is never gone while the image is there.
+        let rec = h.record(&id).unwrap();
+        assert_eq!(rec.state, VolumeState::Deleting, "{step}");
+        assert!(rec.encryption.is_some(), "{step}");
+        h.delete(&id).await.unwrap();
+        assert!(h.record(&id).is_none() && !in_pool(&c, &id), "{step}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rbd_storage_classes_fail_clearly_and_record_nothing() {
+    let Some(c) = cluster("bad_rbd_storage_classes_fail_clearly_and_record_nothing") else {
+        return;
+    };
+    let h = provisioner(&c).await;
+    let with = |k: &'static str, v: &'static str| {
+        let mut p: Vec<(&str, &str)> = SC.iter().filter(|(n, _)| *n != k).copied().collect();
+        p.push((k, v));
+        p
+    };
+    type Params = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(Params, Code, &str)> = vec![
+        (
+            with("clusterID", "elsewhere"),
+            Code::InvalidArgument,
+            "parameter clusterID",
+        ),
+        (
+            with("pool", "no-such-pool"),
+            Code::InvalidArgument,
+            "StorageClass parameter pool",
+        ),
+        (
+            with("mounter", "rbd-nbd"),
+            Code::InvalidArgument,
+            "parameter mounter",
+        ),
+        (
+            with("imageFeatures", "journaling"),
+            Code::InvalidArgument,
+            "journaling needs",
+        ),
+        (
+            with("poool", "rbd"),
+            Code::InvalidArgument,
+            "parameter poool is not known",
+        ),
+    ];
+    for (i, (params, code, want)) in cases.iter().enumerate() {
+        let name = format!("pvc-bad-{i}");
+        let e = h
+            .create(&name, 16 * MIB as i64, params, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), *code, "{params:?}: {e:?}");
+        assert!(e.message().contains(want), "{params:?}: {}", e.message());
+        let id = kmshost::csi::volume_id_for(&name);
+        assert!(h.record(&id).is_none() && !in_pool(&c, &id), "{params:?}");
+    }
+    h.stop().await;
+
+    // No Secret on the StorageClass; a key that is not the user's.
+    let key = c.rbd_user("csi-rbd-provisioner", "rbd");
+    let wrong = "AQBmQBZrAAAAABAAb2+fGq7rH3ZqRn1tXJ0s1A==";
+    for (secrets, code, want) in [
+        (HashMap::new(), Code::InvalidArgument, "provisioner-secret"),
+        (
+            ceph_secret("csi-rbd-provisioner", wrong),
+            Code::Unavailable,
+            "userID/userKey",
+        ),
+    ] {
+        let h = rbd_driver(&c, secrets).await;
+        let e = h
+            .create("pvc-bad-user", 16 * MIB as i64, SC, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(want), "{}", e.message());
+        assert!(!e.message().contains(wrong) && !e.message().contains(&key));
+        let id = kmshost::csi::volume_id_for("pvc-bad-user");
+        assert!(h.record(&id).is_none() && !in_pool(&c, &id));
+        h.stop().await;
+    }
+
+    // An image-file driver refuses RBD parameters by name.
+    let h = CsiHarness::start(&metadata_config()).await;
+    let e = h
+        .create("pvc-file", 16 * MIB as i64, SC, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("parameter clusterID is not known"),
+        "{}",
+        e.message()
+    );
+    h.stop().await;
 }

@@ -3,13 +3,14 @@
 
 use super::proto::{self, volume_capability::AccessType, volume_capability::Mode};
 use super::{
-    CsiError, DEFAULT_CAPACITY, Driver, MIN_CAPACITY, blocking, check_id, image_size, keys,
+    At, CsiError, DEFAULT_CAPACITY, Driver, MIN_CAPACITY, blocking, check_id, image_size, keys,
     now_unix, params, snapshot_id_for, volume_id_for,
 };
 use crate::kms::generate_passphrase;
 use crate::luks;
 use crate::volume::{
-    BlockSource, ContentSource, Encryption, KeyHolding, SnapshotRecord, VolumeRecord, VolumeState,
+    BlockSource, ContentSource, Encryption, KeyHolding, Placement, SnapshotRecord, VolumeRecord,
+    VolumeState,
 };
 use tonic::Code;
 
@@ -120,6 +121,9 @@ pub(super) fn volume_context(r: &VolumeRecord) -> proto::Map {
         m.insert(params::KMS_ID.into(), e.kms_id.to_string());
     }
     m.insert(params::FS_TYPE.into(), r.fs_type.clone());
+    for (k, v) in r.placement.context(&r.volume_id) {
+        m.insert(k.into(), v);
+    }
     m
 }
 
@@ -164,6 +168,7 @@ struct Parent {
     id: String,
     capacity: u64,
     encryption: Option<Encryption>,
+    placement: Placement,
 }
 
 impl Driver {
@@ -187,6 +192,7 @@ impl Driver {
                     id: r.volume_id,
                     capacity: r.capacity_bytes,
                     encryption: r.encryption,
+                    placement: r.placement,
                 }))
             }
             Type::Snapshot(s) => {
@@ -203,6 +209,7 @@ impl Driver {
                     id: r.snapshot_id,
                     capacity: r.size_bytes,
                     encryption: r.encryption,
+                    placement: r.placement,
                 }))
             }
         }
@@ -219,7 +226,12 @@ impl Driver {
             return Err(CsiError::invalid("name is required"));
         }
         check_capabilities(&req.volume_capabilities)?;
-        let p = params::parse(&req.parameters, &self.config.default_fs_type)?;
+        let p = params::parse_for(
+            &req.parameters,
+            &self.config.default_fs_type,
+            self.backends.parameters(),
+        )?;
+        let placement = self.backends.placement(&req.parameters)?;
         if let Some(kms_id) = &p.kms_id {
             // An unknown or broken kmsID (or tenant setting) fails before
             // anything is created.
@@ -230,6 +242,14 @@ impl Driver {
         let id = volume_id_for(&req.name);
         let _guard = self.locks.try_lock(&id)?;
         let parent = self.parent(req.volume_content_source.as_ref())?;
+        if let Some(par) = &parent
+            && par.placement != placement
+        {
+            return Err(CsiError::invalid(format!(
+                "a copy of {} stays where its source is ({:?}); the StorageClass asks for {:?}",
+                par.id, par.placement, placement
+            )));
+        }
         let floor = parent
             .as_ref()
             .map(|p| p.capacity)
@@ -246,7 +266,12 @@ impl Driver {
         let encrypted = encryption.is_some();
         let bytes = image_size(size, encrypted);
         if existing.is_none() {
-            self.check_room(bytes, size).await?;
+            // A bad pool or Ceph user fails before anything is recorded.
+            self.on_backend(At::new(&placement, &req.secrets), &id, |b, _| {
+                b.check_ready()
+            })
+            .await?;
+            self.check_room(&placement, bytes, size).await?;
         }
         let mut rec = VolumeRecord {
             version: 1,
@@ -259,13 +284,19 @@ impl Driver {
             content_source: parent.as_ref().map(|p| p.source.clone()),
             parameters_digest: p.digest.clone(),
             created_unix: now_unix(),
+            placement,
         };
         self.records.put_volume(&rec)?;
         self.step("create.record")?;
-        self.create_blocks(&id, bytes, parent.as_ref()).await?;
+        let at = At::new(&rec.placement, &req.secrets);
+        self.create_blocks(at, &id, bytes, parent.as_ref()).await?;
         self.step("create.blocks")?;
-        if let Some(enc) = rec.encryption.as_mut() {
-            enc.key = self.seal_new_key(&id, enc, parent.as_ref()).await?;
+        if let Some(enc) = rec.encryption.clone() {
+            let key = self.seal_new_key(at, &id, &enc, parent.as_ref()).await?;
+            self.set_key_reference(at, &id, enc.formatted, &key).await?;
+            if let Some(e) = rec.encryption.as_mut() {
+                e.key = key;
+            }
             self.step("create.key")?;
         }
         rec.state = VolumeState::Ready;
@@ -276,9 +307,35 @@ impl Driver {
         })
     }
 
+    /// Records on the volume how its key is held (RBD image metadata;
+    /// nothing for image files).
+    pub(super) async fn set_key_reference(
+        &self,
+        at: At<'_>,
+        id: &str,
+        formatted: bool,
+        key: &KeyHolding,
+    ) -> Result<(), CsiError> {
+        let blob = match key {
+            KeyHolding::Wrapped { blob } => Some(blob.clone()),
+            _ => None,
+        };
+        self.on_backend(at, id, move |b, id| {
+            b.set_key_reference(id, formatted, blob.as_deref())
+        })
+        .await
+    }
+
     /// Refuses a volume that would not fit in the data directory.
-    async fn check_room(&self, bytes: u64, size: u64) -> Result<(), CsiError> {
-        let available = self.available_bytes().await?;
+    async fn check_room(
+        &self,
+        placement: &Placement,
+        bytes: u64,
+        size: u64,
+    ) -> Result<(), CsiError> {
+        let Some(available) = self.available_bytes(placement).await? else {
+            return Ok(());
+        };
         if bytes > available {
             return Err(CsiError::new(
                 Code::OutOfRange,
@@ -294,12 +351,13 @@ impl Driver {
     /// The volume's blocks: empty, or a copy of its parent's.
     async fn create_blocks(
         &self,
+        at: At<'_>,
         id: &str,
         bytes: u64,
         parent: Option<&Parent>,
     ) -> Result<(), CsiError> {
         let src = parent.map(|p| (p.source.clone(), p.id.clone()));
-        self.on_backend(id, move |b, id| {
+        self.on_backend(at, id, move |b, id| {
             let source = match &src {
                 None => BlockSource::Empty,
                 Some((ContentSource::Volume(_), pid)) => BlockSource::Volume(pid),
@@ -316,6 +374,7 @@ impl Driver {
     /// gives up leaves nothing behind.
     async fn seal_new_key(
         &self,
+        at: At<'_>,
         id: &str,
         enc: &Encryption,
         parent: Option<&Parent>,
@@ -339,7 +398,7 @@ impl Driver {
         match sealed.await {
             Ok(holding) => Ok(holding),
             Err(e) => {
-                let _ = self.on_backend(id, |b, id| b.remove(id)).await;
+                let _ = self.on_backend(at, id, |b, id| b.remove(id)).await;
                 let _ = self.records.remove(id);
                 Err(e)
             }
@@ -354,11 +413,12 @@ impl Driver {
         check_id("volume_id", &req.volume_id)?;
         let id = req.volume_id;
         let _guard = self.locks.try_lock(&id)?;
-        let Some(mut rec) = self.records.volume(&id)? else {
+        let Some(rec) = self.records.volume(&id)? else {
             return Ok(proto::DeleteVolumeResponse {});
         };
+        let at = At::new(&rec.placement, &req.secrets);
         if self
-            .on_backend(&id, |b, id| b.attached(id))
+            .on_backend(at, &id, |b, id| b.attached(id))
             .await?
             .is_some()
         {
@@ -367,11 +427,12 @@ impl Driver {
             )));
         }
         if rec.state != VolumeState::Deleting {
-            rec.state = VolumeState::Deleting;
-            self.records.put_volume(&rec)?;
+            let mut marked = rec.clone();
+            marked.state = VolumeState::Deleting;
+            self.records.put_volume(&marked)?;
         }
         self.step("delete.mark")?;
-        self.on_backend(&id, |b, id| b.remove(id)).await?;
+        self.on_backend(at, &id, |b, id| b.remove(id)).await?;
         self.step("delete.blocks")?;
         if let Some(enc) = &rec.encryption {
             keys::release(&self.kms, enc, &id).await?;
@@ -467,9 +528,18 @@ impl Driver {
         })
     }
 
-    /// GetCapacity: bytes free in the data directory.
+    /// GetCapacity: bytes free in the data directory (not offered for
+    /// thin RBD pools).
     pub async fn get_capacity(&self) -> Result<proto::GetCapacityResponse, CsiError> {
-        let available = self.available_bytes().await?;
+        let Some(available) = self.available_bytes(&Placement::default()).await? else {
+            return Err(CsiError::new(
+                Code::Unimplemented,
+                format!(
+                    "GetCapacity: {} volumes are thin-provisioned; no capacity is reported",
+                    self.backends.name()
+                ),
+            ));
+        };
         Ok(proto::GetCapacityResponse {
             available_capacity: available as i64,
         })
@@ -494,8 +564,10 @@ impl Driver {
             .ok_or_else(|| CsiError::invalid("capacity_range is required"))?;
         let size = capacity(Some(range), rec.capacity_bytes)?;
         if size > rec.capacity_bytes {
-            let available = self.available_bytes().await?;
-            if size - rec.capacity_bytes > available {
+            let available = self.available_bytes(&rec.placement).await?;
+            if let Some(available) = available
+                && size - rec.capacity_bytes > available
+            {
                 return Err(CsiError::new(
                     Code::OutOfRange,
                     format!(
@@ -506,7 +578,10 @@ impl Driver {
                 ));
             }
             let bytes = image_size(size, rec.encryption.is_some());
-            self.on_backend(&id, move |b, id| b.grow(id, bytes)).await?;
+            self.on_backend(At::new(&rec.placement, &req.secrets), &id, move |b, id| {
+                b.grow(id, bytes)
+            })
+            .await?;
             rec.capacity_bytes = size;
             self.records.put_volume(&rec)?;
             tracing::info!(volume = %id, size, "volume expanded");
@@ -566,11 +641,13 @@ impl Driver {
                 ..e
             }),
             created_unix: now_unix(),
+            placement: src.placement.clone(),
         };
         self.records.put_snapshot(&rec)?;
         self.step("snapshot.record")?;
         let s = sid.clone();
-        self.on_backend(&src.volume_id, move |b, vid| b.snapshot(vid, &s))
+        let at = At::new(&src.placement, &req.secrets);
+        self.on_backend(at, &src.volume_id, move |b, vid| b.snapshot(vid, &s))
             .await?;
         self.step("snapshot.blocks")?;
         if let (Some(enc), Some(src_enc)) = (rec.encryption.as_mut(), &src.encryption) {
@@ -583,6 +660,8 @@ impl Driver {
                 &passphrase,
             )
             .await?;
+            self.set_key_reference(at, &sid, src_enc.formatted, &enc.key)
+                .await?;
             self.step("snapshot.key")?;
         }
         rec.state = VolumeState::Ready;
@@ -606,7 +685,10 @@ impl Driver {
         };
         rec.state = VolumeState::Deleting;
         self.records.put_snapshot(&rec)?;
-        self.on_backend(&id, |b, id| b.remove(id)).await?;
+        self.on_backend(At::new(&rec.placement, &req.secrets), &id, |b, id| {
+            b.remove(id)
+        })
+        .await?;
         if let Some(enc) = &rec.encryption {
             keys::release(&self.kms, enc, &id).await?;
         }
@@ -642,8 +724,10 @@ impl Driver {
             )));
         };
         let old = keys::open(&self.kms, &enc, &id).await?;
+        let placement = rec.placement.clone();
+        let at = At::new(&placement, &req.secrets);
         let dev = self
-            .on_backend(&id, |b, id| {
+            .on_backend(at, &id, |b, id| {
                 b.attached(id)?.map_or_else(|| b.header_path(id), Ok)
             })
             .await?;
@@ -654,13 +738,15 @@ impl Driver {
             // Never formatted: nothing on the device depends on the key yet.
             let holding =
                 keys::seal(&self.kms, &enc.kms_id, enc.tenant.as_deref(), &id, &new).await?;
+            self.set_key_reference(at, &id, false, &holding).await?;
             if let Some(e) = rec.encryption.as_mut() {
                 e.key = holding;
             }
             self.records.put_volume(&rec)?;
             return Ok(proto::EncryptionKeyRotateResponse {});
         }
-        self.rotate_formatted(&mut rec, &enc, dev, old, new).await?;
+        self.rotate_formatted(at, &mut rec, &enc, dev, old, new)
+            .await?;
         Ok(proto::EncryptionKeyRotateResponse {})
     }
 
@@ -669,6 +755,7 @@ impl Driver {
     /// the record, then the header's token, and only then the old slots go.
     async fn rotate_formatted(
         &self,
+        at: At<'_>,
         rec: &mut VolumeRecord,
         enc: &Encryption,
         dev: std::path::PathBuf,
@@ -696,6 +783,7 @@ impl Driver {
                 format!("volume {id}: the KMS returned another key than the one just stored"),
             ));
         }
+        self.set_key_reference(at, &id, true, &fresh.key).await?;
         rec.encryption = Some(fresh.clone());
         self.records.put_volume(rec)?;
         self.step("rotate.record")?;

@@ -113,7 +113,7 @@ impl From<VolumeError> for CsiError {
             VolumeError::Missing(_) => Code::NotFound,
             VolumeError::Invalid(_) => Code::InvalidArgument,
             VolumeError::Unsupported(_) => Code::InvalidArgument,
-            VolumeError::Busy(_) => Code::FailedPrecondition,
+            VolumeError::Busy(_) | VolumeError::Precondition(_) => Code::FailedPrecondition,
             VolumeError::Denied(_) => Code::PermissionDenied,
             VolumeError::Unavailable(_) => Code::Unavailable,
             VolumeError::Io { .. } | VolumeError::Tool { .. } | VolumeError::Record { .. } => {

@@ -34,7 +34,7 @@ pub use locks::{VolumeGuard, VolumeLocks};
 pub use service::{serve, unix_channel};
 
 use crate::kms::Kms;
-use crate::volume::{Backend, RecordStore};
+use crate::volume::{Backend, Backends, Placement, RecordStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -108,6 +108,25 @@ pub async fn run_image_file_driver(
 ) -> Result<(), CsiError> {
     let backend = crate::volume::ImageFileBackend::new(data_dir.join("images"))?;
     let driver = Driver::new(kms, Arc::new(backend), data_dir.join("records"), config)?;
+    serve_until_signalled(driver, endpoint).await
+}
+
+/// Serves the CSI driver on `endpoint` with volumes as RBD images in the
+/// clusters of ceph-csi's cluster config `clusters`, and their records
+/// under `data_dir/records`, until SIGTERM or Ctrl-C.
+pub async fn run_rbd_driver(
+    kms: Arc<Kms>,
+    clusters: crate::volume::rbd::ClusterConfig,
+    data_dir: &std::path::Path,
+    endpoint: &str,
+    config: DriverConfig,
+) -> Result<(), CsiError> {
+    let backends = crate::volume::rbd::RbdVolumes::new(clusters);
+    let driver = Driver::new(kms, Arc::new(backends), data_dir.join("records"), config)?;
+    serve_until_signalled(driver, endpoint).await
+}
+
+async fn serve_until_signalled(driver: Driver, endpoint: &str) -> Result<(), CsiError> {
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
@@ -124,7 +143,7 @@ pub async fn run_image_file_driver(
 /// The driver: what the gRPC services call.
 pub struct Driver {
     kms: Arc<Kms>,
-    backend: Arc<dyn Backend>,
+    backends: Arc<dyn Backends>,
     records: RecordStore,
     locks: Arc<VolumeLocks>,
     unlocks: Arc<Semaphore>,
@@ -137,7 +156,7 @@ pub struct Driver {
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("backend", &self.backend.name())
+            .field("backends", &self.backends.name())
             .field("records", &self.records.dir())
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -146,17 +165,17 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     /// A driver keeping volume records in `state_dir`, volumes in
-    /// `backend`, keys with `kms`.
+    /// `backends`, keys with `kms`.
     pub fn new(
         kms: Arc<Kms>,
-        backend: Arc<dyn Backend>,
+        backends: Arc<dyn Backends>,
         state_dir: impl Into<PathBuf>,
         config: DriverConfig,
     ) -> Result<Self, CsiError> {
         let records = RecordStore::new(state_dir.into())?;
         Ok(Driver {
             kms,
-            backend,
+            backends,
             records,
             locks: Arc::new(VolumeLocks::default()),
             unlocks: Arc::new(Semaphore::new(config.max_concurrent_unlocks.max(1))),
@@ -184,9 +203,23 @@ impl Driver {
         &self.records
     }
 
-    /// The backend.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// The backends.
+    pub fn backends(&self) -> &Arc<dyn Backends> {
+        &self.backends
+    }
+
+    /// The backend volume (or snapshot) `id` lives in, for calls that need
+    /// no credentials (is it attached?): its record's placement, or the
+    /// default one when it has no record.
+    pub fn backend_of(&self, id: &str) -> Result<Arc<dyn Backend>, CsiError> {
+        let placement = match self.records.volume(id)? {
+            Some(r) => r.placement,
+            None => match self.records.snapshot(id)? {
+                Some(s) => s.placement,
+                None => Placement::default(),
+            },
+        };
+        Ok(self.backends.open(&placement, None)?)
     }
 
     /// The crash point of step `step` of this driver (the `fail` crate's
@@ -213,21 +246,55 @@ impl Driver {
     }
 }
 
+/// Which backend a call acts on: a volume's placement, with the secrets
+/// its request carries (the Ceph user of an RBD StorageClass).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    placement: &'a Placement,
+    secrets: Option<&'a proto::Map>,
+}
+
+impl<'a> At<'a> {
+    /// `placement` with `secrets` (none when the map is empty).
+    fn new(placement: &'a Placement, secrets: &'a proto::Map) -> Self {
+        At {
+            placement,
+            secrets: (!secrets.is_empty()).then_some(secrets),
+        }
+    }
+
+    /// `placement`, for a call that carries no secrets.
+    fn local(placement: &'a Placement) -> Self {
+        At {
+            placement,
+            secrets: None,
+        }
+    }
+}
+
 impl Driver {
-    /// Runs the backend operation `f` on volume (or snapshot) `id` off the
-    /// async workers.
+    /// Runs the backend operation `f` on volume (or snapshot) `id`, in the
+    /// backend `at` names, off the async workers.
     async fn on_backend<T: Send + 'static>(
         &self,
+        at: At<'_>,
         id: &str,
         f: impl FnOnce(&dyn Backend, &str) -> Result<T, crate::volume::VolumeError> + Send + 'static,
     ) -> Result<T, CsiError> {
-        let (b, id) = (self.backend.clone(), id.to_string());
+        let b = self.backends.open(at.placement, at.secrets)?;
+        let id = id.to_string();
         blocking(move || Ok(f(b.as_ref(), &id)?)).await
     }
 
-    /// Bytes the backend has free for new volumes.
-    async fn available_bytes(&self) -> Result<u64, CsiError> {
-        self.on_backend("", |b, _| b.available_bytes()).await
+    /// Bytes the backend has free for new volumes at `placement` (`None`:
+    /// it reports no capacity — thin RBD pools).
+    async fn available_bytes(&self, placement: &Placement) -> Result<Option<u64>, CsiError> {
+        if !self.backends.reports_capacity() {
+            return Ok(None);
+        }
+        self.on_backend(At::local(placement), "", |b, _| b.available_bytes())
+            .await
+            .map(Some)
     }
 }
 

@@ -2,7 +2,7 @@
 //! publish (bind mount), and their reverses; expansion and stats.
 
 use super::proto::{self, volume_capability::AccessType};
-use super::{CsiError, Driver, blocking, check_id, keys};
+use super::{At, CsiError, Driver, blocking, check_id, keys};
 use crate::luks::{self, FormatParams};
 use crate::volume::{Encryption, KeyHolding, VolumeRecord, VolumeState, sys};
 use std::path::{Path, PathBuf};
@@ -117,14 +117,17 @@ impl Driver {
             })
             .await;
         }
-        self.on_backend(&rec.volume_id, |b, id| b.attached(id))
-            .await
+        self.on_backend(At::local(&rec.placement), &rec.volume_id, |b, id| {
+            b.attached(id)
+        })
+        .await
     }
 
     /// Closes the volume's LUKS mapping if it is open, then detaches its
     /// device: the end of NodeUnstage, and the undo of a failed NodeStage.
-    async fn close_and_detach(&self, id: &str) -> Result<(), CsiError> {
-        let (b, id) = (self.backend.clone(), id.to_string());
+    async fn close_and_detach(&self, at: At<'_>, id: &str) -> Result<(), CsiError> {
+        let b = self.backends.open(at.placement, at.secrets)?;
+        let id = id.to_string();
         blocking(move || {
             let name = mapper_name(&id);
             if luks::is_active(&name) {
@@ -138,6 +141,7 @@ impl Driver {
     /// Fetches the key, formats on first use, opens the mapping.
     async fn unlock(
         &self,
+        secrets: &proto::Map,
         rec: &mut VolumeRecord,
         enc: &Encryption,
         dev: &Path,
@@ -159,6 +163,7 @@ impl Driver {
         if !blocking(move || Ok(luks::is_luks2(&d))).await? {
             self.format_first_use(&id, enc, dev, &passphrase).await?;
         }
+        let rewrapped_now = rewrapped.is_some();
         let wrapped = match rewrapped {
             Some(w) => Some(self.keep_rewrapped(rec, &w)?),
             None => enc.key.wrapped_key(),
@@ -173,10 +178,15 @@ impl Driver {
         };
         let (d, p, n) = (dev.to_path_buf(), passphrase.clone(), name.clone());
         blocking(move || open_with_token(&d, &p, &n, token)).await?;
-        if let Some(e) = rec.encryption.as_mut()
-            && !e.formatted
+        if let Some(e) = rec.encryption.clone()
+            && (!e.formatted || rewrapped_now)
         {
-            e.formatted = true;
+            let placement = rec.placement.clone();
+            self.set_key_reference(At::new(&placement, secrets), &id, true, &e.key)
+                .await?;
+            if let Some(e) = rec.encryption.as_mut() {
+                e.formatted = true;
+            }
             self.records.put_volume(rec)?;
         }
         Ok(mapped)
@@ -260,13 +270,15 @@ impl Driver {
                 }
             }
         }
-        let dev = self.on_backend(&id, |b, id| b.attach(id)).await?;
+        let placement = rec.placement.clone();
+        let at = At::new(&placement, &req.secrets);
+        let dev = self.on_backend(at, &id, |b, id| b.attach(id)).await?;
         self.step("stage.attach")?;
         let device = match rec.encryption.clone() {
-            Some(enc) => match self.unlock(&mut rec, &enc, &dev).await {
+            Some(enc) => match self.unlock(&req.secrets, &mut rec, &enc, &dev).await {
                 Ok(d) => d,
                 Err(e) => {
-                    let _ = self.close_and_detach(&id).await;
+                    let _ = self.close_and_detach(at, &id).await;
                     return Err(e);
                 }
             },
@@ -275,7 +287,7 @@ impl Driver {
                 if blocking(move || Ok(sys::probe_type(&d)?)).await?.as_deref()
                     == Some("crypto_LUKS")
                 {
-                    let _ = self.close_and_detach(&id).await;
+                    let _ = self.close_and_detach(at, &id).await;
                     return Err(CsiError::precondition(format!(
                         "volume {id} holds a LUKS header but is recorded as unencrypted: refusing \
                          to use it"
@@ -306,7 +318,7 @@ impl Driver {
             .await;
             if let Err(e) = mounted {
                 // Leave the node as it was: close what this call opened.
-                let _ = self.close_and_detach(&id).await;
+                let _ = self.close_and_detach(at, &id).await;
                 return Err(e);
             }
         }
@@ -350,7 +362,8 @@ impl Driver {
                 )));
             }
         }
-        self.close_and_detach(&id).await?;
+        let placement = rec.map(|r| r.placement).unwrap_or_default();
+        self.close_and_detach(At::local(&placement), &id).await?;
         Ok(proto::NodeUnstageVolumeResponse {})
     }
 
@@ -474,7 +487,10 @@ impl Driver {
         }
         let encrypted = rec.encryption.is_some();
         let bytes = super::image_size(rec.capacity_bytes, encrypted);
-        self.on_backend(&id, move |b, id| b.grow(id, bytes)).await?;
+        self.on_backend(At::new(&rec.placement, &req.secrets), &id, move |b, id| {
+            b.grow(id, bytes)
+        })
+        .await?;
         let device = self.staged_device(&rec).await?.ok_or_else(|| {
             CsiError::precondition(format!("volume {id} is not staged on this node"))
         })?;

@@ -97,13 +97,25 @@ fn number<T: std::str::FromStr>(
 /// Parses StorageClass parameters; `default_fs` applies when no fstype is
 /// given.
 pub fn parse(p: &HashMap<String, String>, default_fs: &str) -> Result<VolumeParams, CsiError> {
-    if let Some(k) = p
-        .keys()
-        .find(|k| !KNOWN.contains(&k.as_str()) && !k.starts_with("csi.storage.k8s.io/"))
-    {
+    parse_for(p, default_fs, &[])
+}
+
+/// As [`parse`], also accepting the parameters `backend` names (which the
+/// backend reads itself: RBD's `clusterID`, `pool`, …).
+pub fn parse_for(
+    p: &HashMap<String, String>,
+    default_fs: &str,
+    backend: &[&str],
+) -> Result<VolumeParams, CsiError> {
+    if let Some(k) = p.keys().find(|k| {
+        !KNOWN.contains(&k.as_str())
+            && !backend.contains(&k.as_str())
+            && !k.starts_with("csi.storage.k8s.io/")
+    }) {
+        let known: Vec<&str> = KNOWN.iter().chain(backend).copied().collect();
         return Err(CsiError::invalid(format!(
             "parameter {k} is not known to kmshost (known: {})",
-            KNOWN.join(", ")
+            known.join(", ")
         )));
     }
     let encrypted = encrypted(p)?;

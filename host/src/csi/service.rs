@@ -122,6 +122,7 @@ impl Controller for Services {
         _: Request<ControllerGetCapabilitiesRequest>,
     ) -> R<ControllerGetCapabilitiesResponse> {
         use proto::controller_service_capability::{Rpc, RpcType};
+        let capacity = self.0.backends().reports_capacity();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities: [
                 RpcType::CreateDeleteVolume,
@@ -133,6 +134,7 @@ impl Controller for Services {
                 RpcType::SingleNodeMultiWriter,
             ]
             .into_iter()
+            .filter(|t| capacity || *t != RpcType::GetCapacity)
             .map(|t| ControllerServiceCapability {
                 rpc: Some(Rpc { r#type: t as i32 }),
             })

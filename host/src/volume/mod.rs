@@ -6,11 +6,13 @@
 //! as Ceph RBD images. Other block sources implement the same trait.
 
 mod image;
+mod placement;
 pub mod rbd;
 mod record;
 pub mod sys;
 
 pub use image::ImageFileBackend;
+pub use placement::{Backends, Placement};
 pub use record::{
     ContentSource, Encryption, KeyHolding, RecordStore, SnapshotRecord, VolumeRecord, VolumeState,
 };
@@ -54,6 +56,10 @@ pub enum VolumeError {
     /// The storage was not reached: retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// Not possible in the volume's present state (an RBD image not mapped
+    /// on this node).
+    #[error("{0}")]
+    Precondition(String),
     /// A stored record could not be read.
     #[error("record {path}: {message}")]
     Record {
@@ -77,7 +83,7 @@ pub enum BlockSource<'a> {
 
 /// A source of block devices for volumes. Methods are blocking; every one
 /// is idempotent, so a retried call after a crash converges.
-pub trait Backend: Send + Sync {
+pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A short name for logs (`image-file`).
     fn name(&self) -> &'static str;
     /// Creates volume `id` of `size` bytes from `source`, replacing any
@@ -103,9 +109,27 @@ pub trait Backend: Send + Sync {
     fn detach(&self, id: &str) -> Result<(), VolumeError>;
     /// Bytes available for new volumes.
     fn available_bytes(&self) -> Result<u64, VolumeError>;
+    /// Checks, before anything is created or recorded, that new volumes
+    /// can be made here (RBD: the pool exists and the user reaches it).
+    fn check_ready(&self) -> Result<(), VolumeError> {
+        Ok(())
+    }
     /// A path libcryptsetup can open for header operations on `id` when it
     /// is not attached (the image file itself), or why there is none.
     fn header_path(&self, id: &str) -> Result<PathBuf, VolumeError>;
+    /// Records on the volume itself how its key is held, where the backend
+    /// keeps per-volume metadata (RBD: ceph-csi's image-meta keys — the
+    /// state, `encryptionPrepared` until `formatted`, then `encrypted`, and
+    /// a wrapping kmsID's blob). Elsewhere a no-op: the record holds it.
+    fn set_key_reference(
+        &self,
+        id: &str,
+        formatted: bool,
+        wrapped: Option<&str>,
+    ) -> Result<(), VolumeError> {
+        let _ = (id, formatted, wrapped);
+        Ok(())
+    }
 }
 
 /// Creates `dir` (and parents) with mode 0700 if missing.

@@ -126,6 +126,9 @@ pub struct VolumeRecord {
     pub parameters_digest: String,
     /// Creation time (Unix seconds).
     pub created_unix: i64,
+    /// Where its blocks are (an image file in records written before).
+    #[serde(default)]
+    pub placement: super::Placement,
 }
 
 /// What kmshost knows about a snapshot.
@@ -149,6 +152,9 @@ pub struct SnapshotRecord {
     pub encryption: Option<Encryption>,
     /// Creation time (Unix seconds).
     pub created_unix: i64,
+    /// Where its blocks are: the source's placement.
+    #[serde(default)]
+    pub placement: super::Placement,
 }
 
 /// Records as JSON files in a directory, with an in-memory sorted index
@@ -306,6 +312,7 @@ mod tests {
             content_source: None,
             parameters_digest: String::new(),
             created_unix: 0,
+            placement: Default::default(),
         }
     }
 

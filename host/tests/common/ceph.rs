@@ -367,10 +367,12 @@ impl Ceph {
         serde_json::json!([{"clusterID": cluster_id, "monitors": [self.mon_addr]}]).to_string()
     }
 
-    /// Mounts pool `pool`'s images as files under a new directory with
+    /// Mounts image `pool/image` as a file under a new directory with
     /// `rbd-fuse` (block access in the container, where there is no
-    /// kernel RBD); unmounted on drop.
-    pub fn fuse(&self, pool: &str) -> FuseMount {
+    /// kernel RBD); unmounted on drop. One image only: rbd-fuse watches
+    /// every image it shows, and a watched image cannot be removed, so a
+    /// whole-pool mount would stall other tests' deletes.
+    pub fn fuse(&self, pool: &str, image: &str) -> FuseMount {
         // Never a TempDir: removing a still-mounted directory recursively
         // would unlink (that is, `rbd rm`) every image of the pool.
         let dir = tempfile::tempdir().unwrap().keep();
@@ -382,10 +384,12 @@ impl Ceph {
                 conf,
                 "-p".into(),
                 pool.into(),
+                "-r".into(),
+                image.into(),
                 dir.display().to_string(),
                 "-f".into(),
             ],
-            self.dir.join(format!("fuse-{pool}.out")),
+            self.dir.join(format!("fuse-{pool}-{image}.out")),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

@@ -6,7 +6,7 @@ use kmshost::csi::proto::{self, volume_capability};
 use kmshost::csi::{Driver, DriverConfig};
 use kmshost::kms::Kms;
 use kmshost::secrets::{ChainedSecrets, MountedSecrets};
-use kmshost::volume::ImageFileBackend;
+use kmshost::volume::{Backends, ImageFileBackend};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +18,9 @@ pub struct CsiHarness {
     pub client: Client,
     pub config_path: PathBuf,
     pub secrets: PathBuf,
+    /// The secrets every call that takes them carries (an RBD
+    /// StorageClass's Ceph user); empty by default.
+    pub request_secrets: HashMap<String, String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -44,6 +47,25 @@ impl CsiHarness {
     pub async fn start_with(
         config: &serde_json::Value,
         config_maps: Option<Arc<dyn kmshost::secrets::ConfigMapSource>>,
+    ) -> Self {
+        Self::start_full(config, config_maps, None, HashMap::new()).await
+    }
+
+    /// As [`CsiHarness::start`], with volumes in `backends` (RBD) and
+    /// `request_secrets` on every call that takes secrets.
+    pub async fn start_on(
+        config: &serde_json::Value,
+        backends: Arc<dyn Backends>,
+        request_secrets: HashMap<String, String>,
+    ) -> Self {
+        Self::start_full(config, None, Some(backends), request_secrets).await
+    }
+
+    async fn start_full(
+        config: &serde_json::Value,
+        config_maps: Option<Arc<dyn kmshost::secrets::ConfigMapSource>>,
+        backends: Option<Arc<dyn Backends>>,
+        request_secrets: HashMap<String, String>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets");
@@ -78,11 +100,12 @@ impl CsiHarness {
             .as_str()])
             .unwrap(),
         ));
-        let backend = Arc::new(ImageFileBackend::new(dir.path().join("images")).unwrap());
+        let backends = backends
+            .unwrap_or_else(|| Arc::new(ImageFileBackend::new(dir.path().join("images")).unwrap()));
         let driver = Arc::new(
             Driver::new(
                 Arc::new(kms),
-                backend,
+                backends,
                 dir.path().join("records"),
                 DriverConfig {
                     node_id: "node-1".into(),
@@ -116,6 +139,7 @@ impl CsiHarness {
             client: client.expect("driver socket"),
             config_path,
             secrets,
+            request_secrets,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -158,7 +182,7 @@ impl CsiHarness {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<HashMap<_, _>>(),
-                secrets: Default::default(),
+                secrets: self.request_secrets.clone(),
                 volume_content_source: source
                     .map(|t| proto::VolumeContentSource { r#type: Some(t) }),
             })
@@ -173,7 +197,7 @@ impl CsiHarness {
             .clone()
             .delete_volume(proto::DeleteVolumeRequest {
                 volume_id: id.into(),
-                secrets: Default::default(),
+                secrets: self.request_secrets.clone(),
             })
             .await
             .map(|_| ())
@@ -193,6 +217,7 @@ impl CsiHarness {
                 volume_id: id.into(),
                 staging_target_path: staging.to_string_lossy().into(),
                 volume_capability: Some(cap),
+                secrets: self.request_secrets.clone(),
                 ..Default::default()
             })
             .await
@@ -256,10 +281,17 @@ impl CsiHarness {
             .clone()
             .encryption_key_rotate(proto::EncryptionKeyRotateRequest {
                 volume_id: id.into(),
+                secrets: self.request_secrets.clone(),
                 ..Default::default()
             })
             .await
             .map(|_| ())
+    }
+
+    /// Whether volume `id`'s block device is attached on this node.
+    pub fn attached(&self, id: &str) -> bool {
+        let backend = self.driver.backend_of(id).unwrap();
+        backend.attached(id).unwrap().is_some()
     }
 
     /// The volume record.

@@ -178,6 +178,11 @@ impl RbdBackend {
                  the userID/userKey in the StorageClass's Secret (a wrong key looks the same)",
                 e.message
             )),
+            Failure::NoCredentials => VolumeError::Invalid(format!(
+                "{at}: {} — set the StorageClass's csi.storage.k8s.io/provisioner-secret-*, \
+                 controller-expand-secret-* and node-stage-secret-* to a Secret holding them",
+                e.message
+            )),
             Failure::NoKernel => VolumeError::Unsupported(format!(
                 "{at}: the kernel RBD driver (rbd.ko) is not available on this node: {}",
                 e.message
@@ -307,7 +312,10 @@ impl RbdBackend {
     /// The mapped devices of this pool's image `id` (all of them, so a
     /// double map is seen).
     fn mapped(&self, id: &str) -> Result<Vec<PathBuf>, VolumeError> {
-        let out = self.rbd("device list", &["device", "list", "--format", "json"])?;
+        let out = self
+            .cli
+            .run_local(&["device", "list", "--format", "json"])
+            .map_err(|e| self.error("device list", e))?;
         let all: Vec<Mapped> = if out.iter().all(u8::is_ascii_whitespace) {
             Vec::new()
         } else {
@@ -448,8 +456,36 @@ impl Backend for RbdBackend {
         ))
     }
 
+    fn set_key_reference(
+        &self,
+        id: &str,
+        formatted: bool,
+        wrapped: Option<&str>,
+    ) -> Result<(), VolumeError> {
+        let state = if formatted {
+            EncryptionState::Encrypted
+        } else {
+            EncryptionState::Prepared
+        };
+        self.set_encryption(id, state, wrapped)
+    }
+
+    fn check_ready(&self) -> Result<(), VolumeError> {
+        let pool = &self.opts.pool;
+        match self.cli.run(&["ls", "--format", "json", pool]) {
+            Ok(_) => Ok(()),
+            // `rbd ls` of a missing pool says "listing images failed: (2)".
+            Err(e) if e.failure == Failure::Missing => Err(VolumeError::Invalid(format!(
+                "pool {pool} does not exist in cluster {} (StorageClass parameter pool): {}",
+                self.cli.cluster_id(),
+                e.message
+            ))),
+            Err(e) => Err(self.error("ls", e)),
+        }
+    }
+
     fn header_path(&self, id: &str) -> Result<PathBuf, VolumeError> {
-        Err(VolumeError::Unsupported(format!(
+        Err(VolumeError::Precondition(format!(
             "volume {id} is not mapped on this node: LUKS header operations on an RBD image \
              need it mapped (NodeStage it first)"
         )))

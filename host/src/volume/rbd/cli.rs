@@ -107,7 +107,7 @@ pub struct RbdCli {
     program: PathBuf,
     cluster_id: String,
     mon_host: String,
-    creds: Credentials,
+    creds: Option<Credentials>,
     key_dir: PathBuf,
     timeout: Duration,
     connect_timeout_secs: u32,
@@ -129,6 +129,8 @@ pub enum Failure {
     /// The kernel RBD driver is not there (`rbd device map` on a node
     /// without rbd.ko).
     NoKernel,
+    /// A cluster call without credentials.
+    NoCredentials,
     /// Anything else.
     Other,
 }
@@ -146,6 +148,12 @@ impl RbdCli {
     /// `rbd` (from `PATH`) for `cluster` as `creds`; key files are written
     /// under the system temporary directory.
     pub fn new(cluster: &super::Cluster, creds: Credentials) -> Self {
+        Self::with_creds(cluster, Some(creds))
+    }
+
+    /// `rbd` for `cluster` as a user if the request named one, else for
+    /// node-local calls only ([`RbdCli::run_local`]).
+    pub fn with_creds(cluster: &super::Cluster, creds: Option<Credentials>) -> Self {
         RbdCli {
             program: "rbd".into(),
             cluster_id: cluster.id.clone(),
@@ -189,12 +197,34 @@ impl RbdCli {
 
     /// The user (for messages).
     pub fn user_id(&self) -> &str {
-        self.creds.user_id()
+        self.creds.as_ref().map_or("(none)", Credentials::user_id)
     }
 
-    /// Runs `rbd <args>` and returns its stdout.
+    /// Runs `rbd <args>` on the node only, without reaching the cluster
+    /// (`device list`, `device unmap`): no user, no key.
+    pub fn run_local<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Vec<u8>, CallError> {
+        let mut argv: Vec<OsString> = vec!["-c".into(), "/dev/null".into()];
+        argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        let (ok, stdout, stderr) = self.spawn(&argv)?;
+        if ok {
+            return Ok(stdout);
+        }
+        Err(self.failure(&stderr))
+    }
+
+    /// Runs `rbd <args>` against the cluster as the user, and returns its
+    /// stdout.
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Vec<u8>, CallError> {
-        let keyfile = self.keyfile().map_err(|e| CallError {
+        let Some(creds) = &self.creds else {
+            return Err(CallError {
+                failure: Failure::NoCredentials,
+                message: format!(
+                    "this call carries no Ceph credentials for cluster {} (secret keys {USER_ID},                      {USER_KEY})",
+                    self.cluster_id
+                ),
+            });
+        };
+        let keyfile = self.keyfile(creds).map_err(|e| CallError {
             failure: Failure::Other,
             message: format!("writing the key file: {e}"),
         })?;
@@ -204,7 +234,7 @@ impl RbdCli {
             "--mon_host".into(),
             self.mon_host.clone().into(),
             "--id".into(),
-            self.creds.user_id.clone().into(),
+            creds.user_id.clone().into(),
             "--keyfile".into(),
             keyfile.path().into(),
             "--client_mount_timeout".into(),
@@ -227,11 +257,11 @@ impl RbdCli {
     }
 
     /// The key in a 0600 file that lives for one call.
-    fn keyfile(&self) -> std::io::Result<tempfile::NamedTempFile> {
+    fn keyfile(&self, creds: &Credentials) -> std::io::Result<tempfile::NamedTempFile> {
         let mut f = tempfile::Builder::new()
             .prefix(".kmshost-ceph-")
             .tempfile_in(&self.key_dir)?;
-        f.write_all(self.creds.key.expose())?;
+        f.write_all(creds.key.expose())?;
         f.flush()?;
         Ok(f)
     }
@@ -292,7 +322,11 @@ impl RbdCli {
     /// key scrubbed out should ceph ever echo it.
     fn failure(&self, stderr: &str) -> CallError {
         let line = reason_line(stderr);
-        let key = String::from_utf8_lossy(self.creds.key.expose()).into_owned();
+        let key = self
+            .creds
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(c.key.expose()).into_owned())
+            .unwrap_or_default();
         let line = if key.len() >= 8 {
             line.replace(&key, "REDACTED")
         } else {

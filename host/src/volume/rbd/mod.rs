@@ -6,8 +6,19 @@
 //!
 //! The room holds: [`cluster`] (the `config.json` clusterID → monitors
 //! map), [`cli`] (running `rbd` as one user against one cluster), [`meta`]
-//! (ceph-csi's image-metadata keys) and [`RbdBackend`] (the [`Backend`]
-//! operations on images).
+//! (ceph-csi's image-metadata keys), [`RbdBackend`] (the [`Backend`]
+//! operations on images) and [`RbdVolumes`] (StorageClass parameters to a
+//! placement, and a backend per placement and request Secret).
+//!
+//! # Where a volume is: its record
+//!
+//! A volume's cluster and pool are kept in its record
+//! ([`super::Placement`]) and passed to the node in the volume context
+//! (`clusterID`, `pool`, `imageName`, as ceph-csi does); the volume ID
+//! stays `kh-vol-<hash of the name>`, which keeps CreateVolume idempotent
+//! across crashes and the ID usable as a KMS key name. ceph-csi instead
+//! encodes the cluster and pool in the ID, because it keeps no state of
+//! its own; kmshost has its records. The image is named by the volume ID.
 //!
 //! # The `rbd` CLI, not librbd
 //!
@@ -32,8 +43,10 @@ pub mod backend;
 pub mod cli;
 pub mod cluster;
 pub mod meta;
+pub mod volumes;
 
 pub use backend::{ImageOptions, RbdBackend};
 pub use cli::{Credentials, RbdCli};
 pub use cluster::{Cluster, ClusterConfig};
 pub use meta::{EncryptionState, ImageEncryption};
+pub use volumes::RbdVolumes;
