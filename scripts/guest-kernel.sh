@@ -2,17 +2,17 @@
 # Prepares a guest kernel for the dm-crypt tests: Debian's linux-image
 # (downloaded, unpacked, never installed), its uncompressed vmlinux, and an
 # initramfs with static busybox and the modules for loop devices, dm-crypt,
-# ext4, virtio-9p and virtio-net. The init script brings up loopback and
-# QEMU's user network (10.0.2.15, the host's loopback at 10.0.2.2), mounts
-# the host's /usr and the repo over 9p and runs /run-in-guest.sh from the
-# repo share.
+# ext4, virtio-9p, virtio-net and the kernel RBD client (libceph, rbd). The
+# init script brings up loopback and QEMU's user network (10.0.2.15, the
+# host's loopback at 10.0.2.2), mounts the host's /usr and the repo over 9p
+# and runs /run-in-guest.sh from the repo share.
 #
 # usage: scripts/guest-kernel.sh OUT_DIR    (idempotent; reuses OUT_DIR)
 set -eu
 out=$(realpath -m "$1")
 mkdir -p "$out"
 # Bump when the initramfs changes, so prepared kernels are rebuilt.
-version=2
+version=3
 if [ -s "$out/vmlinux" ] && [ -s "$out/initrd.cpio.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
     exit 0
 fi
@@ -62,7 +62,8 @@ byname = {os.path.basename(k).split('.ko')[0].replace('-', '_'): k for k in deps
 want = ['loop', 'dm_mod', 'dm_crypt', 'xts', 'ecb', 'cbc', 'aes_generic', 'aesni_intel',
         'crc32c_generic', 'crc32c_intel', 'ext4', 'virtio_pci', 'virtio_ring', 'virtio',
         'netfs', '9pnet', '9pnet_virtio', '9p', 'af_alg', 'algif_skcipher', 'algif_hash',
-        'sha256_generic', 'xxhash_generic', 'virtio_net']
+        'sha256_generic', 'xxhash_generic', 'virtio_net',
+        'libcrc32c', 'dns_resolver', 'libceph', 'rbd']
 order, seen = [], set()
 def add(path):
     if path in seen: return

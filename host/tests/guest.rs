@@ -39,6 +39,11 @@ const KMIP_PASS: &str = "GUEST-KMIP-LIFECYCLE-PASS";
 const KP_PASS: &str = "GUEST-KEYPROTECT-LIFECYCLE-PASS";
 const HSM_PASS: &str = "GUEST-PKCS11-LIFECYCLE-PASS";
 const AZ_PASS: &str = "GUEST-AZURE-LIFECYCLE-PASS";
+const RBD_PASS: &str = "GUEST-RBD-LIFECYCLE-PASS";
+/// The clusterID the guest's RBD StorageClass names.
+const GUEST_CLUSTER: &str = "guest-cluster";
+/// The Ceph user the guest's driver acts as.
+const GUEST_CEPH_USER: &str = "csi-rbd-guest";
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -140,13 +145,35 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         Some(_) => "KMSHOST_GUEST_SOFTHSM=1 ",
         None => "",
     };
+    // A real Ceph cluster on the host's 127.0.0.2 for the guest's RBD
+    // volumes: its cluster config and a user key go through the shared
+    // folder, and the guest routes 127.0.0.2 to the host (PEERS.md).
+    let ceph = common::ceph::require_ceph("RBD volumes in the guest").then(common::ceph::shared);
+    let (ceph_env, ceph_net) = match &ceph {
+        Some(c) => {
+            let dir = work.join("ceph");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("config.json"), c.cluster_config(GUEST_CLUSTER)).unwrap();
+            std::fs::write(dir.join("user-key"), c.rbd_user(GUEST_CEPH_USER, "rbd")).unwrap();
+            (
+                format!("KMSHOST_GUEST_CEPH_DIR={} ", dir.display()),
+                "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet
+                 echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet
+                 busybox ip addr del 127.0.0.1/8 dev lo
+                 busybox ip addr add 127.0.0.1/32 dev lo
+                 busybox ip route add 127.0.0.2/32 via 10.0.2.2 dev eth0
+",
+            )
+        }
+        None => (String::new(), ""),
+    };
     let out = work.join("guest-output.txt");
     let _ = std::fs::remove_file(&out);
     let exe = std::env::current_exe().unwrap();
     std::fs::write(
         work.join("run-in-guest.sh"),
         format!(
-            "cd {host}\n{vault_env}{kmip_env}{kp_env}{az_env}{hsm_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
+            "{ceph_net}cd {host}\n{vault_env}{kmip_env}{kp_env}{az_env}{hsm_env}{ceph_env}KMSHOST_IN_GUEST=1 RUST_BACKTRACE=1 {exe} --ignored guest_ \
              --nocapture --test-threads 1 > {out} 2>&1\necho \"exit=$?\" >> {out}\n",
             host = repo.join("host").display(),
             exe = exe.display(),
@@ -233,6 +260,16 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
     assert!(secret.deleted, "soft-deleted with its volume");
     assert_eq!(secret.versions.len(), 2, "created, then rotated");
     assert_eq!(az.logins(), 1, "one login for the guest's whole run");
+    if let Some(c) = &ceph {
+        assert!(text.contains(RBD_PASS), "guest output:\n{text}");
+        // The guest deleted its volume: the image is gone from the pool.
+        let id = kmshost::csi::volume_id_for("pvc-guest-rbd");
+        let ls = c.rbd_admin(&["ls", "rbd"]);
+        assert!(
+            !String::from_utf8_lossy(&ls.stdout).contains(&id),
+            "the guest's image outlived its volume"
+        );
+    }
 }
 
 fn fs_total(path: &Path) -> u64 {
@@ -741,4 +778,143 @@ async fn guest_pkcs11_lifecycle() {
     assert!(h.record(&id).is_none());
     h.stop().await;
     println!("{HSM_PASS}");
+}
+
+/// The encrypted lifecycle on a Ceph RBD image of the host's cluster,
+/// mapped with the guest kernel's RBD driver: create (image + key
+/// reference in its metadata) → stage (`rbd device map`, format, open,
+/// mkfs, mount; the image then says `encrypted`) → write → unstage (unmap)
+/// → stage → read back → rotate while mapped → expand online (RBD resize,
+/// krbd refresh, LUKS mapping, ext4) → delete (image gone).
+///
+/// Long by design: one scenario end to end, each step checked where it happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_rbd_lifecycle() {
+    use kmshost::volume::Backend as _;
+    use kmshost::volume::rbd::{
+        ClusterConfig, Credentials, EncryptionState, ImageOptions, RbdBackend, RbdCli, RbdVolumes,
+    };
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let Ok(dir) = std::env::var("KMSHOST_GUEST_CEPH_DIR") else {
+        println!("no Ceph on the host: the RBD lifecycle is not run");
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let clusters = ClusterConfig::load(&dir.join("config.json")).unwrap();
+    let key = std::fs::read_to_string(dir.join("user-key")).unwrap();
+    let secrets = std::collections::HashMap::from([
+        ("userID".to_string(), GUEST_CEPH_USER.to_string()),
+        ("userKey".to_string(), key.trim().to_string()),
+    ]);
+    // The same cluster as the test sees it, to check the image itself.
+    let image = RbdBackend::new(
+        RbdCli::new(
+            clusters.get(GUEST_CLUSTER).unwrap(),
+            Credentials::from_secrets(&secrets).unwrap(),
+        ),
+        ImageOptions::new("rbd", None, "").unwrap(),
+    );
+    let volumes = RbdVolumes::new(clusters.clone());
+    let h = CsiHarness::start_on(&metadata_config(), std::sync::Arc::new(volumes), secrets).await;
+    let sc: &[(&str, &str)] = &[
+        ("clusterID", GUEST_CLUSTER),
+        ("pool", "rbd"),
+        ("imageFeatures", "layering,exclusive-lock"),
+        ("encrypted", "true"),
+        ("encryptionKMSID", "meta-a"),
+    ];
+    let id = h
+        .create("pvc-guest-rbd", 64 * MIB, sc, None)
+        .await
+        .unwrap()
+        .volume_id;
+    assert_eq!(
+        image.encryption(&id).unwrap().state,
+        Some(EncryptionState::Prepared)
+    );
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let staging = h.path("staging-rbd");
+    let data = "kept on an RBD image";
+
+    // First stage: map with krbd, format, open, mkfs, mount.
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert!(mapper.exists(), "dm-crypt mapping open");
+    let dev = h.driver.backend_of(&id).unwrap().attached(&id).unwrap();
+    let dev = dev.expect("mapped with krbd");
+    assert!(
+        dev.to_string_lossy().starts_with("/dev/rbd"),
+        "{}",
+        dev.display()
+    );
+    assert_eq!(blkid_type(&dev).as_deref(), Some("crypto_LUKS"));
+    assert_eq!(
+        image.encryption(&id).unwrap().state,
+        Some(EncryptionState::Encrypted),
+        "the image records its LUKS header, as ceph-csi's do"
+    );
+    std::fs::write(staging.join("data.txt"), data).unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    assert!(!mapper.exists() && !h.attached(&id), "closed and unmapped");
+
+    // Stage again; rotate while mapped; stage with the new key.
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.rotate(&id).await.unwrap();
+    h.unstage(&id, &staging).await.unwrap();
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+
+    // Expand online: the image, the mapped device, the LUKS mapping, ext4.
+    let before = fs_total(&staging);
+    let mut ctl = h.client.controller.clone();
+    ctl.controller_expand_volume(proto::ControllerExpandVolumeRequest {
+        volume_id: id.clone(),
+        capacity_range: Some(proto::CapacityRange {
+            required_bytes: 128 * MIB,
+            limit_bytes: 0,
+        }),
+        secrets: h.request_secrets.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let n = h
+        .client
+        .node
+        .clone()
+        .node_expand_volume(proto::NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: staging.to_string_lossy().into(),
+            secrets: h.request_secrets.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        n.capacity_bytes,
+        128 * MIB,
+        "the mapping has the full capacity"
+    );
+    let after = fs_total(&staging);
+    assert!(
+        after > before + 50 * (MIB as u64),
+        "ext4 grew: {before} -> {after}"
+    );
+    h.unstage(&id, &staging).await.unwrap();
+
+    h.delete(&id).await.unwrap();
+    assert!(h.record(&id).is_none() && !image.exists(&id));
+    h.stop().await;
+    println!("{RBD_PASS}");
 }

@@ -337,6 +337,20 @@ impl RbdBackend {
     }
 }
 
+/// Tells krbd to re-read the header of mapped device `dev` (`/dev/rbdN`).
+fn refresh(dev: &std::path::Path) -> Result<(), VolumeError> {
+    let n = dev
+        .to_str()
+        .and_then(|d| d.strip_prefix("/dev/rbd"))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| VolumeError::Tool {
+            program: "rbd".into(),
+            message: format!("{} is not a krbd device", dev.display()),
+        })?;
+    let p = PathBuf::from(format!("/sys/bus/rbd/devices/{n}/refresh"));
+    std::fs::write(&p, b"1").map_err(super::super::io_err(&p))
+}
+
 impl Backend for RbdBackend {
     fn name(&self) -> &'static str {
         "rbd"
@@ -392,10 +406,13 @@ impl Backend for RbdBackend {
     }
 
     fn grow(&self, id: &str, size: u64) -> Result<(), VolumeError> {
-        // A mapped image follows its header's size change by itself
-        // (krbd watches the header).
         if self.size(id)? < size {
             self.resize(id, size)?;
+        }
+        // krbd learns of the new size from a header watch, in its own
+        // time; a refresh makes a mapped device see it now.
+        for dev in self.mapped(id)? {
+            refresh(&dev)?;
         }
         Ok(())
     }
@@ -434,18 +451,11 @@ impl Backend for RbdBackend {
     fn detach(&self, id: &str) -> Result<(), VolumeError> {
         for dev in self.mapped(id)? {
             let dev = dev.display().to_string();
-            self.rbd(
-                "device unmap",
-                &[
-                    "device",
-                    "unmap",
-                    "--device-type",
-                    "krbd",
-                    "-o",
-                    "noudev",
-                    &dev,
-                ],
-            )?;
+            // Unmapping is node-local: NodeUnstageVolume carries no
+            // credentials, and needs none.
+            self.cli
+                .run_local(&["device", "unmap", "-o", "noudev", &dev])
+                .map_err(|e| self.error("device unmap", e))?;
         }
         Ok(())
     }

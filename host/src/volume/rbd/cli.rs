@@ -219,7 +219,8 @@ impl RbdCli {
             return Err(CallError {
                 failure: Failure::NoCredentials,
                 message: format!(
-                    "this call carries no Ceph credentials for cluster {} (secret keys {USER_ID},                      {USER_KEY})",
+                    "this call carries no Ceph credentials for cluster {} (secret keys \
+                     {USER_ID}, {USER_KEY})",
                     self.cluster_id
                 ),
             });
