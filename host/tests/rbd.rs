@@ -677,7 +677,8 @@ async fn bad_rbd_storage_classes_fail_clearly_and_record_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
-        e.message().contains("parameter clusterID is not known"),
+        e.message()
+            .contains("parameters clusterID, imageFeatures, pool are not known"),
         "{}",
         e.message()
     );

@@ -107,14 +107,23 @@ pub fn parse_for(
     default_fs: &str,
     backend: &[&str],
 ) -> Result<VolumeParams, CsiError> {
-    if let Some(k) = p.keys().find(|k| {
-        !KNOWN.contains(&k.as_str())
-            && !backend.contains(&k.as_str())
-            && !k.starts_with("csi.storage.k8s.io/")
-    }) {
+    let mut unknown: Vec<&str> = p
+        .keys()
+        .map(String::as_str)
+        .filter(|k| {
+            !KNOWN.contains(k) && !backend.contains(k) && !k.starts_with("csi.storage.k8s.io/")
+        })
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
         let known: Vec<&str> = KNOWN.iter().chain(backend).copied().collect();
+        let (what, verb) = match unknown.len() {
+            1 => ("parameter", "is"),
+            _ => ("parameters", "are"),
+        };
         return Err(CsiError::invalid(format!(
-            "parameter {k} is not known to kmshost (known: {})",
+            "{what} {} {verb} not known to kmshost (known: {})",
+            unknown.join(", "),
             known.join(", ")
         )));
     }
