@@ -306,35 +306,10 @@ async fn block_volume_publish_and_online_expansion() {
         kmshost::volume::sys::device_size(&target).unwrap(),
         16 << 20
     );
-    let r = h
-        .client
-        .controller
-        .clone()
-        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-            volume_id: id.clone(),
-            capacity_range: Some(proto::CapacityRange {
-                required_bytes: 48 * MIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = h.expand(&id, 48 * MIB).await.unwrap();
     assert_eq!(r.capacity_bytes, 48 * MIB);
     assert!(r.node_expansion_required);
-    let n = h
-        .client
-        .node
-        .clone()
-        .node_expand_volume(proto::NodeExpandVolumeRequest {
-            volume_id: id.clone(),
-            volume_path: target.to_string_lossy().into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let n = h.node_expand(&id, &target).await.unwrap();
     assert_eq!(n.capacity_bytes, 48 * MIB);
     assert_eq!(
         kmshost::volume::sys::device_size(&target).unwrap(),
@@ -1122,14 +1097,7 @@ async fn stats(h: &CsiHarness, id: &str, path: &str) -> Result<(), tonic::Status
 }
 
 async fn node_expand(h: &CsiHarness, id: &str, path: &str) -> Result<(), tonic::Status> {
-    h.client
-        .node
-        .clone()
-        .node_expand_volume(proto::NodeExpandVolumeRequest {
-            volume_id: id.into(),
-            volume_path: path.into(),
-            ..Default::default()
-        })
+    h.node_expand(id, std::path::Path::new(path))
         .await
         .map(|_| ())
 }

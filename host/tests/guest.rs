@@ -26,7 +26,6 @@
 mod common;
 
 use common::csi::*;
-use kmshost::csi::proto;
 use kmshost::kms::{KeyId, generate_passphrase};
 use kmshost::volume::KeyHolding;
 use std::path::{Path, PathBuf};
@@ -276,6 +275,26 @@ fn fs_total(path: &Path) -> u64 {
     kmshost::volume::sys::fs_stats(path).unwrap().total_bytes
 }
 
+/// Expands staged volume `id` online to 128 MiB — ControllerExpandVolume,
+/// then NodeExpandVolume at `staging` — and checks that the mapping has the
+/// full capacity and the filesystem grew.
+async fn expand_online_to_128_mib(h: &CsiHarness, id: &str, staging: &Path) {
+    let before = fs_total(staging);
+    let r = h.expand(id, 128 * MIB).await.unwrap();
+    assert!(r.node_expansion_required);
+    let n = h.node_expand(id, staging).await.unwrap();
+    assert_eq!(
+        n.capacity_bytes,
+        128 * MIB,
+        "the mapping has the full capacity"
+    );
+    let after = fs_total(staging);
+    assert!(
+        after > before + 50 * (MIB as u64),
+        "ext4 grew: {before} -> {after}"
+    );
+}
+
 /// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
@@ -338,45 +357,7 @@ async fn guest_lifecycle() {
     );
 
     // Expand online: image, loop device, dm-crypt mapping, ext4.
-    let before = fs_total(&staging);
-    let r = h
-        .client
-        .controller
-        .clone()
-        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-            volume_id: id.clone(),
-            capacity_range: Some(proto::CapacityRange {
-                required_bytes: 128 * MIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.node_expansion_required);
-    let n = h
-        .client
-        .node
-        .clone()
-        .node_expand_volume(proto::NodeExpandVolumeRequest {
-            volume_id: id.clone(),
-            volume_path: staging.to_string_lossy().into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        n.capacity_bytes,
-        128 * MIB,
-        "the mapping has the full capacity"
-    );
-    let after = fs_total(&staging);
-    assert!(
-        after > before + 50 * (MIB as u64),
-        "ext4 grew: {before} -> {after}"
-    );
+    expand_online_to_128_mib(&h, &id, &staging).await;
     h.unstage(&id, &staging).await.unwrap();
 
     // A wrong key is refused; nothing is opened or changed.
@@ -875,42 +856,7 @@ async fn guest_rbd_lifecycle() {
     );
 
     // Expand online: the image, the mapped device, the LUKS mapping, ext4.
-    let before = fs_total(&staging);
-    let mut ctl = h.client.controller.clone();
-    ctl.controller_expand_volume(proto::ControllerExpandVolumeRequest {
-        volume_id: id.clone(),
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: 128 * MIB,
-            limit_bytes: 0,
-        }),
-        secrets: h.request_secrets.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let n = h
-        .client
-        .node
-        .clone()
-        .node_expand_volume(proto::NodeExpandVolumeRequest {
-            volume_id: id.clone(),
-            volume_path: staging.to_string_lossy().into(),
-            secrets: h.request_secrets.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        n.capacity_bytes,
-        128 * MIB,
-        "the mapping has the full capacity"
-    );
-    let after = fs_total(&staging);
-    assert!(
-        after > before + 50 * (MIB as u64),
-        "ext4 grew: {before} -> {after}"
-    );
+    expand_online_to_128_mib(&h, &id, &staging).await;
     h.unstage(&id, &staging).await.unwrap();
 
     h.delete(&id).await.unwrap();

@@ -426,20 +426,8 @@ async fn csi_controller_calls_on_rbd_images() {
     }
 
     // ControllerExpandVolume grows the image.
+    let r = h.expand(&id, 48 * MIB as i64).await.unwrap();
     let mut ctl = h.client.controller.clone();
-    let r = ctl
-        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-            volume_id: id.clone(),
-            capacity_range: Some(proto::CapacityRange {
-                required_bytes: 48 * MIB as i64,
-                limit_bytes: 0,
-            }),
-            secrets: h.request_secrets.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(r.capacity_bytes, 48 * MIB as i64);
     assert_eq!(
         info(&c, &format!("rbd/{id}"))["size"],

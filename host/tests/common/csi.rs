@@ -274,6 +274,48 @@ impl CsiHarness {
             .map(|_| ())
     }
 
+    /// ControllerExpandVolume to `bytes`, with the request secrets.
+    pub async fn expand(
+        &self,
+        id: &str,
+        bytes: i64,
+    ) -> Result<proto::ControllerExpandVolumeResponse, tonic::Status> {
+        self.client
+            .controller
+            .clone()
+            .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                volume_id: id.into(),
+                capacity_range: Some(proto::CapacityRange {
+                    required_bytes: bytes,
+                    limit_bytes: 0,
+                }),
+                secrets: self.request_secrets.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// NodeExpandVolume of the volume staged or published at `path`, with
+    /// the request secrets.
+    pub async fn node_expand(
+        &self,
+        id: &str,
+        path: &Path,
+    ) -> Result<proto::NodeExpandVolumeResponse, tonic::Status> {
+        self.client
+            .node
+            .clone()
+            .node_expand_volume(proto::NodeExpandVolumeRequest {
+                volume_id: id.into(),
+                volume_path: path.to_string_lossy().into(),
+                secrets: self.request_secrets.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// EncryptionKeyRotate.
     pub async fn rotate(&self, id: &str) -> Result<(), tonic::Status> {
         self.client
