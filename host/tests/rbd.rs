@@ -672,3 +672,108 @@ async fn bad_rbd_storage_classes_fail_clearly_and_record_nothing() {
     );
     h.stop().await;
 }
+
+/// A node with no record of a volume stages it from its volume context
+/// (what CreateVolume returned, or a static PV's attributes): what it
+/// cannot adopt fails naming the fault, and the node records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_contexts_a_node_cannot_stage_from_fail_clearly_and_record_nothing() {
+    let Some(c) =
+        cluster("volume_contexts_a_node_cannot_stage_from_fail_clearly_and_record_nothing")
+    else {
+        return;
+    };
+    let h = provisioner(&c).await;
+    let created = h
+        .create("pvc-ctx", 16 * MIB as i64, SC, None)
+        .await
+        .unwrap();
+    let (id, ctx) = (created.volume_id, created.volume_context);
+    for k in [
+        "clusterID",
+        "pool",
+        "imageName",
+        "encrypted",
+        "encryptionKMSID",
+    ] {
+        assert!(ctx.contains_key(k), "{k} in {ctx:?}");
+    }
+    let plain_sc: Vec<(&str, &str)> = SC
+        .iter()
+        .filter(|(k, _)| !k.starts_with("encrypt"))
+        .copied()
+        .collect();
+    let plain = h
+        .create("pvc-ctx-plain", 16 * MIB as i64, &plain_sc, None)
+        .await
+        .unwrap();
+    let with = |base: &proto::Map, k: &str, v: Option<&str>| {
+        let mut m = base.clone();
+        match v {
+            Some(v) => m.insert(k.to_string(), v.to_string()),
+            None => m.remove(k),
+        };
+        m
+    };
+    let says_encrypted = with(
+        &with(&plain.volume_context, "encrypted", Some("true")),
+        "encryptionKMSID",
+        Some("meta-a"),
+    );
+    let cases: Vec<(&str, proto::Map, Code, &str)> = vec![
+        (
+            &id,
+            with(&ctx, "imageName", None),
+            Code::NotFound,
+            "does not exist",
+        ),
+        (
+            &id,
+            with(&ctx, "imageName", Some("-rf")),
+            Code::InvalidArgument,
+            "imageName",
+        ),
+        (
+            &id,
+            with(&ctx, "clusterID", Some("elsewhere")),
+            Code::InvalidArgument,
+            "clusterID",
+        ),
+        (
+            &id,
+            with(&ctx, "encrypted", Some("false")),
+            Code::FailedPrecondition,
+            "records an encryption state",
+        ),
+        (
+            &plain.volume_id,
+            says_encrypted,
+            Code::FailedPrecondition,
+            "records no encryption state",
+        ),
+        // Adoptable: the record would be written once mapped, and this
+        // kernel has no rbd.ko, so the node is left as it was.
+        (&id, ctx.clone(), Code::InvalidArgument, "rbd.ko"),
+    ];
+    let node = provisioner(&c).await;
+    let staging = node.path("staging");
+    for (vid, context, code, want) in cases {
+        let e = node
+            .stage_from(
+                vid,
+                &staging,
+                common::csi::mount_cap("ext4"),
+                context.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{context:?}: {e:?}");
+        assert!(e.message().contains(want), "{context:?}: {}", e.message());
+        assert!(node.record(vid).is_none(), "{context:?}: nothing recorded");
+        assert!(!h.attached(vid), "not left mapped");
+    }
+    node.stop().await;
+    h.delete(&id).await.unwrap();
+    h.delete(&plain.volume_id).await.unwrap();
+    h.stop().await;
+}

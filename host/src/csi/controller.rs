@@ -119,6 +119,10 @@ pub(super) fn volume_context(r: &VolumeRecord) -> proto::Map {
     m.insert(params::ENCRYPTED.into(), r.encryption.is_some().to_string());
     if let Some(e) = &r.encryption {
         m.insert(params::KMS_ID.into(), e.kms_id.to_string());
+        // A node without the record uses the kmsID as this tenant too.
+        if let Some(t) = &e.tenant {
+            m.insert(params::PVC_NAMESPACE.into(), t.clone());
+        }
     }
     m.insert(params::FS_TYPE.into(), r.fs_type.clone());
     for (k, v) in r.placement.context(&r.volume_id) {
@@ -285,6 +289,7 @@ impl Driver {
             parameters_digest: p.digest.clone(),
             created_unix: now_unix(),
             placement,
+            adopted: false,
         };
         self.records.put_volume(&rec)?;
         self.step("create.record")?;
@@ -405,7 +410,8 @@ impl Driver {
         }
     }
 
-    /// DeleteVolume: blocks first, then the key, then the record.
+    /// DeleteVolume: blocks first, then the key, then the record (of an
+    /// adopted volume, only the record).
     pub async fn delete_volume(
         &self,
         req: proto::DeleteVolumeRequest,
@@ -425,6 +431,12 @@ impl Driver {
             return Err(CsiError::precondition(format!(
                 "volume {id} is still staged on a node; NodeUnstageVolume first"
             )));
+        }
+        if rec.adopted {
+            // Not made here: its image and key belong to whoever made it.
+            self.records.remove(&id)?;
+            tracing::info!(volume = %id, "adopted volume forgotten; its image and key are kept");
+            return Ok(proto::DeleteVolumeResponse {});
         }
         if rec.state != VolumeState::Deleting {
             let mut marked = rec.clone();

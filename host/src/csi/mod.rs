@@ -19,6 +19,7 @@
 //!
 //! Every call takes a per-volume lock; a concurrent call gets `Aborted`.
 
+mod adopt;
 pub mod client;
 mod controller;
 mod error;

@@ -253,7 +253,14 @@ impl Driver {
         let staging = required_path("staging_target_path", &req.staging_target_path)?;
         let id = req.volume_id.clone();
         let _guard = self.locks.try_lock(&id)?;
-        let mut rec = self.ready_volume(&id)?;
+        let (rec, adopted) = match self.records.volume(&id)? {
+            Some(_) => (self.ready_volume(&id)?, false),
+            None => (
+                self.adopt(&id, &req.volume_context, &req.secrets).await?,
+                true,
+            ),
+        };
+        let mut rec = self.refreshed(rec, &req.secrets).await?;
         let access = access(req.volume_capability.as_ref(), &rec)?;
         if let Access::Mount { .. } = access {
             match self.at(Some(&rec), &staging).await? {
@@ -273,12 +280,16 @@ impl Driver {
         let placement = rec.placement.clone();
         let at = At::new(&placement, &req.secrets);
         let dev = self.on_backend(at, &id, |b, id| b.attach(id)).await?;
+        if adopted && let Err(e) = self.records.put_volume(&rec) {
+            self.undo_stage(at, &id, adopted).await;
+            return Err(e.into());
+        }
         self.step("stage.attach")?;
         let device = match rec.encryption.clone() {
             Some(enc) => match self.unlock(&req.secrets, &mut rec, &enc, &dev).await {
                 Ok(d) => d,
                 Err(e) => {
-                    let _ = self.close_and_detach(at, &id).await;
+                    self.undo_stage(at, &id, adopted).await;
                     return Err(e);
                 }
             },
@@ -287,7 +298,7 @@ impl Driver {
                 if blocking(move || Ok(sys::probe_type(&d)?)).await?.as_deref()
                     == Some("crypto_LUKS")
                 {
-                    let _ = self.close_and_detach(at, &id).await;
+                    self.undo_stage(at, &id, adopted).await;
                     return Err(CsiError::precondition(format!(
                         "volume {id} holds a LUKS header but is recorded as unencrypted: refusing \
                          to use it"
@@ -318,12 +329,22 @@ impl Driver {
             .await;
             if let Err(e) = mounted {
                 // Leave the node as it was: close what this call opened.
-                let _ = self.close_and_detach(at, &id).await;
+                self.undo_stage(at, &id, adopted).await;
                 return Err(e);
             }
         }
         tracing::info!(volume = %id, staging = %staging.display(), "volume staged");
         Ok(proto::NodeStageVolumeResponse {})
+    }
+
+    /// Leaves the node as a failed NodeStage found it: closes and detaches
+    /// what it opened, and forgets a volume it was adopting (so a corrected
+    /// volume context is read afresh on the next try).
+    async fn undo_stage(&self, at: At<'_>, id: &str, adopted: bool) {
+        let _ = self.close_and_detach(at, id).await;
+        if adopted {
+            let _ = self.records.remove(id);
+        }
     }
 
     /// NodeUnstageVolume: unmount, close, detach (each only if present).

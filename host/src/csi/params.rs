@@ -168,6 +168,13 @@ fn encrypted(p: &HashMap<String, String>) -> Result<bool, CsiError> {
     }
 }
 
+/// The kmsID a volume context names, if it says `encrypted: "true"` (a
+/// static PersistentVolume's attributes, ceph-csi's names).
+pub fn kms_id_in_context(ctx: &HashMap<String, String>) -> Result<Option<KmsId>, CsiError> {
+    let encrypted = encrypted(ctx)?;
+    kms_id(ctx, encrypted)
+}
+
 /// `encryptionKMSID`: required when encrypted (no implicit passphrase).
 fn kms_id(p: &HashMap<String, String>, encrypted: bool) -> Result<Option<KmsId>, CsiError> {
     match (encrypted, p.get(KMS_ID).map(|s| s.trim())) {

@@ -12,7 +12,7 @@ mod record;
 pub mod sys;
 
 pub use image::ImageFileBackend;
-pub use placement::{Backends, Placement};
+pub use placement::{Backends, Placement, Renamed};
 pub use record::{
     ContentSource, Encryption, KeyHolding, RecordStore, SnapshotRecord, VolumeRecord, VolumeState,
 };
@@ -129,6 +129,32 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<(), VolumeError> {
         let _ = (id, formatted, wrapped);
         Ok(())
+    }
+    /// What the volume itself records of its key, where the backend keeps
+    /// per-volume metadata: whether it is formatted, and a wrapped key
+    /// (base64 of the blob). `None`: nothing recorded, or no metadata.
+    fn key_reference(&self, id: &str) -> Result<Option<KeyReference>, VolumeError> {
+        let _ = id;
+        Ok(None)
+    }
+}
+
+/// What a volume records of its own key ([`Backend::key_reference`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyReference {
+    /// Its LUKS2 header is written.
+    pub formatted: bool,
+    /// A wrapping kmsID's blob, base64 (what [`KeyHolding::Wrapped`]
+    /// holds); `None` for a key kept in the KMS under the volume ID.
+    pub wrapped: Option<String>,
+}
+
+impl std::fmt::Debug for KeyReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyReference")
+            .field("formatted", &self.formatted)
+            .field("wrapped", &self.wrapped.as_ref().map(String::len))
+            .finish()
     }
 }
 

@@ -27,7 +27,21 @@ pub enum Placement {
         data_pool: Option<String>,
         /// The image features (from `imageFeatures`).
         features: Vec<String>,
+        /// A volume whose image is not named by its volume ID: an image
+        /// another driver made (ceph-csi's `csi-vol-<uuid>`), staged from
+        /// its volume context.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        renamed: Option<Renamed>,
     },
+}
+
+/// Volume `volume_id`'s image is `image`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renamed {
+    /// The volume ID.
+    pub volume_id: String,
+    /// Its image's name.
+    pub image: String,
 }
 
 impl Placement {
@@ -37,11 +51,20 @@ impl Placement {
         match self {
             Placement::ImageFile => Vec::new(),
             Placement::Rbd {
-                cluster_id, pool, ..
+                cluster_id,
+                pool,
+                renamed,
+                ..
             } => vec![
                 ("clusterID", cluster_id.clone()),
                 ("pool", pool.clone()),
-                ("imageName", id.to_string()),
+                (
+                    "imageName",
+                    match renamed {
+                        Some(r) if r.volume_id == id => r.image.clone(),
+                        _ => id.to_string(),
+                    },
+                ),
             ],
         }
     }
@@ -69,6 +92,18 @@ pub trait Backends: Send + Sync + std::fmt::Debug {
     /// Whether GetCapacity means something (thin RBD pools: no).
     fn reports_capacity(&self) -> bool {
         true
+    }
+    /// Where volume `id`, which this driver has no record of, is — from
+    /// the volume context a CO hands NodeStageVolume (a static
+    /// PersistentVolume's `volumeAttributes`: ceph-csi's `clusterID`,
+    /// `pool`, `imageName`). `None`: these backends adopt nothing.
+    fn adopt(
+        &self,
+        id: &str,
+        context: &HashMap<String, String>,
+    ) -> Result<Option<Placement>, VolumeError> {
+        let _ = (id, context);
+        Ok(None)
     }
 }
 

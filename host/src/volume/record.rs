@@ -129,6 +129,11 @@ pub struct VolumeRecord {
     /// Where its blocks are (an image file in records written before).
     #[serde(default)]
     pub placement: super::Placement,
+    /// Staged from a volume context, not created by this driver (an
+    /// image ceph-csi made, or one another node's controller made):
+    /// DeleteVolume forgets it and leaves its blocks and its key alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 /// What kmshost knows about a snapshot.
@@ -313,6 +318,7 @@ mod tests {
             parameters_digest: String::new(),
             created_unix: 0,
             placement: Default::default(),
+            adopted: false,
         }
     }
 

@@ -210,6 +210,18 @@ impl CsiHarness {
         staging: &Path,
         cap: proto::VolumeCapability,
     ) -> Result<(), tonic::Status> {
+        self.stage_from(id, staging, cap, proto::Map::new()).await
+    }
+
+    /// NodeStageVolume with a volume context (what CreateVolume returned,
+    /// or a static PersistentVolume's `volumeAttributes`).
+    pub async fn stage_from(
+        &self,
+        id: &str,
+        staging: &Path,
+        cap: proto::VolumeCapability,
+        volume_context: proto::Map,
+    ) -> Result<(), tonic::Status> {
         self.client
             .node
             .clone()
@@ -217,6 +229,7 @@ impl CsiHarness {
                 volume_id: id.into(),
                 staging_target_path: staging.to_string_lossy().into(),
                 volume_capability: Some(cap),
+                volume_context,
                 secrets: self.request_secrets.clone(),
                 ..Default::default()
             })

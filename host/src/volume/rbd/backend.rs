@@ -8,7 +8,7 @@
 //! at the price of a full data copy per clone (ceph-csi keeps shallow
 //! chains and flattens past a depth; kmshost may later).
 
-use super::super::{Backend, BlockSource, VolumeError};
+use super::super::{Backend, BlockSource, KeyReference, VolumeError};
 use super::cli::{CallError, Failure, RbdCli};
 use super::meta::{self, EncryptionState, ImageEncryption};
 use serde::Deserialize;
@@ -38,6 +38,8 @@ pub struct ImageOptions {
     pub data_pool: Option<String>,
     /// Image features (`layering` always among them: copies need it).
     pub features: Vec<String>,
+    /// A volume whose image is not named by its volume ID.
+    pub renamed: Option<super::super::Renamed>,
 }
 
 impl ImageOptions {
@@ -52,6 +54,7 @@ impl ImageOptions {
             pool: pool.to_string(),
             data_pool: data_pool.map(str::to_string),
             features: parse_features(features)?,
+            renamed: None,
         })
     }
 }
@@ -138,8 +141,16 @@ impl RbdBackend {
         RbdBackend { cli, opts }
     }
 
+    /// The image name of volume `id`.
+    fn image<'a>(&'a self, id: &'a str) -> &'a str {
+        match &self.opts.renamed {
+            Some(r) if r.volume_id == id => &r.image,
+            _ => id,
+        }
+    }
+
     fn spec(&self, id: &str) -> String {
-        format!("{}/{id}", self.opts.pool)
+        format!("{}/{}", self.opts.pool, self.image(id))
     }
 
     /// The snapshot a copy into `target` is taken from.
@@ -329,7 +340,7 @@ impl RbdBackend {
             .filter(|m| {
                 m.pool == self.opts.pool
                     && m.namespace.is_empty()
-                    && m.name == id
+                    && m.name == self.image(id)
                     && (m.snap.is_empty() || m.snap == "-")
             })
             .map(|m| PathBuf::from(m.device))
@@ -478,6 +489,17 @@ impl Backend for RbdBackend {
             EncryptionState::Prepared
         };
         self.set_encryption(id, state, wrapped)
+    }
+
+    fn key_reference(&self, id: &str) -> Result<Option<KeyReference>, VolumeError> {
+        let e = self.encryption(id)?;
+        let Some(state) = e.state else {
+            return Ok(None);
+        };
+        Ok(Some(KeyReference {
+            formatted: state == EncryptionState::Encrypted,
+            wrapped: e.dek.map(|d| meta::holding_blob(&d)),
+        }))
     }
 
     fn check_ready(&self) -> Result<(), VolumeError> {

@@ -21,6 +21,19 @@ pub const LEGACY_DEK: &str = ".rbd.csi.ceph.com/dek";
 /// The encryption state's key as older ceph-csi releases wrote it.
 pub const LEGACY_ENCRYPTED: &str = ".rbd.csi.ceph.com/encrypted";
 
+/// The record's form of a wrapped key (base64 of the blob) from the
+/// image's `rbd.csi.ceph.com/dek` value. ceph-csi's `metadata` KMS writes
+/// its blob as JSON text (`{"dek": …, "nonce": …}`): that text is the
+/// blob. kmshost's blobs are binary, so it writes them base64-encoded.
+pub fn holding_blob(dek: &str) -> String {
+    use base64::Engine as _;
+    if dek.trim_start().starts_with('{') {
+        base64::engine::general_purpose::STANDARD.encode(dek.as_bytes())
+    } else {
+        dek.to_string()
+    }
+}
+
 /// An image's encryption state, as ceph-csi records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncryptionState {
@@ -127,6 +140,18 @@ mod tests {
             assert_eq!(e.state, *state, "{kv:?}");
             assert_eq!(e.dek.as_deref(), *dek, "{kv:?}");
         }
+    }
+
+    #[test]
+    fn ceph_csi_json_blobs_are_the_blob_and_kmshosts_are_base64() {
+        use base64::Engine as _;
+        let json = r#"{"dek":"q83vASNFZ4k=","nonce":"AAECAwQFBgcICQoL"}"#;
+        let b = holding_blob(json);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
+            json.as_bytes()
+        );
+        assert_eq!(holding_blob("S01TSAE="), "S01TSAE=");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! parameters to a [`Placement`], and a [`RbdBackend`] for a placement as
 //! the Ceph user of the request's Secret.
 
-use super::super::{Backend, Backends, Placement, VolumeError};
+use super::super::{Backend, Backends, Placement, Renamed, VolumeError};
 use super::{ClusterConfig, Credentials, ImageOptions, RbdBackend, RbdCli};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub const IMAGE_FEATURES: &str = "imageFeatures";
 pub const IMAGE_FORMAT: &str = "imageFormat";
 /// `mounter`: `krbd` (the default); `rbd-nbd` is not offered.
 pub const MOUNTER: &str = "mounter";
+/// `imageName`: in a volume context, the image of the volume.
+pub const IMAGE_NAME: &str = "imageName";
 
 const PARAMETERS: &[&str] = &[
     CLUSTER_ID,
@@ -111,7 +113,50 @@ impl Backends for RbdVolumes {
             pool: opts.pool,
             data_pool: opts.data_pool,
             features: opts.features,
+            renamed: None,
         })
+    }
+
+    fn adopt(
+        &self,
+        id: &str,
+        context: &HashMap<String, String>,
+    ) -> Result<Option<Placement>, VolumeError> {
+        let Some(image) = param(context, IMAGE_NAME) else {
+            return Ok(None);
+        };
+        let name_ok = image.len() <= 512
+            && !image.starts_with('-')
+            && image
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err(VolumeError::Invalid(format!(
+                "volume context {IMAGE_NAME}: {image:?} is not an image name"
+            )));
+        }
+        let Placement::Rbd {
+            cluster_id,
+            pool,
+            data_pool,
+            features,
+            ..
+        } = self
+            .placement(context)
+            .map_err(|e| VolumeError::Invalid(format!("volume context of {id}: {e}")))?
+        else {
+            unreachable!("RbdVolumes places on RBD")
+        };
+        Ok(Some(Placement::Rbd {
+            cluster_id,
+            pool,
+            data_pool,
+            features,
+            renamed: (image != id).then(|| Renamed {
+                volume_id: id.to_string(),
+                image: image.to_string(),
+            }),
+        }))
     }
 
     fn open(
@@ -124,6 +169,7 @@ impl Backends for RbdVolumes {
             pool,
             data_pool,
             features,
+            renamed,
         } = placement
         else {
             return Err(VolumeError::Unsupported(format!(
@@ -139,7 +185,8 @@ impl Backends for RbdVolumes {
             .with_program(&self.program)
             .with_key_dir(&self.key_dir)
             .with_connect_timeout(self.connect_timeout_secs);
-        let opts = ImageOptions::new(pool, data_pool.as_deref(), &features.join(","))?;
+        let mut opts = ImageOptions::new(pool, data_pool.as_deref(), &features.join(","))?;
+        opts.renamed = renamed.clone();
         Ok(Arc::new(RbdBackend::new(cli, opts)))
     }
 
@@ -184,6 +231,7 @@ mod tests {
                 pool: "replicapool".into(),
                 data_pool: Some("ec-data".into()),
                 features: vec!["layering".into(), "exclusive-lock".into()],
+                renamed: None,
             }
         );
     }
