@@ -43,6 +43,54 @@ const RBD_PASS: &str = "GUEST-RBD-LIFECYCLE-PASS";
 const GUEST_CLUSTER: &str = "guest-cluster";
 /// The Ceph user the guest's driver acts as.
 const GUEST_CEPH_USER: &str = "csi-rbd-guest";
+/// A ceph-csi volume handle (version, clusterID length, clusterID, pool
+/// ID, uuid) and its image.
+const CEPH_CSI_VOLUME: &str =
+    "0001-000d-guest-cluster-0000000000000001-3f2c9a7e-5b1d-4e8f-9a6c-2d7e1b0c4f5a";
+const CEPH_CSI_IMAGE: &str = "csi-vol-3f2c9a7e-5b1d-4e8f-9a6c-2d7e1b0c4f5a";
+
+/// A LUKS passphrase and its wrapped DEK exactly as ceph-csi's `metadata`
+/// KMS makes them for `volume`: 20 random bytes, base64url; KEK =
+/// scrypt(the Secret's passphrase, salt = volume ID, N=32768, r=8, p=1);
+/// AES-256-GCM without associated data; JSON `{"dek","nonce"}` in base64.
+/// The passphrase is `metadata_config`'s `meta-a`. scrypt runs here, on the
+/// host: under emulation it would take minutes.
+fn ceph_csi_dek(volume: &str) -> (String, String) {
+    use aes_gcm::aead::{Aead, KeyInit};
+    use base64::Engine as _;
+    let passphrase = base64::engine::general_purpose::URL_SAFE.encode(rand::random::<[u8; 20]>());
+    let mut kek = [0u8; 32];
+    scrypt::scrypt(
+        b"correct horse battery staple",
+        volume.as_bytes(),
+        &scrypt::Params::new(15, 8, 1, 32).unwrap(),
+        &mut kek,
+    )
+    .unwrap();
+    let nonce: [u8; 12] = rand::random();
+    let ct = aes_gcm::Aes256Gcm::new_from_slice(&kek)
+        .unwrap()
+        .encrypt(aes_gcm::Nonce::from_slice(&nonce), passphrase.as_bytes())
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dek = serde_json::json!({"dek": b64.encode(&ct), "nonce": b64.encode(nonce)});
+    (passphrase, dek.to_string())
+}
+
+/// Runs `cryptsetup args` with `input` on stdin (the passphrase, as
+/// ceph-csi passes it). ceph-csi names the key file `/dev/stdin`; the guest's
+/// minimal /dev has no such link, so callers pass `-d -`, which cryptsetup
+/// reads the same way (the whole of stdin, newlines included).
+fn cryptsetup(args: &[&str], input: &str) {
+    use std::io::Write as _;
+    let mut c = std::process::Command::new("cryptsetup")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "cryptsetup {args:?}");
+}
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -154,6 +202,9 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("config.json"), c.cluster_config(GUEST_CLUSTER)).unwrap();
             std::fs::write(dir.join("user-key"), c.rbd_user(GUEST_CEPH_USER, "rbd")).unwrap();
+            let (passphrase, dek) = ceph_csi_dek(CEPH_CSI_VOLUME);
+            std::fs::write(dir.join("ceph-csi-passphrase"), passphrase).unwrap();
+            std::fs::write(dir.join("ceph-csi-dek"), dek).unwrap();
             (
                 format!("KMSHOST_GUEST_CEPH_DIR={} ", dir.display()),
                 "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet
@@ -799,8 +850,18 @@ async fn guest_rbd_lifecycle() {
         ),
         ImageOptions::new("rbd", None, "").unwrap(),
     );
+    let config = metadata_config();
+    let node_b = || {
+        let volumes = RbdVolumes::new(clusters.clone());
+        CsiHarness::start_on(&config, std::sync::Arc::new(volumes), secrets.clone())
+    };
     let volumes = RbdVolumes::new(clusters.clone());
-    let h = CsiHarness::start_on(&metadata_config(), std::sync::Arc::new(volumes), secrets).await;
+    let h = CsiHarness::start_on(
+        &metadata_config(),
+        std::sync::Arc::new(volumes),
+        secrets.clone(),
+    )
+    .await;
     let sc: &[(&str, &str)] = &[
         ("clusterID", GUEST_CLUSTER),
         ("pool", "rbd"),
@@ -808,11 +869,8 @@ async fn guest_rbd_lifecycle() {
         ("encrypted", "true"),
         ("encryptionKMSID", "meta-a"),
     ];
-    let id = h
-        .create("pvc-guest-rbd", 64 * MIB, sc, None)
-        .await
-        .unwrap()
-        .volume_id;
+    let created = h.create("pvc-guest-rbd", 64 * MIB, sc, None).await.unwrap();
+    let id = created.volume_id;
     assert_eq!(
         image.encryption(&id).unwrap().state,
         Some(EncryptionState::Prepared)
@@ -859,8 +917,158 @@ async fn guest_rbd_lifecycle() {
     expand_online_to_128_mib(&h, &id, &staging).await;
     h.unstage(&id, &staging).await.unwrap();
 
+    // Another node, with no record of the volume, stages it from the
+    // volume context CreateVolume returned, and rotates its key there.
+    let b = node_b().await;
+    let staging_b = b.path("staging-rbd-b");
+    assert!(b.record(&id).is_none());
+    // A stage that fails once mapped (a filesystem other than the one the
+    // volume holds) leaves the node as it was, with nothing recorded.
+    let e = b
+        .stage_from(
+            &id,
+            &staging_b,
+            mount_cap("xfs"),
+            created.volume_context.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("refusing to reformat"), "{e:?}");
+    assert!(b.record(&id).is_none() && !h.attached(&id), "undone");
+    b.stage_from(&id, &staging_b, mount_cap("ext4"), created.volume_context)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging_b.join("data.txt")).unwrap(),
+        data
+    );
+    b.rotate(&id).await.unwrap();
+    b.unstage(&id, &staging_b).await.unwrap();
+    assert!(b.record(&id).is_some(), "recorded once staged");
+    b.stop().await;
+    // This node's record still holds the key from before that rotation,
+    // whose keyslot is gone: staging reads the image's key reference.
+    h.stage(&id, &staging, mount_cap("ext4")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(staging.join("data.txt")).unwrap(),
+        data
+    );
+    h.unstage(&id, &staging).await.unwrap();
+
     h.delete(&id).await.unwrap();
     assert!(h.record(&id).is_none() && !image.exists(&id));
+
+    // An image ceph-csi encrypted, made here as ceph-csi's node plugin does
+    // it: mapped, `luksFormat` with its flags and passphrase, opened, ext4,
+    // a file; its DEK and state in its metadata.
+    let passphrase = std::fs::read_to_string(dir.join("ceph-csi-passphrase")).unwrap();
+    let dek = std::fs::read_to_string(dir.join("ceph-csi-dek")).unwrap();
+    let spec = format!("rbd/{CEPH_CSI_IMAGE}");
+    let rbd = |args: &[&str]| {
+        RbdCli::new(
+            clusters.get(GUEST_CLUSTER).unwrap(),
+            Credentials::from_secrets(&h.request_secrets).unwrap(),
+        )
+        .run(args)
+        .unwrap_or_else(|e| panic!("rbd {args:?}: {e:?}"))
+    };
+    rbd(&[
+        "create",
+        "--size",
+        "64M",
+        "--image-feature",
+        "layering",
+        &spec,
+    ]);
+    let out = rbd(&[
+        "device",
+        "map",
+        "--device-type",
+        "krbd",
+        "-o",
+        "noudev",
+        &spec,
+    ]);
+    let dev = String::from_utf8(out).unwrap().trim().to_string();
+    cryptsetup(
+        &[
+            "-q",
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--hash",
+            "sha256",
+            "--pbkdf-memory",
+            "32768",
+            &dev,
+            "-d",
+            "-",
+        ],
+        &passphrase,
+    );
+    cryptsetup(
+        &[
+            "luksOpen",
+            &dev,
+            "ceph-csi-made",
+            "--disable-keyring",
+            "-d",
+            "-",
+        ],
+        &passphrase,
+    );
+    let made = PathBuf::from("/dev/mapper/ceph-csi-made");
+    kmshost::volume::sys::mkfs("ext4", &made).unwrap();
+    let m = h.path("ceph-csi-mount");
+    std::fs::create_dir_all(&m).unwrap();
+    kmshost::volume::sys::mount(&made, &m, Some("ext4"), &[]).unwrap();
+    std::fs::write(m.join("moved.txt"), "written under ceph-csi").unwrap();
+    kmshost::volume::sys::umount(&m).unwrap();
+    cryptsetup(&["luksClose", "ceph-csi-made"], "");
+    rbd(&["device", "unmap", "-o", "noudev", &dev]); // no udev in the guest
+    image
+        .meta_set(CEPH_CSI_IMAGE, "rbd.csi.ceph.com/dek", &dek)
+        .unwrap();
+    image
+        .meta_set(CEPH_CSI_IMAGE, "rbd.csi.ceph.com/encrypted", "encrypted")
+        .unwrap();
+
+    // kmshost stages it from a static PV's attributes, with the same
+    // `metadata` kmsID: the file is there.
+    let context: std::collections::HashMap<String, String> = [
+        ("clusterID", GUEST_CLUSTER),
+        ("pool", "rbd"),
+        ("imageName", CEPH_CSI_IMAGE),
+        ("encrypted", "true"),
+        ("encryptionKMSID", "meta-a"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let moved = h.path("staging-moved");
+    h.stage_from(CEPH_CSI_VOLUME, &moved, mount_cap("ext4"), context)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(moved.join("moved.txt")).unwrap(),
+        "written under ceph-csi"
+    );
+    h.unstage(CEPH_CSI_VOLUME, &moved).await.unwrap();
+    assert!(!h.attached(CEPH_CSI_VOLUME), "unmapped");
+    assert_eq!(
+        image.encryption(CEPH_CSI_IMAGE).unwrap().dek.as_deref(),
+        Some(dek.as_str()),
+        "ceph-csi's DEK left as it was"
+    );
+    assert!(h.record(CEPH_CSI_VOLUME).unwrap().adopted);
+    // Deleting it forgets it: the image and its DEK are ceph-csi's.
+    h.delete(CEPH_CSI_VOLUME).await.unwrap();
+    assert!(h.record(CEPH_CSI_VOLUME).is_none());
+    assert!(image.exists(CEPH_CSI_IMAGE), "the image is kept");
+    assert_eq!(
+        image.encryption(CEPH_CSI_IMAGE).unwrap().dek.as_deref(),
+        Some(dek.as_str())
+    );
     h.stop().await;
     println!("{RBD_PASS}");
 }
