@@ -58,6 +58,13 @@ const SERVICES: &[(&str, &str, &[&str])] = &[
         "EncryptionKeyRotationController",
         &["EncryptionKeyRotate"],
     ),
+    // csi-addons' own Identity: its sidecar asks it before it offers the
+    // rotation to the cluster. `Probe` has the same messages as CSI's.
+    (
+        "identity",
+        "Identity",
+        &["GetIdentity", "GetCapabilities", "Probe"],
+    ),
 ];
 
 fn snake(s: &str) -> String {

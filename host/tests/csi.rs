@@ -102,6 +102,39 @@ async fn identity_probe_follows_the_configuration() {
     h.stop().await;
 }
 
+/// What the csi-addons sidecar asks before it offers key rotation: the
+/// driver's name, a node service with ENCRYPTIONKEYROTATION, and a probe.
+/// The answer is checked as bytes against csi-addons' field numbers
+/// (`Capability.service` = 1, `.encryption_key_rotation` = 6), not only
+/// through kmshost's own message types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csi_addons_identity_offers_key_rotation_on_the_node() {
+    use prost::Message as _;
+    let h = CsiHarness::start(&metadata_config()).await;
+    let mut addons = h.client.addons.clone();
+    let id = addons
+        .get_identity(proto::GetIdentityRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(id.name, "kmshost.csi.k8s.io");
+    assert_eq!(id.vendor_version, env!("CARGO_PKG_VERSION"));
+    let caps = addons
+        .get_capabilities(proto::GetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // capabilities[0] = {service: {type: NODE_SERVICE (2)}},
+    // capabilities[1] = {encryption_key_rotation: {type: ENCRYPTIONKEYROTATION (1)}}.
+    let wire = [
+        0x0a, 0x04, 0x0a, 0x02, 0x08, 0x02, 0x0a, 0x04, 0x32, 0x02, 0x08, 0x01,
+    ];
+    assert_eq!(caps.encode_to_vec(), wire);
+    let probe = addons.probe(proto::ProbeRequest {}).await.unwrap();
+    assert_eq!(probe.into_inner().ready, Some(true));
+    h.stop().await;
+}
+
 /// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_lifecycle_unencrypted() {

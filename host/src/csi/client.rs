@@ -2,6 +2,7 @@
 //! a CO would send, one call at a time). Each method is one CSI call, with
 //! the answer reduced to what the command prints.
 
+use super::grpc::addons::identity_client::IdentityClient as AddonsIdentityClient;
 use super::grpc::{
     controller_client::ControllerClient,
     encryption_key_rotation_controller_client::EncryptionKeyRotationControllerClient,
@@ -23,6 +24,8 @@ pub struct Client {
     pub node: NodeClient<Channel>,
     /// csi-addons key rotation.
     pub rotation: EncryptionKeyRotationControllerClient<Channel>,
+    /// csi-addons identity (what the csi-addons sidecar asks).
+    pub addons: AddonsIdentityClient<Channel>,
 }
 
 /// A block or mount capability with single-node-writer access.
@@ -75,7 +78,8 @@ impl Client {
             identity: IdentityClient::new(ch.clone()),
             controller: ControllerClient::new(ch.clone()),
             node: NodeClient::new(ch.clone()),
-            rotation: EncryptionKeyRotationControllerClient::new(ch),
+            rotation: EncryptionKeyRotationControllerClient::new(ch.clone()),
+            addons: AddonsIdentityClient::new(ch),
         })
     }
 }

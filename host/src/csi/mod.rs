@@ -50,6 +50,10 @@ pub mod grpc {
         env!("OUT_DIR"),
         "/encryptionkeyrotation.EncryptionKeyRotationController.rs"
     ));
+    /// csi-addons' `identity.Identity` (its own module: the name is CSI's too).
+    pub mod addons {
+        include!(concat!(env!("OUT_DIR"), "/identity.Identity.rs"));
+    }
 }
 
 /// The driver name reported by GetPluginInfo.

@@ -870,3 +870,91 @@ redacted_debug!(EncryptionKeyRotateRequest, volume_id);
 /// `encryptionkeyrotation.EncryptionKeyRotateResponse`: empty.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EncryptionKeyRotateResponse {}
+
+// ------------------------------------------------- csi-addons identity
+
+/// `identity.GetIdentityRequest` (csi-addons): empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetIdentityRequest {}
+
+/// `identity.GetIdentityResponse` (csi-addons).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetIdentityResponse {
+    /// Driver name in domain notation (the CSI driver's name).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Driver version.
+    #[prost(string, tag = "2")]
+    pub vendor_version: String,
+    /// Opaque extra information.
+    #[prost(map = "string, string", tag = "3")]
+    pub manifest: Map,
+}
+
+/// `identity.GetCapabilitiesRequest` (csi-addons): empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetCapabilitiesRequest {}
+
+/// `identity.GetCapabilitiesResponse` (csi-addons).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetCapabilitiesResponse {
+    /// What the driver offers csi-addons.
+    #[prost(message, repeated, tag = "1")]
+    pub capabilities: Vec<AddonsCapability>,
+}
+
+/// `identity.Capability` (csi-addons); only the cases kmshost offers.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AddonsCapability {
+    /// The capability.
+    #[prost(oneof = "addons_capability::Type", tags = "1, 6")]
+    pub r#type: Option<addons_capability::Type>,
+}
+
+/// Nested types of [`AddonsCapability`].
+pub mod addons_capability {
+    /// `Capability.Service`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Service {
+        /// A `ServiceType` value.
+        #[prost(enumeration = "ServiceType", tag = "1")]
+        pub r#type: i32,
+    }
+    /// `Capability.Service.Type`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum ServiceType {
+        /// Unknown.
+        Unknown = 0,
+        /// RPCs that need the storage system (like a CSI controller).
+        ControllerService = 1,
+        /// RPCs that need the volume staged on this node.
+        NodeService = 2,
+    }
+    /// `Capability.EncryptionKeyRotation`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EncryptionKeyRotation {
+        /// A `RotationType` value.
+        #[prost(enumeration = "RotationType", tag = "1")]
+        pub r#type: i32,
+    }
+    /// `Capability.EncryptionKeyRotation.Type`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum RotationType {
+        /// Unknown.
+        Unknown = 0,
+        /// `EncryptionKeyRotate` is served.
+        Encryptionkeyrotation = 1,
+    }
+    /// The `type` oneof (tag 6 is csi-addons' `encryption_key_rotation`).
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Type {
+        /// A service.
+        #[prost(message, tag = "1")]
+        Service(Service),
+        /// Key rotation.
+        #[prost(message, tag = "6")]
+        EncryptionKeyRotation(EncryptionKeyRotation),
+    }
+}

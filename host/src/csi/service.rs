@@ -1,6 +1,9 @@
 //! The gRPC services over a unix socket, and a client channel for tools and
 //! tests.
 
+use super::grpc::addons::identity_server::{
+    Identity as AddonsIdentity, IdentityServer as AddonsIdentityServer,
+};
 use super::grpc::{
     controller_server::{Controller, ControllerServer},
     encryption_key_rotation_controller_server::{
@@ -262,6 +265,48 @@ impl EncryptionKeyRotationController for Services {
     }
 }
 
+/// csi-addons' Identity: the csi-addons sidecar registers the driver with
+/// the cluster's csi-addons controller for what this answers — key
+/// rotation, served where volumes are staged (rotation opens the mapped
+/// device).
+#[tonic::async_trait]
+impl AddonsIdentity for Services {
+    async fn get_identity(&self, _: Request<GetIdentityRequest>) -> R<GetIdentityResponse> {
+        Ok(Response::new(GetIdentityResponse {
+            name: self.0.config.name.clone(),
+            vendor_version: env!("CARGO_PKG_VERSION").into(),
+            manifest: Default::default(),
+        }))
+    }
+
+    async fn get_capabilities(
+        &self,
+        _: Request<GetCapabilitiesRequest>,
+    ) -> R<GetCapabilitiesResponse> {
+        use proto::addons_capability::{
+            EncryptionKeyRotation, RotationType, Service, ServiceType, Type,
+        };
+        Ok(Response::new(GetCapabilitiesResponse {
+            capabilities: vec![
+                AddonsCapability {
+                    r#type: Some(Type::Service(Service {
+                        r#type: ServiceType::NodeService as i32,
+                    })),
+                },
+                AddonsCapability {
+                    r#type: Some(Type::EncryptionKeyRotation(EncryptionKeyRotation {
+                        r#type: RotationType::Encryptionkeyrotation as i32,
+                    })),
+                },
+            ],
+        }))
+    }
+
+    async fn probe(&self, r: Request<ProbeRequest>) -> R<ProbeResponse> {
+        Identity::probe(self, r).await
+    }
+}
+
 impl Driver {
     /// Probe: ready when the KMS configuration loads, every kmsID in it is
     /// valid and its plugin loads and accepts its options, and the state
@@ -331,7 +376,8 @@ pub async fn serve(
         .add_service(IdentityServer::new(s.clone()))
         .add_service(ControllerServer::new(s.clone()))
         .add_service(NodeServer::new(s.clone()))
-        .add_service(EncryptionKeyRotationControllerServer::new(s))
+        .add_service(EncryptionKeyRotationControllerServer::new(s.clone()))
+        .add_service(AddonsIdentityServer::new(s))
         .serve_with_incoming_shutdown(
             futures::stream::unfold(listener, |l| async move {
                 let conn = l.accept().await.map(|(stream, _)| stream);
