@@ -144,6 +144,10 @@ struct DriverArgs {
     /// Key fetches + keyslot unlocks at once (bounds memory with argon2id).
     #[arg(long)]
     max_concurrent_unlocks: Option<usize>,
+    /// Seconds in-flight calls get to finish after SIGTERM (keep it under
+    /// the pod's terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = 50)]
+    shutdown_grace: u64,
     /// Keep volumes as Ceph RBD images in the clusters of this ceph-csi
     /// cluster config (`[{"clusterID": …, "monitors": [...]}]`, usually
     /// /etc/ceph-csi-config/config.json) instead of image files.
@@ -633,6 +637,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(n) = driver.max_concurrent_unlocks {
                 config.max_concurrent_unlocks = n;
             }
+            config.shutdown_grace = std::time::Duration::from_secs(driver.shutdown_grace);
             match &driver.rbd_cluster_config {
                 Some(path) => {
                     let clusters = kmshost::volume::rbd::ClusterConfig::load(path)

@@ -135,6 +135,71 @@ async fn csi_addons_identity_offers_key_rotation_on_the_node() {
     h.stop().await;
 }
 
+/// SIGTERM's drain: a call in flight finishes if it can within the grace
+/// period and its caller gets the answer; one that cannot does not hold
+/// the process past it. The call is held at a failpoint (`pause`) until the
+/// test lets it go, so nothing here depends on timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn shutdown_drains_calls_in_flight_within_the_grace_period() {
+    use std::time::Duration;
+    fn held_create(h: &CsiHarness, name: &str) -> tokio::task::JoinHandle<Result<(), Code>> {
+        let point = h.driver.failpoint("create.record");
+        fail::cfg(&point, "pause").unwrap();
+        let mut c = h.client.controller.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            c.create_volume(proto::CreateVolumeRequest {
+                name,
+                volume_capabilities: vec![mount_cap("ext4")],
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|s| s.code())
+        })
+    }
+    async fn reached(h: &CsiHarness, name: &str) {
+        let id = kmshost::csi::volume_id_for(name);
+        for _ in 0..500 {
+            if h.record(&id).is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} never reached create.record");
+    }
+
+    // Finishes within the grace period: answered, then the server stops.
+    let h = CsiHarness::start_draining(&metadata_config(), Duration::from_secs(600)).await;
+    let point = h.driver.failpoint("create.record");
+    let call = held_create(&h, "pvc-drained");
+    reached(&h, "pvc-drained").await;
+    let stopping = tokio::spawn(h.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stopping.is_finished(), "waits for the call in flight");
+    fail::cfg(&point, "off").unwrap();
+    assert_eq!(
+        call.await.unwrap(),
+        Ok(()),
+        "the call in flight is answered"
+    );
+    tokio::time::timeout(Duration::from_secs(60), stopping)
+        .await
+        .expect("stops once the call is done")
+        .unwrap();
+
+    // Cannot finish: the server stops at the grace period regardless.
+    let h = CsiHarness::start_draining(&metadata_config(), Duration::from_millis(300)).await;
+    let point = h.driver.failpoint("create.record");
+    let call = held_create(&h, "pvc-cut-short");
+    reached(&h, "pvc-cut-short").await;
+    tokio::time::timeout(Duration::from_secs(60), h.stop())
+        .await
+        .expect("the grace period bounds the drain while the call is still held");
+    fail::cfg(&point, "off").unwrap();
+    assert!(call.await.unwrap().is_err(), "cut short: the CO retries it");
+}
+
 /// Long by design: one scenario end to end, each step checked where it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_lifecycle_unencrypted() {

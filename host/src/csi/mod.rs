@@ -81,6 +81,10 @@ pub struct DriverConfig {
     /// How many NodeStage key fetches + keyslot unlocks run at once: bounds
     /// memory when the KDF is memory-hard (argon2id × this many).
     pub max_concurrent_unlocks: usize,
+    /// After SIGTERM, how long in-flight calls get to finish before the
+    /// process exits anyway (each call is safe to cut short: the CO retries
+    /// it, and it converges).
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for DriverConfig {
@@ -92,6 +96,7 @@ impl Default for DriverConfig {
             max_concurrent_unlocks: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            shutdown_grace: std::time::Duration::from_secs(50),
         }
     }
 }
@@ -132,7 +137,8 @@ pub async fn run_rbd_driver(
 }
 
 async fn serve_until_signalled(driver: Driver, endpoint: &str) -> Result<(), CsiError> {
-    let shutdown = async {
+    let grace = driver.config.shutdown_grace;
+    let signalled = async {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => tokio::select! {
@@ -142,7 +148,42 @@ async fn serve_until_signalled(driver: Driver, endpoint: &str) -> Result<(), Csi
             Err(_) => drop(tokio::signal::ctrl_c().await),
         }
     };
-    serve(Arc::new(driver), endpoint, shutdown).await
+    serve_draining(Arc::new(driver), endpoint, signalled, grace).await
+}
+
+/// Serves until `signalled`, then stops taking calls and gives those in
+/// flight `grace` to finish; past it, returns anyway (a call cut short is
+/// retried by the CO and converges, as after a crash).
+pub async fn serve_draining(
+    driver: Arc<Driver>,
+    endpoint: &str,
+    signalled: impl Future<Output = ()> + Send,
+    grace: std::time::Duration,
+) -> Result<(), CsiError> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(driver, endpoint, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        () = signalled => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: draining calls in flight"
+    );
+    let _ = stop.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                "calls still in flight after the grace period: exiting; the CO retries them"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The driver: what the gRPC services call.

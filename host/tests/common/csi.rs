@@ -10,6 +10,11 @@ use kmshost::volume::{Backends, ImageFileBackend};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The drain a harness gives calls in flight when stopped (the driver's
+/// default).
+const GRACE: Duration = Duration::from_secs(50);
 
 /// A running driver.
 pub struct CsiHarness {
@@ -48,7 +53,13 @@ impl CsiHarness {
         config: &serde_json::Value,
         config_maps: Option<Arc<dyn kmshost::secrets::ConfigMapSource>>,
     ) -> Self {
-        Self::start_full(config, config_maps, None, HashMap::new()).await
+        Self::start_full(config, config_maps, None, HashMap::new(), GRACE).await
+    }
+
+    /// As [`CsiHarness::start`]; [`CsiHarness::stop`] then gives calls in
+    /// flight `grace` to finish (SIGTERM's drain).
+    pub async fn start_draining(config: &serde_json::Value, grace: Duration) -> Self {
+        Self::start_full(config, None, None, HashMap::new(), grace).await
     }
 
     /// As [`CsiHarness::start`], with volumes in `backends` (RBD) and
@@ -58,7 +69,7 @@ impl CsiHarness {
         backends: Arc<dyn Backends>,
         request_secrets: HashMap<String, String>,
     ) -> Self {
-        Self::start_full(config, None, Some(backends), request_secrets).await
+        Self::start_full(config, None, Some(backends), request_secrets, GRACE).await
     }
 
     async fn start_full(
@@ -66,6 +77,7 @@ impl CsiHarness {
         config_maps: Option<Arc<dyn kmshost::secrets::ConfigMapSource>>,
         backends: Option<Arc<dyn Backends>>,
         request_secrets: HashMap<String, String>,
+        grace: Duration,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets");
@@ -119,11 +131,12 @@ impl CsiHarness {
         let d = driver.clone();
         let ep = endpoint.clone();
         let server = tokio::spawn(async move {
-            kmshost::csi::serve(d, &ep, async {
+            let stopped = async {
                 let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            };
+            kmshost::csi::serve_draining(d, &ep, stopped, grace)
+                .await
+                .unwrap();
         });
         let mut client = None;
         for _ in 0..100 {
