@@ -32,6 +32,8 @@ pub struct HostSettings {
     pub service_account_token: Option<PathBuf>,
     /// PKCS#11 modules kmsIDs may use (`NAME=PATH`).
     pub pkcs11_modules: Vec<String>,
+    /// The audit log's file (`-`: stdout), if on.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The default compile-cache directory: `$XDG_CACHE_HOME/kmshost` or
@@ -92,6 +94,13 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
         Arc::new(secrets),
     )
     .with_hsm_modules(Arc::new(modules));
+    let kms_facade = match &s.audit_log {
+        Some(p) => kms_facade.with_audit(
+            crate::kms::audit::AuditLog::open(p)
+                .map_err(|e| KmsError::Config(format!("--audit-log {}: {e}", p.display())))?,
+        ),
+        None => kms_facade,
+    };
     Ok(match kube {
         Some(k) => kms_facade.with_config_maps(Arc::new(KubeConfigMaps::new(k))),
         None => kms_facade,

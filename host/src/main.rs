@@ -107,6 +107,11 @@ struct HostArgs {
         value_delimiter = ','
     )]
     pkcs11_modules: Vec<String>,
+    /// Append one JSON line per key operation to this file (`-`: stdout):
+    /// kmsID, plugin and sha256, tenant, volume, operation, result,
+    /// latency; never key material.
+    #[arg(long, env = "KMSHOST_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
 }
 
 impl HostArgs {
@@ -119,6 +124,7 @@ impl HostArgs {
             cache_dir: self.cache_dir.clone(),
             service_account_token: self.service_account_token.clone(),
             pkcs11_modules: self.pkcs11_modules.clone(),
+            audit_log: self.audit_log.clone(),
         }
     }
 }

@@ -105,6 +105,91 @@ fn setup(dir: &Path) -> (String, String) {
     (cfg.display().to_string(), secrets.display().to_string())
 }
 
+/// `--audit-log`: one JSON line per key operation, naming the kmsID, the
+/// plugin and its sha256, the volume, the operation and its result —
+/// and neither the key nor the wrapped blob.
+#[test]
+fn audit_log_has_a_line_per_key_operation_and_no_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, secrets) = setup(dir.path());
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.display().to_string();
+    let op = |verb: &str, volume: &str, stdin: &[u8]| {
+        let args = [
+            "kms",
+            verb,
+            "--config",
+            &cfg,
+            "--secrets-dir",
+            &secrets,
+            "--audit-log",
+            &audit_arg,
+            "--kms-id",
+            "meta",
+            volume,
+        ];
+        run(&args, Some(stdin))
+    };
+    let key = b"audited-passphrase-0123456789abc";
+    let wrapped = op("wrap", "pvc-audit", key);
+    assert!(wrapped.status.success(), "{}", text(&wrapped.stderr));
+    let blob = text(&wrapped.stdout);
+    assert!(op("unwrap", "pvc-audit", blob.as_bytes()).status.success());
+    // The blob is bound to its volume: under another one it fails.
+    assert!(!op("unwrap", "pvc-other", blob.as_bytes()).status.success());
+
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["operation"].as_str().unwrap(),
+                l["volume"].as_str().unwrap(),
+                l["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("wrap", "pvc-audit", "ok"),
+            // The host's checks of a new blob are key operations too: it
+            // opens to the key, and not under another key ID.
+            ("unwrap", "pvc-audit", "ok"),
+            ("unwrap", "kmshost-binding-check", "integrity"),
+            ("unwrap", "pvc-audit", "ok"),
+            ("unwrap", "pvc-other", "integrity"),
+        ]
+    );
+    let sha = sha256_hex(&std::fs::read(SECRET_WASM).unwrap());
+    for l in &lines {
+        assert_eq!(l["kms_id"], "meta");
+        assert_eq!(l["plugin_sha256"], sha.as_str(), "{l}");
+        assert!(l["plugin"].as_str().is_some_and(|p| !p.is_empty()));
+        assert!(l["tenant"].is_null());
+        assert!(l["latency_ms"].as_f64().unwrap() >= 0.0);
+        let t = l["time"].as_str().unwrap();
+        assert!(
+            t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
+    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    for secret in ["audited-passphrase", b64.as_str(), blob.trim()] {
+        assert!(!log.contains(secret), "the audit log holds {secret}");
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// Long by design: one scenario end to end, each step checked where it happens.
 #[test]
 fn kms_wrap_unwrap_never_echo_keys_unless_asked() {

@@ -166,6 +166,27 @@ impl KmsError {
         }
     }
 
+    /// A short, stable word for the kind of failure (the audit log's
+    /// `result`, the metrics' `status`): never the message, which may
+    /// quote what a plugin said.
+    pub fn class(&self) -> &'static str {
+        match self {
+            KmsError::UnknownKmsId(_) => "unknown-kms-id",
+            KmsError::InvalidConfig { .. } | KmsError::Config(_) => "config",
+            KmsError::Id(_) => "invalid-id",
+            KmsError::NotFound { .. } => "not-found",
+            KmsError::Denied { .. } => "denied",
+            KmsError::Unavailable { .. } => "unavailable",
+            KmsError::TimedOut { .. } => "timed-out",
+            KmsError::Unsupported { .. } => "unsupported",
+            KmsError::Integrity { .. } => "integrity",
+            KmsError::InvalidKey { .. } => "invalid-key",
+            KmsError::Plugin { .. } => "plugin-error",
+            KmsError::Sandbox { cause, .. } => cause.class(),
+            KmsError::PluginLoad { .. } => "plugin-load",
+        }
+    }
+
     /// Whether retrying the same call later may succeed. A wrong key or a
     /// corrupt blob (`Integrity`) is never retryable, nor is bad config.
     pub fn is_retryable(&self) -> bool {

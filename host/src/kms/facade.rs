@@ -28,6 +28,8 @@ pub struct Kms {
     concurrency: Mutex<HashMap<KmsId, (u32, Arc<tokio::sync::Semaphore>)>>,
     /// The PKCS#11 modules this host may load (`--pkcs11-module`).
     hsm_modules: Arc<crate::capability::hsm::HsmModules>,
+    /// One line per key operation, if on.
+    audit: Option<super::audit::AuditLog>,
 }
 
 /// A runtime as built for one configuration of a (kmsID, tenant), and what
@@ -119,7 +121,14 @@ impl Kms {
             runtimes: Mutex::new(HashMap::new()),
             concurrency: Mutex::new(HashMap::new()),
             hsm_modules: Default::default(),
+            audit: None,
         }
+    }
+
+    /// Writes one [`audit`](super::audit) line per key operation to `log`.
+    pub fn with_audit(mut self, log: super::audit::AuditLog) -> Self {
+        self.audit = Some(log);
+        self
     }
 
     /// Lets kmsIDs use the PKCS#11 modules in `modules` (the host's
@@ -549,7 +558,9 @@ impl Kms {
                 tracing::info_span!("kms.unwrap", kms_id, tenant, plugin = %rt.plugin().name, volume = %op.key_id())
             }
         };
-        async {
+        let (operation, volume) = (op.name(), op.key_id().to_string());
+        let started = std::time::Instant::now();
+        let r = async {
             let r = rt
                 .call_with_offer(op)
                 .await
@@ -561,7 +572,22 @@ impl Kms {
             r
         }
         .instrument(span)
-        .await
+        .await;
+        if let Some(log) = &self.audit {
+            let plugin = rt.plugin();
+            log.record(&super::audit::AuditRecord {
+                time: super::audit::rfc3339(std::time::SystemTime::now()),
+                kms_id,
+                plugin: &plugin.name,
+                plugin_sha256: hex::encode(plugin.sha256),
+                tenant: (!tenant.is_empty()).then_some(tenant),
+                volume: &volume,
+                operation,
+                result: r.as_ref().map_or_else(KmsError::class, |_| "ok"),
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        r
     }
 
     fn expect_bytes(kms_id: &str, v: Option<Vec<u8>>) -> Result<Vec<u8>, KmsError> {

@@ -1,8 +1,10 @@
 //! The KMS facade ([`Kms`]): the one way the front doors reach a kmsID's
 //! plugin, with the host's key invariants ([`checks`]) and an error that
-//! knows whether to retry. Identifiers and key material come from
+//! knows whether to retry, and the [`audit`] log of every key operation.
+//! Identifiers and key material come from
 //! [`crate::types`].
 
+pub mod audit;
 pub mod checks;
 mod error;
 mod facade;

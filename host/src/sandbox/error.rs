@@ -32,6 +32,23 @@ pub enum SandboxCause {
     Busy(u32),
 }
 
+impl SandboxCause {
+    /// A short, stable word for the cause (metrics and audit):
+    /// `deadline`, `memory`, `stack`, `trap`, `capacity`, `host-limit`,
+    /// `busy`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SandboxCause::Deadline(_) => "deadline",
+            SandboxCause::Memory(_) => "memory",
+            SandboxCause::StackOverflow => "stack",
+            SandboxCause::Trap(_) => "trap",
+            SandboxCause::Capacity => "capacity",
+            SandboxCause::HostLimit(_) => "host-limit",
+            SandboxCause::Busy(_) => "busy",
+        }
+    }
+}
+
 /// The kind of failure a plugin reported (the WIT `kms-error` cases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reported {
