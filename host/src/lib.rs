@@ -25,6 +25,7 @@ pub mod plugins;
 pub mod sandbox;
 pub mod secrets;
 pub mod signing;
+pub mod telemetry;
 pub mod types;
 pub mod volume;
 pub mod watch;

@@ -154,6 +154,10 @@ struct DriverArgs {
     /// the pod's terminationGracePeriodSeconds).
     #[arg(long, default_value_t = 50)]
     shutdown_grace: u64,
+    /// Serve Prometheus metrics (OpenMetrics text) at
+    /// `http://ADDRESS/metrics`, e.g. `0.0.0.0:9810`; off without it.
+    #[arg(long, env = "KMSHOST_METRICS_ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// Keep volumes as Ceph RBD images in the clusters of this ceph-csi
     /// cluster config (`[{"clusterID": …, "monitors": [...]}]`, usually
     /// /etc/ceph-csi-config/config.json) instead of image files.
@@ -644,6 +648,13 @@ async fn run(cli: Cli) -> Result<()> {
                 config.max_concurrent_unlocks = n;
             }
             config.shutdown_grace = std::time::Duration::from_secs(driver.shutdown_grace);
+            if let Some(addr) = driver.metrics_address {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics-address {addr}"))?;
+                tracing::info!(address = %addr, "metrics at /metrics");
+                tokio::spawn(kmshost::telemetry::serve(listener));
+            }
             match &driver.rbd_cluster_config {
                 Some(path) => {
                     let clusters = kmshost::volume::rbd::ClusterConfig::load(path)

@@ -181,23 +181,32 @@ fn the_workloads_pass_only_flags_kmshost_accepts() {
     assert_eq!(workloads.len(), 2, "a controller and a node plugin");
     for w in workloads {
         let c = kmshost_container(w);
-        let env: Vec<&str> = c["env"]
+        // The kubelet expands $(VAR) from the container's env: a pod IP
+        // is an address, the rest some name.
+        let env: HashMap<&str, &str> = c["env"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["name"].as_str().unwrap())
+            .map(|e| {
+                let ip = e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP";
+                (
+                    e["name"].as_str().unwrap(),
+                    if ip { "10.0.0.5" } else { "node-1" },
+                )
+            })
             .collect();
         let mut args: Vec<String> = Vec::new();
         for a in c["args"].as_array().unwrap() {
-            let a = a.as_str().unwrap();
-            // The kubelet expands $(VAR) from the container's env.
-            if let Some(var) = a.split("$(").nth(1).and_then(|r| r.split(')').next()) {
-                assert!(
-                    env.contains(&var),
-                    "{a}: {var} is not in the container's env"
-                );
+            let mut a = a.as_str().unwrap().to_string();
+            while let Some(i) = a.find("$(") {
+                let end = a[i..].find(')').map(|j| i + j).expect("a closed $(");
+                let var = a[i + 2..end].to_string();
+                let value = env
+                    .get(var.as_str())
+                    .unwrap_or_else(|| panic!("{a}: {var} is not in the container's env"));
+                a.replace_range(i..=end, value);
             }
-            args.push(a.to_string());
+            args.push(a);
         }
         args.push("--help".into());
         let out = Command::new(BIN).args(&args).output().unwrap();

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("watch", 1),
     ("plugins", 1),
     ("plugin_text", 1),
+    ("telemetry", 1),
     ("capability", 2),
     ("manifest", 2),
     ("secrets", 3),

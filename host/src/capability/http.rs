@@ -183,6 +183,13 @@ impl HttpPolicy {
             denial = %what,
             "outbound request denied"
         );
+        crate::telemetry::metrics()
+            .denials
+            .get_or_create(&crate::telemetry::labels(&[
+                ("kms_id", &self.kms_id.to_string()),
+                ("plugin", &self.plugin),
+            ]))
+            .inc();
         let denial = format!("outbound request denied: {what}");
         events.push(denial.clone());
         denial

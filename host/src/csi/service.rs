@@ -30,11 +30,20 @@ async fn traced<T>(
 ) -> R<T> {
     let span = tracing::info_span!("csi", call, volume);
     async move {
+        let started = std::time::Instant::now();
         let r = f.await;
         match &r {
             Ok(_) => tracing::debug!("ok"),
             Err(e) => tracing::warn!(code = ?e.code, error = %e.message, "failed"),
         }
+        let code = r.as_ref().map_or_else(|e| e.code, |_| tonic::Code::Ok);
+        crate::telemetry::metrics()
+            .csi_operations
+            .get_or_create(&crate::telemetry::labels(&[
+                ("method", call),
+                ("code", &format!("{code:?}")),
+            ]))
+            .observe(started.elapsed().as_secs_f64());
         r.map(Response::new).map_err(Status::from)
     }
     .instrument(span)

@@ -573,6 +573,15 @@ impl Kms {
         }
         .instrument(span)
         .await;
+        let status = r.as_ref().map_or_else(KmsError::class, |_| "ok");
+        observe(
+            kms_id,
+            &rt.plugin().name,
+            operation,
+            status,
+            &r,
+            started.elapsed(),
+        );
         if let Some(log) = &self.audit {
             let plugin = rt.plugin();
             log.record(&super::audit::AuditRecord {
@@ -583,7 +592,7 @@ impl Kms {
                 tenant: (!tenant.is_empty()).then_some(tenant),
                 volume: &volume,
                 operation,
-                result: r.as_ref().map_or_else(KmsError::class, |_| "ok"),
+                result: status,
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
             });
         }
@@ -657,6 +666,37 @@ impl Kms {
 
 /// The certificates the entry's plugin may sign with; each is read from
 /// its Secret at use, by the sandbox.
+/// Counts a key operation in the process's metrics: its latency by status,
+/// and the sandbox's stop, if it stopped the call.
+fn observe<T>(
+    kms_id: &str,
+    plugin: &str,
+    method: &str,
+    status: &str,
+    r: &Result<T, KmsError>,
+    took: std::time::Duration,
+) {
+    use crate::telemetry::{labels, metrics};
+    let m = metrics();
+    m.kms_operations
+        .get_or_create(&labels(&[
+            ("kms_id", kms_id),
+            ("plugin", plugin),
+            ("method", method),
+            ("status", status),
+        ]))
+        .observe(took.as_secs_f64());
+    if let Err(KmsError::Sandbox { cause, .. }) = r {
+        m.stops
+            .get_or_create(&labels(&[
+                ("kms_id", kms_id),
+                ("plugin", plugin),
+                ("cause", cause.class()),
+            ]))
+            .inc();
+    }
+}
+
 fn signing_of(entry: &KmsEntry) -> crate::sandbox::signing::SigningGrant {
     use crate::sandbox::signing::{CertGrant, SigningGrant};
     SigningGrant {

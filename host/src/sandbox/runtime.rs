@@ -397,7 +397,20 @@ impl PluginRuntime {
     }
 
     async fn take_or_instantiate(&self, until: Instant) -> Result<Warm, PluginError> {
-        match self.sandbox.warm.take(self.owner) {
+        let warm = self.sandbox.warm.take(self.owner);
+        let m = crate::telemetry::metrics();
+        let counter = if warm.is_some() {
+            &m.warm_hits
+        } else {
+            &m.instantiations
+        };
+        counter
+            .get_or_create(&crate::telemetry::labels(&[
+                ("kms_id", self.shared.kms_id.as_str()),
+                ("plugin", &self.plugin.name),
+            ]))
+            .inc();
+        match warm {
             Some(w) => Ok(w),
             None => self.instantiate(until).await,
         }

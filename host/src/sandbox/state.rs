@@ -358,7 +358,15 @@ impl outbound_http::Host for HostState {
 
 impl cache::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.shared.cache.get(&key).map(|v| v.expose().to_vec()))
+        let v = self.shared.cache.get(&key);
+        crate::telemetry::metrics()
+            .cache_requests
+            .get_or_create(&crate::telemetry::labels(&[
+                ("kms_id", self.shared.kms_id.as_str()),
+                ("result", if v.is_some() { "hit" } else { "miss" }),
+            ]))
+            .inc();
+        Ok(v.map(|v| v.expose().to_vec()))
     }
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32) -> wasmtime::Result<()> {
         self.shared.cache.set(
