@@ -440,6 +440,11 @@ async fn main() -> std::process::ExitCode {
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     kmshost::logging::init(&filter);
+    // Test builds only: crash points from the FAILPOINTS environment
+    // variable (`csi0.stage.open=pause`), for tests that kill the process
+    // mid-call. Release builds have no failpoints at all.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -39,6 +39,7 @@ const KP_PASS: &str = "GUEST-KEYPROTECT-LIFECYCLE-PASS";
 const HSM_PASS: &str = "GUEST-PKCS11-LIFECYCLE-PASS";
 const AZ_PASS: &str = "GUEST-AZURE-LIFECYCLE-PASS";
 const RBD_PASS: &str = "GUEST-RBD-LIFECYCLE-PASS";
+const RESTART_PASS: &str = "GUEST-RESTART-LIFECYCLE-PASS";
 /// The clusterID the guest's RBD StorageClass names.
 const GUEST_CLUSTER: &str = "guest-cluster";
 /// The Ceph user the guest's driver acts as.
@@ -276,6 +277,7 @@ fn dm_crypt_lifecycle_in_a_guest_kernel() {
         "guest output:\n{text}\n--- console:\n{}",
         String::from_utf8_lossy(&console.stdout)
     );
+    assert!(text.contains(RESTART_PASS), "guest output:\n{text}");
     if let Some(bao) = &bao {
         assert!(text.contains(VAULT_PASS), "guest output:\n{text}");
         // The guest deleted its volume: the key is destroyed in Vault, every
@@ -1071,4 +1073,203 @@ async fn guest_rbd_lifecycle() {
     );
     h.stop().await;
     println!("{RBD_PASS}");
+}
+
+/// `kmshost csi`, the binary, as the node plugin's container runs it.
+struct NodePlugin {
+    child: std::process::Child,
+}
+
+impl NodePlugin {
+    /// Starts the binary on `dir`'s config, Secrets and data; `failpoints`
+    /// as the fail crate's FAILPOINTS (`csi0.stage.open=pause`).
+    fn start(dir: &Path, failpoints: Option<&str>) -> Self {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kmshost"));
+        c.arg("csi")
+            .arg(format!(
+                "--endpoint=unix://{}",
+                dir.join("csi.sock").display()
+            ))
+            .arg(format!("--config={}", dir.join("config.json").display()))
+            .arg(format!("--secrets-dir={}", dir.join("secrets").display()))
+            .arg(format!("--data-dir={}", dir.join("data").display()))
+            .arg(format!("--cache-dir={}", common::cache_dir().display()))
+            .arg("--node-id=node-r")
+            .arg("--log=info");
+        if let Some(f) = failpoints {
+            c.env("FAILPOINTS", f);
+        }
+        NodePlugin {
+            child: c.spawn().expect("kmshost csi"),
+        }
+    }
+
+    async fn client(&self, dir: &Path) -> kmshost::csi::client::Client {
+        let ep = format!("unix://{}", dir.join("csi.sock").display());
+        for _ in 0..600 {
+            if let Ok(c) = kmshost::csi::client::Client::connect(&ep).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the node plugin never listened");
+    }
+
+    /// SIGKILL: a crash, or a rolling update that did not wait.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and its exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+/// Restarts of the node plugin, as a DaemonSet rolling update or a crash
+/// does them, with the real binary: killed mid-NodeStage (held at a
+/// failpoint once the dm-crypt mapping is open, before the mount), the new
+/// process finishes the stage; killed with the volume published, the
+/// workload's mount keeps working and the next process unpublishes,
+/// unstages and deletes it; SIGTERM ends the last one cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the QEMU guest kernel, driven by dm_crypt_lifecycle_in_a_guest_kernel"]
+async fn guest_restart_lifecycle() {
+    use kmshost::csi::proto;
+    assert!(
+        std::env::var_os("KMSHOST_IN_GUEST").is_some(),
+        "run by dm_crypt_lifecycle_in_a_guest_kernel inside the guest"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::write_secret(
+        &dir.join("secrets"),
+        "kek-r",
+        &[("encryptionPassphrase", b"restart-test-passphrase")],
+    );
+    let config =
+        serde_json::json!({"meta-r": {"encryptionKMSType": "metadata", "secretName": "kek-r"}});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let (staging, target) = (dir.join("staging"), dir.join("pods/p/vol"));
+    let stage = |id: String| proto::NodeStageVolumeRequest {
+        volume_id: id,
+        staging_target_path: staging.to_string_lossy().into(),
+        volume_capability: Some(mount_cap("ext4")),
+        ..Default::default()
+    };
+    let publish = |id: String| proto::NodePublishVolumeRequest {
+        volume_id: id,
+        staging_target_path: staging.to_string_lossy().into(),
+        target_path: target.to_string_lossy().into(),
+        volume_capability: Some(mount_cap("ext4")),
+        ..Default::default()
+    };
+
+    // Killed mid-NodeStage, once the mapping is open.
+    let p = NodePlugin::start(dir, Some("csi0.stage.open=pause"));
+    let mut c = p.client(dir).await;
+    let id = c
+        .controller
+        .create_volume(proto::CreateVolumeRequest {
+            name: "pvc-restart".into(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 64 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_cap("ext4")],
+            parameters: [("encrypted", "true"), ("encryptionKMSID", "meta-r")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let mapper = PathBuf::from(format!("/dev/mapper/luks-{id}"));
+    let mut node = c.node.clone();
+    let held = tokio::spawn({
+        let req = stage(id.clone());
+        async move { node.node_stage_volume(req).await }
+    });
+    for _ in 0..1200 {
+        if mapper.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(mapper.exists(), "the stage reached the open mapping");
+    p.kill();
+    assert!(held.await.unwrap().is_err(), "its caller saw it die");
+    assert!(mapper.exists(), "the mapping outlives the process");
+
+    // The new process finishes the stage; publish; write.
+    let p = NodePlugin::start(dir, None);
+    let mut c = p.client(dir).await;
+    c.node.node_stage_volume(stage(id.clone())).await.unwrap();
+    c.node
+        .node_publish_volume(publish(id.clone()))
+        .await
+        .unwrap();
+    std::fs::write(target.join("kept.txt"), "written before a restart").unwrap();
+
+    // Killed with the volume published: the workload's mount keeps working.
+    p.kill();
+    assert_eq!(
+        std::fs::read_to_string(target.join("kept.txt")).unwrap(),
+        "written before a restart"
+    );
+    std::fs::write(target.join("during.txt"), "written while no plugin ran").unwrap();
+
+    // The next process sees it as it is: the same calls again are no-ops,
+    // then unpublish, unstage, delete.
+    let p = NodePlugin::start(dir, None);
+    let mut c = p.client(dir).await;
+    c.node.node_stage_volume(stage(id.clone())).await.unwrap();
+    c.node
+        .node_publish_volume(publish(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("during.txt")).unwrap(),
+        "written while no plugin ran"
+    );
+    c.node
+        .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+            volume_id: id.clone(),
+            target_path: target.to_string_lossy().into(),
+        })
+        .await
+        .unwrap();
+    c.node
+        .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.to_string_lossy().into(),
+        })
+        .await
+        .unwrap();
+    assert!(!mapper.exists(), "closed");
+    c.controller
+        .delete_volume(proto::DeleteVolumeRequest {
+            volume_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!dir.join("data/images").join(format!("{id}.img")).exists());
+    assert!(
+        dir.join("data/images").is_dir(),
+        "the image directory is where it was looked for"
+    );
+    let status = p.terminate();
+    assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
+    println!("{RESTART_PASS}");
 }
