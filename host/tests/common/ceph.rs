@@ -73,6 +73,9 @@ fn free_ports(n: u16) -> u16 {
     panic!("no {n} free ports on {IP}");
 }
 
+/// The cluster's ceph.conf. The monitor's store is tiny, so it runs down
+/// to 1 % free disk: Ceph's default (5 %) stops the monitor, and every
+/// command then times out, on a build machine whose disk targets filled.
 fn conf(dir: &Path, fsid: &str, port: u16) -> String {
     let d = dir.display();
     format!(
@@ -86,6 +89,7 @@ fn conf(dir: &Path, fsid: &str, port: u16) -> String {
          osd pool default pg num = 8\nosd pool default pgp num = 8\n\
          osd pool default pg autoscale mode = off\nosd crush chooseleaf type = 0\n\
          mon allow pool size one = true\nmon allow pool delete = true\n\
+         mon data avail crit = 1\nmon data avail warn = 2\n\
          [mon]\nmon data = {d}/mon\nadmin socket = {d}/run/mon.asok\n\
          [osd]\nosd data = {d}/osd\nosd objectstore = memstore\n\
          memstore device bytes = 1073741824\nadmin socket = {d}/run/osd.asok\n\
