@@ -982,16 +982,9 @@ async fn guest_rbd_lifecycle() {
         "layering",
         &spec,
     ]);
-    let out = rbd(&[
-        "device",
-        "map",
-        "--device-type",
-        "krbd",
-        "-o",
-        "noudev",
-        &spec,
-    ]);
-    let dev = String::from_utf8(out).unwrap().trim().to_string();
+    // Mapped as ceph-csi maps it (krbd, no udev): what the backend does.
+    let dev = image.attach(CEPH_CSI_IMAGE).unwrap();
+    let dev = dev.to_str().unwrap().to_string();
     cryptsetup(
         &[
             "-q",
@@ -1027,7 +1020,7 @@ async fn guest_rbd_lifecycle() {
     std::fs::write(m.join("moved.txt"), "written under ceph-csi").unwrap();
     kmshost::volume::sys::umount(&m).unwrap();
     cryptsetup(&["luksClose", "ceph-csi-made"], "");
-    rbd(&["device", "unmap", "-o", "noudev", &dev]); // no udev in the guest
+    image.detach(CEPH_CSI_IMAGE).unwrap();
     image
         .meta_set(CEPH_CSI_IMAGE, "rbd.csi.ceph.com/dek", &dek)
         .unwrap();
