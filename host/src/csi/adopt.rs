@@ -103,7 +103,7 @@ impl Driver {
     /// `rec` with the key reference its volume records of itself, where
     /// the backend keeps one: the wrapped key from the volume, and
     /// formatted if either says so (never format what may hold a header).
-    /// A volume that no longer records its encryption is refused.
+    /// Where the volume records nothing (image files), `rec` as it is.
     pub(super) async fn refreshed(
         &self,
         mut rec: VolumeRecord,

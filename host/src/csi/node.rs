@@ -98,6 +98,12 @@ impl Driver {
             .records
             .volume(id)?
             .ok_or_else(|| CsiError::not_found(format!("volume {id} does not exist")))?;
+        Self::ready(r)
+    }
+
+    /// `r`, if its volume is ready for use.
+    fn ready(r: VolumeRecord) -> Result<VolumeRecord, CsiError> {
+        let id = &r.volume_id;
         if r.state != VolumeState::Ready {
             return Err(CsiError::precondition(format!(
                 "volume {id} is {:?}, not ready",
@@ -253,14 +259,15 @@ impl Driver {
         let staging = required_path("staging_target_path", &req.staging_target_path)?;
         let id = req.volume_id.clone();
         let _guard = self.locks.try_lock(&id)?;
-        let (rec, adopted) = match self.records.volume(&id)? {
-            Some(_) => (self.ready_volume(&id)?, false),
+        // An adopted record was just made from the volume's own key
+        // reference; a kept one is brought up to date with it.
+        let (mut rec, adopted) = match self.records.volume(&id)? {
+            Some(r) => (self.refreshed(Self::ready(r)?, &req.secrets).await?, false),
             None => (
                 self.adopt(&id, &req.volume_context, &req.secrets).await?,
                 true,
             ),
         };
-        let mut rec = self.refreshed(rec, &req.secrets).await?;
         let access = access(req.volume_capability.as_ref(), &rec)?;
         if let Access::Mount { .. } = access {
             match self.at(Some(&rec), &staging).await? {
