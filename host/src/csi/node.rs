@@ -348,9 +348,13 @@ impl Driver {
     /// what it opened, and forgets a volume it was adopting (so a corrected
     /// volume context is read afresh on the next try).
     async fn undo_stage(&self, at: At<'_>, id: &str, adopted: bool) {
-        let _ = self.close_and_detach(at, id).await;
-        if adopted {
-            let _ = self.records.remove(id);
+        // The stage's own error is what the caller needs; a failed undo is
+        // logged, and the next NodeStage or NodeUnstage finishes it.
+        if let Err(e) = self.close_and_detach(at, id).await {
+            tracing::warn!(volume = %id, error = %e, "could not undo a failed stage");
+        }
+        if adopted && let Err(e) = self.records.remove(id) {
+            tracing::warn!(volume = %id, error = %e, "could not forget a failed adoption");
         }
     }
 

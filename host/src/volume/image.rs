@@ -136,7 +136,10 @@ impl Backend for ImageFileBackend {
         if !p.exists() {
             return Ok(None);
         }
-        Ok(sys::loops_for(&p)?.into_iter().next())
+        Ok(sys::loops_for(&p)?
+            .into_iter()
+            .find(|l| !l.releasing)
+            .map(|l| l.path))
     }
 
     fn detach(&self, id: &str) -> Result<(), VolumeError> {
@@ -145,21 +148,28 @@ impl Backend for ImageFileBackend {
             return Ok(());
         }
         // A loop device still open elsewhere (a probe, a closing mapping)
-        // detaches lazily: wait until it is really gone, so a following
-        // DeleteVolume or stage sees the truth.
+        // detaches lazily at its last close: wait until each is gone or
+        // releasing (nothing of ours left on it), so a following DeleteVolume
+        // or stage sees the truth.
         for _ in 0..200 {
-            let devs = sys::loops_for(&p)?;
-            if devs.is_empty() {
+            let held: Vec<_> = sys::loops_for(&p)?
+                .into_iter()
+                .filter(|l| !l.releasing)
+                .collect();
+            if held.is_empty() {
                 return Ok(());
             }
-            for dev in devs {
-                let _ = sys::loop_detach(&dev);
+            for l in held {
+                let _ = sys::loop_detach(&l.path);
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
         Err(VolumeError::Tool {
             program: "losetup".into(),
-            message: format!("{} is still attached after 5 s", p.display()),
+            message: format!(
+                "{} is still attached after 5 s (a mapping or mount is on it)",
+                p.display()
+            ),
         })
     }
 
@@ -169,5 +179,88 @@ impl Backend for ImageFileBackend {
 
     fn header_path(&self, id: &str) -> Result<PathBuf, VolumeError> {
         Ok(self.image(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real loop devices (root, as every image-file test needs).
+
+    use super::*;
+    use crate::volume::sys::LoopDevice;
+    use std::time::{Duration, Instant};
+
+    fn backend() -> (tempfile::TempDir, ImageFileBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = ImageFileBackend::new(dir.path().join("images")).unwrap();
+        b.create("v", 16 << 20, BlockSource::Empty).unwrap();
+        (dir, b)
+    }
+
+    /// Waits (bounded) for the kernel to clear the image's loop devices.
+    fn cleared(b: &ImageFileBackend) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if sys::loops_for(&b.image("v")).unwrap().is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// A device another process holds open (the host's udev probing a
+    /// freshly formatted volume) is detached at once and no longer counts
+    /// as attached; the kernel clears it at the holder's last close.
+    #[test]
+    fn a_loop_held_open_elsewhere_is_releasing_once_detached() {
+        let (_dir, b) = backend();
+        let dev = b.attach("v").unwrap();
+        let holder = std::fs::File::open(&dev).unwrap();
+        let start = Instant::now();
+        b.detach("v").unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "did not wait out the holder"
+        );
+        assert_eq!(b.attached("v").unwrap(), None);
+        let loops = sys::loops_for(&b.image("v")).unwrap();
+        assert_eq!(
+            loops,
+            vec![LoopDevice {
+                path: dev.clone(),
+                releasing: true
+            }]
+        );
+        drop(holder);
+        assert!(cleared(&b), "the kernel clears it at the last close");
+    }
+
+    /// Unmounts its target when dropped, so a failed assertion leaves no
+    /// mount behind.
+    struct Mounted(PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = sys::umount(&self.0);
+        }
+    }
+
+    /// A device with our filesystem mounted on it is not released by a
+    /// detach: it stays attached, and the error says why.
+    #[test]
+    fn a_mounted_loop_stays_attached_and_detach_says_so() {
+        let (dir, b) = backend();
+        let dev = b.attach("v").unwrap();
+        sys::mkfs("ext4", &dev).unwrap();
+        let target = dir.path().join("mnt");
+        std::fs::create_dir(&target).unwrap();
+        sys::mount(&dev, &target, Some("ext4"), &[]).unwrap();
+        let mounted = Mounted(target);
+        let e = b.detach("v").unwrap_err().to_string();
+        assert!(e.contains("still attached") && e.contains("mount"), "{e}");
+        assert_eq!(b.attached("v").unwrap(), Some(dev));
+        drop(mounted);
+        b.detach("v").unwrap();
+        assert!(cleared(&b));
     }
 }

@@ -27,19 +27,52 @@ fn run(program: &str, args: &[&str]) -> Result<String, VolumeError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A loop device backed by an image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopDevice {
+    /// Its device node, `/dev/loopN`.
+    pub path: PathBuf,
+    /// Detached already, waiting for another process to close it: the
+    /// kernel clears a loop device that is detached while open (say, by the
+    /// host's udev probing it) at its last close. Nothing of ours is on it
+    /// (no mapping, no mount), so it no longer counts as attached.
+    pub releasing: bool,
+}
+
 /// The loop devices backed by `file`.
-pub fn loops_for(file: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+pub fn loops_for(file: &Path) -> Result<Vec<LoopDevice>, VolumeError> {
     let file = file.to_string_lossy();
     let out = run(
         "losetup",
-        &["--noheadings", "--output", "NAME", "-j", &file],
+        &[
+            "--noheadings",
+            "--raw",
+            "--output",
+            "NAME,AUTOCLEAR",
+            "-j",
+            &file,
+        ],
     )?;
-    Ok(out
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(PathBuf::from)
-        .collect())
+    let mut loops = Vec::new();
+    for line in out.lines() {
+        let mut cols = line.split_whitespace();
+        let (Some(name), autoclear) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        let path = PathBuf::from(name);
+        let releasing = autoclear == Some("1") && !in_use(&path)?;
+        loops.push(LoopDevice { path, releasing });
+    }
+    Ok(loops)
+}
+
+/// Whether a block device holds something: a device-mapper table on it
+/// (its `holders`), or a mount of it.
+fn in_use(dev: &Path) -> Result<bool, VolumeError> {
+    let name = dev.file_name().unwrap_or_default();
+    let holders = Path::new("/sys/block").join(name).join("holders");
+    let held = std::fs::read_dir(&holders).is_ok_and(|mut d| d.next().is_some());
+    Ok(held || !mounts_of(dev)?.is_empty())
 }
 
 /// Attaches `file` to a free loop device (direct I/O where supported).

@@ -429,7 +429,7 @@ impl Drop for CsiHarness {
             for e in rd.flatten() {
                 if let Ok(devs) = kmshost::volume::sys::loops_for(&e.path()) {
                     for d in devs {
-                        let _ = kmshost::volume::sys::loop_detach(&d);
+                        let _ = kmshost::volume::sys::loop_detach(&d.path);
                     }
                 }
             }
