@@ -109,6 +109,11 @@ fn grpc_services() {
 }
 
 fn main() {
+    // The sandbox names its compilation target (see sandbox::portable_target).
+    println!(
+        "cargo:rustc-env=KMSHOST_TARGET={}",
+        env::var("TARGET").unwrap()
+    );
     peers_cfg();
     grpc_services();
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

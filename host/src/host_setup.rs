@@ -9,7 +9,7 @@ use crate::secrets::{
     ChainedSecrets, KubeApi, KubeConfigMaps, KubeSecrets, KubeServiceAccountTokens, MountedSecrets,
     ServiceAccountToken,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Default location of the service-account token.
@@ -34,6 +34,9 @@ pub struct HostSettings {
     pub pkcs11_modules: Vec<String>,
     /// The audit log's file (`-`: stdout), if on.
     pub audit_log: Option<PathBuf>,
+    /// The image's read-only precompiled plugins (`kmshost plugin
+    /// precompile`), if any.
+    pub precompiled_dir: Option<PathBuf>,
 }
 
 /// The default compile-cache directory: `$XDG_CACHE_HOME/kmshost` or
@@ -46,6 +49,40 @@ pub fn default_cache_dir() -> PathBuf {
         return PathBuf::from(h).join(".cache").join("kmshost");
     }
     PathBuf::from("/var/cache/kmshost")
+}
+
+/// The engine settings of every host this binary builds: one function, so
+/// what `precompile` compiles is what the CSI driver loads.
+fn sandbox_config(cache_dir: Option<PathBuf>, precompiled_dir: Option<PathBuf>) -> SandboxConfig {
+    SandboxConfig {
+        cache_dir,
+        precompiled_dir,
+        ..Default::default()
+    }
+}
+
+/// Compiles the embedded plugins and `extra` `.wasm` components into the
+/// precompiled directory `out` (an image build runs this). Returns each
+/// plugin's name and entry.
+pub fn precompile(out: &Path, extra: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, KmsError> {
+    let sandbox =
+        Sandbox::new(sandbox_config(None, None)).map_err(|e| KmsError::Config(e.to_string()))?;
+    let compile = |name: &str, wasm: &[u8]| {
+        let entry = sandbox
+            .precompile(name, wasm, out)
+            .map_err(|e| KmsError::Config(e.to_string()))?;
+        Ok::<_, KmsError>((name.to_string(), entry))
+    };
+    let mut written = Vec::new();
+    for (name, wasm) in crate::plugins::EMBEDDED {
+        written.push(compile(name, wasm)?);
+    }
+    for f in extra {
+        let wasm = std::fs::read(f)
+            .map_err(|e| KmsError::Config(format!("reading {}: {e}", f.display())))?;
+        written.push(compile(&f.display().to_string(), &wasm)?);
+    }
+    Ok(written)
 }
 
 /// Builds the facade.
@@ -64,11 +101,13 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
         plugin_cache: Some(cache_dir.clone()),
         ..Default::default()
     };
-    let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: Some(cache_dir),
-        ..Default::default()
-    })
-    .map_err(|e| KmsError::Config(e.to_string()))?;
+    let sandbox = Sandbox::new(sandbox_config(Some(cache_dir), s.precompiled_dir.clone()))
+        .map_err(|e| match &s.precompiled_dir {
+            Some(p) if e.to_string().contains("precompiled") => {
+                KmsError::Config(format!("--precompiled-dir {}: {e}", p.display()))
+            }
+            _ => KmsError::Config(e.to_string()),
+        })?;
     let mut secrets = ChainedSecrets::new();
     if let Some(d) = &s.secrets_dir {
         secrets = secrets.with(Arc::new(

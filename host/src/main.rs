@@ -112,6 +112,10 @@ struct HostArgs {
     /// latency; never key material.
     #[arg(long, env = "KMSHOST_AUDIT_LOG")]
     audit_log: Option<PathBuf>,
+    /// The image's read-only precompiled plugins (`kmshost plugin
+    /// precompile`), used when the compile cache has no entry.
+    #[arg(long, env = "KMSHOST_PRECOMPILED_DIR")]
+    precompiled_dir: Option<PathBuf>,
 }
 
 impl HostArgs {
@@ -125,6 +129,7 @@ impl HostArgs {
             service_account_token: self.service_account_token.clone(),
             pkcs11_modules: self.pkcs11_modules.clone(),
             audit_log: self.audit_log.clone(),
+            precompiled_dir: self.precompiled_dir.clone(),
         }
     }
 }
@@ -350,6 +355,17 @@ enum PluginOp {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Compile the embedded plugins (and any FILES) into a read-only
+    /// precompiled directory, as a container image build does: the driver
+    /// then starts without running the compiler (`--precompiled-dir`).
+    Precompile {
+        /// The directory to write (created 0755).
+        #[arg(long)]
+        out: PathBuf,
+        /// More `.wasm` components to precompile (a derived image's vendor
+        /// plugins).
+        files: Vec<PathBuf>,
+    },
     /// Make an ed25519 key pair for signing plugins (PEM files; the
     /// secret key is written 0600).
     Keygen {
@@ -557,6 +573,13 @@ async fn run(cli: Cli) -> Result<()> {
                 "public key: {} (admins set kmshostPluginPublicKey to it)",
                 public_key.display()
             );
+        }
+        Command::Plugin {
+            op: PluginOp::Precompile { out, files },
+        } => {
+            for (name, entry) in kmshost::host_setup::precompile(&out, &files)? {
+                println!("{name}: {}", entry.display());
+            }
         }
         Command::Plugin {
             op: PluginOp::Sign { file, key, out },

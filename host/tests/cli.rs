@@ -185,6 +185,78 @@ fn audit_log_has_a_line_per_key_operation_and_no_key_material() {
     }
 }
 
+/// The `.cwasm` entries in a directory.
+fn entries(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cwasm"))
+        .collect()
+}
+
+/// `plugin precompile` (what the image build runs) writes an entry per
+/// embedded plugin, readable by a non-root driver and writable by nobody
+/// else; a driver given `--precompiled-dir` then runs the plugin from it
+/// without compiling into its own cache. A bad directory is refused,
+/// naming the flag.
+#[test]
+fn precompiled_plugins_run_without_compiling() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pre = dir.path().join("precompiled");
+    let pre_arg = pre.display().to_string();
+    let out = run(&["plugin", "precompile", "--out", &pre_arg], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        ["secret", "vault", "kmip", "keyprotect", "pkcs11", "azure"]
+    );
+    let sha = sha256_hex(&std::fs::read(SECRET_WASM).unwrap());
+    let secret_entry = entries(&pre).into_iter().find(|n| n.starts_with(&sha));
+    let meta = std::fs::metadata(pre.join(secret_entry.expect("secret's entry"))).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+
+    let (cfg, secrets) = setup(dir.path());
+    let wrap = |cache: &Path, precompiled: Option<&str>| {
+        let cache = cache.display().to_string();
+        let mut args = vec!["kms", "wrap", "--config", &cfg, "--secrets-dir", &secrets];
+        args.extend(["--cache-dir", &cache, "--kms-id", "meta", "pvc-pre"]);
+        if let Some(p) = precompiled {
+            args.extend(["--precompiled-dir", p]);
+        }
+        run(&args, Some(b"precompiled-passphrase-0123456789"))
+    };
+    let own = dir.path().join("own-cache");
+    let out = wrap(&own, Some(&pre_arg));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(entries(&own), Vec::<String>::new(), "nothing compiled");
+    let other = dir.path().join("other-cache");
+    assert!(wrap(&other, None).status.success());
+    assert_eq!(
+        entries(&other).len(),
+        1,
+        "without it, the plugin is compiled"
+    );
+
+    let missing = dir.path().join("missing").display().to_string();
+    let out = wrap(&own, Some(&missing));
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("--precompiled-dir") && e.contains(&missing),
+        "{e}"
+    );
+    std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = wrap(&own, Some(&pre_arg));
+    let e = text(&out.stderr);
+    assert!(!out.status.success() && e.contains("777"), "{e}");
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))

@@ -1117,6 +1117,93 @@ mod compile_cache {
         assert_eq!(loaded(&cache, pin).await, (true, "trapper".into()));
     }
 
+    fn with_precompiled(
+        cache: &Path,
+        pre: &Path,
+    ) -> Result<Arc<Sandbox>, kmshost::sandbox::SandboxError> {
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache.to_path_buf()),
+            precompiled_dir: Some(pre.to_path_buf()),
+            max_instances: 4,
+            ..Default::default()
+        })
+    }
+
+    /// Whether trapper loads from a cache (writable or precompiled), over a
+    /// fresh writable cache each time.
+    fn from_precompiled(dir: &Path, pre: &Path, round: &str) -> bool {
+        let cache = dir.join(format!("cache-{round}"));
+        let sandbox = with_precompiled(&cache, pre).unwrap();
+        let wasm = std::fs::read(TRAPPER).unwrap();
+        sandbox.load("trapper", &wasm, None).unwrap().from_cache
+    }
+
+    /// The image's precompiled directory: an entry is used when it is the
+    /// code of exactly these wasm bytes and nobody but root (or kmshost)
+    /// can have written it; otherwise the plugin is compiled as usual.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn precompiled_entries_load_only_when_sound() {
+        let dir = tempfile::tempdir().unwrap();
+        let pre = dir.path().join("precompiled");
+        let builder = sandbox(&dir.path().join("builder-cache")).unwrap();
+        let trapper = builder
+            .precompile("trapper", &std::fs::read(TRAPPER).unwrap(), &pre)
+            .unwrap();
+        let spin = builder
+            .precompile("spin", &std::fs::read(SPIN).unwrap(), &pre)
+            .unwrap();
+        assert!(from_precompiled(dir.path(), &pre, "sound"));
+        assert!(
+            !std::fs::read_dir(dir.path().join("cache-sound"))
+                .unwrap()
+                .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".cwasm") }),
+            "nothing compiled into the writable cache"
+        );
+
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&trapper, 0o666);
+        assert!(!from_precompiled(dir.path(), &pre, "writable"));
+        mode(&trapper, 0o644);
+        std::os::unix::fs::chown(&trapper, Some(65534), None).unwrap();
+        assert!(!from_precompiled(dir.path(), &pre, "foreign"));
+        std::os::unix::fs::chown(&trapper, Some(0), None).unwrap();
+        let genuine = std::fs::read(&trapper).unwrap();
+        std::fs::copy(&spin, &trapper).unwrap();
+        assert!(!from_precompiled(dir.path(), &pre, "swapped"));
+        let mut flipped = genuine.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(&trapper, &flipped).unwrap();
+        assert!(!from_precompiled(dir.path(), &pre, "corrupt"));
+        std::fs::write(&trapper, &genuine).unwrap();
+        assert!(from_precompiled(dir.path(), &pre, "restored"));
+
+        // The directory itself: a symlink, a writable or a missing one is
+        // refused at start, naming it.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&pre, &link).unwrap();
+        let e = with_precompiled(&dir.path().join("c"), &link)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("symlinks are refused"), "{e}");
+        mode(&pre, 0o777);
+        let e = with_precompiled(&dir.path().join("c"), &pre)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("777"), "{e}");
+        let e = with_precompiled(&dir.path().join("c"), &dir.path().join("none"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("precompiled directory") && e.contains("none"),
+            "{e}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn an_unsafe_cache_directory_or_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();

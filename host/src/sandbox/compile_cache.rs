@@ -17,6 +17,16 @@
 //! Entries are keyed by the sha256 of the component and the engine's
 //! compatibility hash, written atomically with mode 0600 in a directory
 //! created 0700.
+//!
+//! A container image also ships a **precompiled directory** (`kmshost
+//! plugin precompile`, at image build): read-only entries for the
+//! first-party plugins, consulted when the writable cache has none. They
+//! cannot carry this host's tag (no host existed yet, and a key shipped in
+//! the image is no secret), so they are trusted the way the binary beside
+//! them is: the directory and each entry are owned by root (or kmshost's
+//! user), writable by nobody else, and not reached through a symlink. Their
+//! tag is a plain digest over the same fields, which still binds an entry
+//! to its wasm bytes and engine and catches corruption.
 
 use ring::hmac;
 use std::fs::{File, Metadata};
@@ -31,12 +41,15 @@ use wasmtime::component::Component;
 const TAG_LEN: usize = 32;
 /// Domain separation for the tag.
 const TAG_DOMAIN: &[u8] = b"kmshost compile cache v1\0";
+/// Domain separation for a precompiled entry's digest.
+const PRECOMPILED_DOMAIN: &[u8] = b"kmshost precompiled v1\0";
 
 /// A compile cache directory and its key.
 #[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
     key: hmac::Key,
+    precompiled: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for CompileCache {
@@ -44,6 +57,7 @@ impl std::fmt::Debug for CompileCache {
         f.debug_struct("CompileCache")
             .field("dir", &self.dir)
             .field("key", &"REDACTED")
+            .field("precompiled", &self.precompiled)
             .finish()
     }
 }
@@ -99,7 +113,32 @@ impl CompileCache {
         }
         check_owned(&dir, &meta, 0o022)?;
         let key = load_or_create_key(&key_path(&dir))?;
-        Ok(CompileCache { dir, key })
+        Ok(CompileCache {
+            dir,
+            key,
+            precompiled: None,
+        })
+    }
+
+    /// Also consults the read-only precompiled directory `dir` (made by
+    /// [`write_precompiled`]), which must exist, be a real directory owned
+    /// by root or kmshost's user, and be writable by nobody else.
+    pub fn with_precompiled(mut self, dir: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("precompiled directory {}: {e}", dir.display()),
+            )
+        })?;
+        if !meta.is_dir() {
+            return Err(refuse(format!(
+                "precompiled directory {} is not a directory (symlinks are refused)",
+                dir.display()
+            )));
+        }
+        check_root_or_owned(dir, &meta)?;
+        self.precompiled = Some(dir.to_path_buf());
+        Ok(self)
     }
 
     /// The directory.
@@ -108,11 +147,7 @@ impl CompileCache {
     }
 
     fn path_for(&self, engine: &Engine, sha256: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!(
-            "{}-{:016x}.cwasm",
-            hex::encode(sha256),
-            compat_hash(engine)
-        ))
+        self.dir.join(entry_name(engine, sha256))
     }
 
     fn tag(&self, engine: &Engine, sha256: &[u8; 32], code: &[u8]) -> hmac::Tag {
@@ -176,6 +211,9 @@ impl CompileCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => self.discard(&path, &e.to_string()),
         }
+        if let Some(c) = self.precompiled_component(engine, sha256) {
+            return Ok((c, true));
+        }
         let compiled = engine.precompile_component(wasm)?;
         let tag = self.tag(engine, sha256, &compiled);
         if let Err(e) = write_atomic(&path, &[tag.as_ref(), &compiled]) {
@@ -186,6 +224,33 @@ impl CompileCache {
         Ok((component, false))
     }
 
+    /// The component from the precompiled directory, if it holds a sound
+    /// entry for these wasm bytes and this engine. A missing entry is
+    /// normal (a vendor's plugin, another CPU architecture); a bad one is
+    /// logged and left alone (it is read-only).
+    fn precompiled_component(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
+        let path = self.precompiled.as_ref()?.join(entry_name(engine, sha256));
+        let code = match read_precompiled(engine, sha256, &path) {
+            Ok(code) => code,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring precompiled entry: {e}");
+                return None;
+            }
+        };
+        // SAFETY: the entry is root's (or kmshost's own) and writable by
+        // nobody else, like the kmshost binary itself, and its digest binds
+        // it to exactly these wasm bytes and this engine's compatibility
+        // hash, as `write_precompiled` made it.
+        match unsafe { Component::deserialize(engine, &code) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring precompiled entry: {e:#}");
+                None
+            }
+        }
+    }
+
     fn discard(&self, path: &Path, why: &str) {
         tracing::warn!(path = %path.display(), "discarding compile cache entry: {why}");
         if let Err(e) = std::fs::remove_file(path)
@@ -194,6 +259,81 @@ impl CompileCache {
             tracing::warn!(path = %path.display(), "cannot remove compile cache entry: {e}");
         }
     }
+}
+
+/// `<sha256 of the wasm>-<engine compatibility hash>.cwasm`.
+fn entry_name(engine: &Engine, sha256: &[u8; 32]) -> String {
+    format!("{}-{:016x}.cwasm", hex::encode(sha256), compat_hash(engine))
+}
+
+/// A precompiled entry's digest: over what an entry's tag covers, with no
+/// key.
+fn precompiled_digest(engine: &Engine, sha256: &[u8; 32], code: &[u8]) -> [u8; TAG_LEN] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(PRECOMPILED_DOMAIN);
+    h.update(compat_hash(engine).to_le_bytes());
+    h.update(sha256);
+    h.update(code);
+    h.finalize().into()
+}
+
+/// Owned by root or by kmshost's user, and writable by nobody else.
+fn check_root_or_owned(path: &Path, meta: &Metadata) -> std::io::Result<()> {
+    if meta.uid() == 0 {
+        if meta.mode() & 0o022 != 0 {
+            return Err(refuse(format!(
+                "{} has mode {:o}: it must not be writable by group or others",
+                path.display(),
+                meta.mode() & 0o777
+            )));
+        }
+        return Ok(());
+    }
+    check_owned(path, meta, 0o022)
+}
+
+fn read_precompiled(engine: &Engine, sha256: &[u8; 32], path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = open_nofollow(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(refuse(format!("{} is not a regular file", path.display())));
+    }
+    check_root_or_owned(path, &meta)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes)?;
+    if bytes.len() < TAG_LEN {
+        return Err(refuse(format!("{} is truncated", path.display())));
+    }
+    let code = bytes.split_off(TAG_LEN);
+    if precompiled_digest(engine, sha256, &code)[..] != bytes[..] {
+        return Err(refuse(format!(
+            "{} is not the precompiled code of these wasm bytes for this engine",
+            path.display()
+        )));
+    }
+    Ok(code)
+}
+
+/// Compiles `wasm` (whose sha256 is `sha256`) with `engine` into the
+/// precompiled directory `dir` (created 0755): an entry readable by all,
+/// written by whoever builds the image. Returns the entry's path.
+pub fn write_precompiled(
+    engine: &Engine,
+    dir: &Path,
+    wasm: &[u8],
+    sha256: &[u8; 32],
+) -> wasmtime::Result<PathBuf> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let code = engine.precompile_component(wasm)?;
+    let digest = precompiled_digest(engine, sha256, &code);
+    let path = dir.join(entry_name(engine, sha256));
+    write_atomic(&path, &[&digest, &code])?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    Ok(path)
 }
 
 /// Equality that takes the same time wherever the inputs differ.

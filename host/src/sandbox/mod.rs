@@ -25,7 +25,7 @@ pub use runtime::{Op, PluginRuntime, RuntimeSpec};
 use sha2::{Digest, Sha256};
 use state::HostState;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -39,6 +39,10 @@ pub const EPOCH_TICK: Duration = crate::deadline::TICK;
 pub struct SandboxConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// A read-only directory of components compiled when the image was
+    /// built (`kmshost plugin precompile`), consulted after `cache_dir`
+    /// (and only with it).
+    pub precompiled_dir: Option<PathBuf>,
     /// Largest memory any plugin instance may have (per-kmsID caps are
     /// lower or equal).
     pub max_memory_bytes: usize,
@@ -58,6 +62,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             cache_dir: None,
+            precompiled_dir: None,
             max_memory_bytes: 512 << 20,
             max_instances: 128,
             max_wasm_stack: 512 << 10,
@@ -134,6 +139,7 @@ impl Sandbox {
     /// Builds the engine and linker.
     pub fn new(config: SandboxConfig) -> Result<Arc<Sandbox>, SandboxError> {
         let mut c = Config::new();
+        portable_target(&mut c)?;
         c.wasm_component_model(true)
             .epoch_interruption(true)
             .max_wasm_stack(config.max_wasm_stack);
@@ -176,9 +182,10 @@ impl Sandbox {
             .and_then(|_| p::signing::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
-        let cache = match &config.cache_dir {
-            Some(d) => Some(CompileCache::open(d)?),
-            None => None,
+        let cache = match (&config.cache_dir, &config.precompiled_dir) {
+            (Some(d), Some(p)) => Some(CompileCache::open(d)?.with_precompiled(p)?),
+            (Some(d), None) => Some(CompileCache::open(d)?),
+            (None, _) => None,
         };
 
         // The engine's epoch advances on the process's one ticking thread
@@ -277,6 +284,29 @@ impl Sandbox {
 }
 
 impl Sandbox {
+    /// Compiles the component `wasm` into the precompiled directory `dir`
+    /// (what an image build runs), after the checks a load makes: it must
+    /// be a component that links against this host. Returns the entry.
+    pub fn precompile(&self, name: &str, wasm: &[u8], dir: &Path) -> Result<PathBuf, PluginError> {
+        let load_err = PluginError::Load;
+        if !is_component_binary(wasm) {
+            return Err(load_err(format!(
+                "plugin {name} is not a WebAssembly component"
+            )));
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| load_err(format!("plugin {name} does not compile: {e:#}")))?;
+        self.link(&component)
+            .map_err(|m| load_err(format!("plugin {name} {m}")))?;
+        let sha256: [u8; 32] = Sha256::digest(wasm).into();
+        compile_cache::write_precompiled(&self.engine, dir, wasm, &sha256).map_err(|e| {
+            load_err(format!(
+                "plugin {name}: cannot write into {}: {e:#}",
+                dir.display()
+            ))
+        })
+    }
+
     /// Whether `component` would load: every import is one the host
     /// provides and it exports the provider interface. Loading and
     /// `kmshost plugin inspect` use this one check; the reason names what
@@ -299,6 +329,25 @@ impl Sandbox {
             )
         })
     }
+}
+
+/// Compiles for the architecture's portable baseline, not for this CPU:
+/// x86-64-v2 (SSE4.2, POPCNT, CMPXCHG16B) on x86_64, the base ISA
+/// elsewhere. Naming the target turns off Cranelift's detection of the host
+/// CPU's extras (AVX and later), so the engine's compatibility hash, and
+/// with it every compiled entry, is the same on every node of the
+/// architecture: an image's precompiled plugins load anywhere. Plugins
+/// parse and marshal; the host does the heavy cryptography natively.
+fn portable_target(c: &mut Config) -> Result<(), SandboxError> {
+    c.target(env!("KMSHOST_TARGET"))
+        .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a preset Cranelift defines; `Engine::new` refuses flags the
+    // host CPU lacks, so code compiled with them never runs where it cannot.
+    unsafe {
+        c.cranelift_flag_enable("x86-64-v2");
+    }
+    Ok(())
 }
 
 /// Cheap check of the component-model binary header (version 0x0d, layer 1).
