@@ -17,10 +17,12 @@ APT_PACKAGES=(
 # HSM keys through PKCS#11 (tests/hsm.rs), openssl to make the client
 # certificates the Azure tests sign with (tests/azure.rs), and a real Ceph
 # cluster with rbd-fuse for RBD volumes (tests/rbd.rs), and Prometheus
-# for promtool, which checks and unit-tests the alert rules (tests/metrics.rs).
+# for promtool, which checks and unit-tests the alert rules (tests/metrics.rs),
+# and buildah with mmdebstrap, which build the container image and run it
+# (tests/image.rs).
 if [ "${KMSHOST_BOOTSTRAP_PEERS:-0}" = 1 ]; then
   APT_PACKAGES+=(qemu-system-x86 busybox-static docker-registry softhsm2 openssl
-    ceph-mon ceph-osd ceph-common rbd-fuse prometheus)
+    ceph-mon ceph-osd ceph-common rbd-fuse prometheus buildah mmdebstrap)
 fi
 
 missing=()
