@@ -47,8 +47,8 @@ pub struct Metrics {
     /// connections the allow-list refused (`http`, `stream`).
     pub denials: Family<Labels, Counter>,
     /// `kmshost_plugin_cache_requests_total{kms_id,result}`: the host cache
-    /// plugins keep tokens and derived keys in (`hit`, or `miss`: a login
-    /// or KDF run to come).
+    /// plugins keep tokens and derived keys in (`hit`; `miss`: a login or
+    /// KDF run to come; `stored`: what a plugin kept after one).
     pub cache_requests: Family<Labels, Counter>,
     /// `kmshost_csi_operations_seconds{method,code}`: CSI calls by gRPC code.
     pub csi_operations: Histograms,

@@ -179,7 +179,7 @@ async fn metrics_parse_and_move_with_operations() {
         value(
             &after,
             "kmshost_plugin_cache_requests_total",
-            &[("kms_id", "meta")]
+            &[("kms_id", "meta"), ("result", "stored")]
         ) >= 1.0,
         "the metadata plugin keeps its derived key in the host cache"
     );

@@ -369,6 +369,15 @@ impl cache::Host for HostState {
         Ok(v.map(|v| v.expose().to_vec()))
     }
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32) -> wasmtime::Result<()> {
+        // What a plugin keeps after a login (a token) or a KDF run: the
+        // host's view of the kmsID's login rate.
+        crate::telemetry::metrics()
+            .cache_requests
+            .get_or_create(&crate::telemetry::labels(&[
+                ("kms_id", self.shared.kms_id.as_str()),
+                ("result", "stored"),
+            ]))
+            .inc();
         self.shared.cache.set(
             &key,
             SecretBytes::new(value),
