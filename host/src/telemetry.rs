@@ -112,6 +112,44 @@ pub fn metrics() -> &'static Metrics {
     M.get_or_init(Metrics::new)
 }
 
+/// One runtime's counters (one kmsID's, one plugin's), looked up once when
+/// the runtime is bound: a call then increments atomics and takes none of
+/// the families' locks.
+#[derive(Clone, Debug)]
+pub struct RuntimeCounters {
+    /// Its `sandbox_warm_hits`.
+    pub warm_hits: Counter,
+    /// Its `sandbox_instantiations`.
+    pub instantiations: Counter,
+    /// Its `plugin_cache_requests{result="hit"}`.
+    pub cache_hits: Counter,
+    /// Its `plugin_cache_requests{result="miss"}`.
+    pub cache_misses: Counter,
+    /// Its `plugin_cache_requests{result="stored"}`.
+    pub cache_stored: Counter,
+}
+
+impl RuntimeCounters {
+    /// The counters of `kms_id`'s runtime of `plugin` (shared by its
+    /// tenants' runtimes, which carry the same labels).
+    pub fn new(kms_id: &str, plugin: &str) -> Self {
+        let m = metrics();
+        let runtime = labels(&[("kms_id", kms_id), ("plugin", plugin)]);
+        let cache = |result| {
+            m.cache_requests
+                .get_or_create(&labels(&[("kms_id", kms_id), ("result", result)]))
+                .clone()
+        };
+        RuntimeCounters {
+            warm_hits: m.warm_hits.get_or_create(&runtime).clone(),
+            instantiations: m.instantiations.get_or_create(&runtime).clone(),
+            cache_hits: cache("hit"),
+            cache_misses: cache("miss"),
+            cache_stored: cache("stored"),
+        }
+    }
+}
+
 /// `value` as a label value: ASCII letters, digits and `._-:/` kept, the
 /// rest `_`, at most 64 characters.
 pub fn label(value: &str) -> String {

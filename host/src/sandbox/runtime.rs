@@ -125,6 +125,10 @@ impl PluginRuntime {
         limits.memory_bytes = limits.memory_bytes.min(sandbox.config().max_memory_bytes);
         PluginRuntime {
             shared: Arc::new(KmsShared {
+                counters: crate::telemetry::RuntimeCounters::new(
+                    spec.kms_id.as_str(),
+                    &spec.plugin.name,
+                ),
                 kms_id: spec.kms_id,
                 plugin: spec.plugin.name.clone(),
                 grants: spec.grants,
@@ -398,18 +402,13 @@ impl PluginRuntime {
 
     async fn take_or_instantiate(&self, until: Instant) -> Result<Warm, PluginError> {
         let warm = self.sandbox.warm.take(self.owner);
-        let m = crate::telemetry::metrics();
+        let c = &self.shared.counters;
         let counter = if warm.is_some() {
-            &m.warm_hits
+            &c.warm_hits
         } else {
-            &m.instantiations
+            &c.instantiations
         };
-        counter
-            .get_or_create(&crate::telemetry::labels(&[
-                ("kms_id", self.shared.kms_id.as_str()),
-                ("plugin", &self.plugin.name),
-            ]))
-            .inc();
+        counter.inc();
         match warm {
             Some(w) => Ok(w),
             None => self.instantiate(until).await,

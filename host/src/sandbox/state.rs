@@ -50,6 +50,8 @@ pub struct KmsShared {
     pub hsm: Option<Arc<super::hsm::HsmGrant>>,
     /// The certificates it may sign with.
     pub signing: Arc<super::signing::SigningGrant>,
+    /// Its metric counters.
+    pub counters: crate::telemetry::RuntimeCounters,
 }
 
 /// Enforces the per-kmsID memory cap and records that it was hit.
@@ -359,25 +361,19 @@ impl outbound_http::Host for HostState {
 impl cache::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let v = self.shared.cache.get(&key);
-        crate::telemetry::metrics()
-            .cache_requests
-            .get_or_create(&crate::telemetry::labels(&[
-                ("kms_id", self.shared.kms_id.as_str()),
-                ("result", if v.is_some() { "hit" } else { "miss" }),
-            ]))
-            .inc();
+        let c = &self.shared.counters;
+        let counter = if v.is_some() {
+            &c.cache_hits
+        } else {
+            &c.cache_misses
+        };
+        counter.inc();
         Ok(v.map(|v| v.expose().to_vec()))
     }
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32) -> wasmtime::Result<()> {
         // What a plugin keeps after a login (a token) or a KDF run: the
         // host's view of the kmsID's login rate.
-        crate::telemetry::metrics()
-            .cache_requests
-            .get_or_create(&crate::telemetry::labels(&[
-                ("kms_id", self.shared.kms_id.as_str()),
-                ("result", "stored"),
-            ]))
-            .inc();
+        self.shared.counters.cache_stored.inc();
         self.shared.cache.set(
             &key,
             SecretBytes::new(value),
