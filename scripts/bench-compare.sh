@@ -2,8 +2,11 @@
 # Side by side, in one run: the `sandbox` and `vault` benchmarks of REV and
 # of this working tree, run alternately ROUNDS times each, every figure's
 # median across rounds printed for both with the ratio this/REV (below 1 is
-# faster here). REV is built in a temporary worktree sharing this tree's
-# target directory, so only the kmshost crate and its plugins are rebuilt.
+# faster here). REV is built in a temporary worktree with its own target
+# directory (target/bench-prev, seeded from target/release so the
+# dependencies are not rebuilt): two checkouts of one workspace sharing a
+# target directory get the same artifact names and mtime-based
+# fingerprints, so one build silently stands in for the other.
 #
 #   scripts/bench-compare.sh REV [ROUNDS]     (needs OpenBao for `vault`:
 #                                             scripts/bootstrap.sh installs it)
@@ -23,9 +26,20 @@ else
   trap 'git worktree remove --force "$tmp/prev"; rm -rf "$tmp"' EXIT
 fi
 
-# The executable of bench $2 built from the tree at $1.
+# REV's target directory: the dependencies as this tree built them, but
+# nothing of kmshost's own (its fingerprints name this tree's files).
+prev_target="$root/target/bench-prev"
+if [ ! -d "$prev_target/release" ] && [ -d "$root/target/release" ]; then
+  mkdir -p "$prev_target"
+  cp -a "$root/target/release" "$prev_target/"
+fi
+rm -rf "$prev_target"/release/.fingerprint/kmshost-* "$prev_target"/release/build/kmshost-*
+
+# The executable of bench $2 built from the tree at $1 into target dir $3,
+# copied to $tmp so no later build replaces it.
 exe() {
-  (cd "$1" && CARGO_TARGET_DIR="$root/target" cargo bench -p kmshost --bench "$2" \
+  local built
+  built=$( (cd "$1" && CARGO_TARGET_DIR="$3" cargo bench -p kmshost --bench "$2" \
     --no-run --message-format=json 2>/dev/null) |
     python3 -c '
 import json, sys
@@ -33,12 +47,15 @@ for line in sys.stdin:
     j = json.loads(line)
     if j.get("reason") == "compiler-artifact" and j.get("executable") \
             and j["target"]["name"] == sys.argv[1]:
-        print(j["executable"])' "$2" | tail -1
+        print(j["executable"])' "$2" | tail -1)
+  [ -n "$built" ] || { echo "bench-compare: bench $2 of $1 did not build" >&2; exit 1; }
+  cp "$built" "$tmp/$2.$4"
+  echo "$tmp/$2.$4"
 }
 
 for bench in sandbox vault; do
-  old=$(exe "$tmp/prev" "$bench")
-  new=$(exe "$root" "$bench")
+  old=$(exe "$tmp/prev" "$bench" "$prev_target" old)
+  new=$(exe "$root" "$bench" "$root/target" new)
   for i in $(seq "$rounds"); do
     (cd "$tmp/prev/host" && "$old" --bench) >"$tmp/$bench.old.$i" 2>&1
     (cd "$root/host" && "$new" --bench) >"$tmp/$bench.new.$i" 2>&1
