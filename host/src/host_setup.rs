@@ -102,8 +102,8 @@ pub fn build_kms(s: &HostSettings) -> Result<Kms, KmsError> {
         ..Default::default()
     };
     let sandbox = Sandbox::new(sandbox_config(Some(cache_dir), s.precompiled_dir.clone()))
-        .map_err(|e| match &s.precompiled_dir {
-            Some(p) if e.to_string().contains("precompiled") => {
+        .map_err(|e| match (&e, &s.precompiled_dir) {
+            (crate::sandbox::SandboxError::Precompiled(_), Some(p)) => {
                 KmsError::Config(format!("--precompiled-dir {}: {e}", p.display()))
             }
             _ => KmsError::Config(e.to_string()),

@@ -166,25 +166,12 @@ impl CompileCache {
         sha256: &[u8; 32],
         path: &Path,
     ) -> std::io::Result<Vec<u8>> {
-        let mut f = open_nofollow(path)?;
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(refuse(format!("{} is not a regular file", path.display())));
-        }
-        check_owned(path, &meta, 0o022)?;
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        f.read_to_end(&mut bytes)?;
-        if bytes.len() < TAG_LEN {
-            return Err(refuse(format!("{} is truncated", path.display())));
-        }
-        let code = bytes.split_off(TAG_LEN);
-        if !constant_time_eq(self.tag(engine, sha256, &code).as_ref(), &bytes) {
-            return Err(refuse(format!(
-                "{} does not carry this host's tag for these wasm bytes",
-                path.display()
-            )));
-        }
-        Ok(code)
+        read_tagged(
+            path,
+            |meta| check_owned(path, meta, 0o022),
+            |tag, code| constant_time_eq(self.tag(engine, sha256, code).as_ref(), tag),
+            "does not carry this host's tag for these wasm bytes",
+        )
     }
 
     /// The compiled component for `wasm` (whose sha256 is `sha256`): from
@@ -294,23 +281,38 @@ fn check_root_or_owned(path: &Path, meta: &Metadata) -> std::io::Result<()> {
 }
 
 fn read_precompiled(engine: &Engine, sha256: &[u8; 32], path: &Path) -> std::io::Result<Vec<u8>> {
+    read_tagged(
+        path,
+        |meta| check_root_or_owned(path, meta),
+        |tag, code| precompiled_digest(engine, sha256, code)[..] == *tag,
+        "is not the precompiled code of these wasm bytes for this engine",
+    )
+}
+
+/// The compiled code of the entry at `path`: a regular file (never reached
+/// through a symlink) that passes `owner`, holding a tag and the code that
+/// `sound(tag, code)` accepts; otherwise why not, with `mismatch` saying
+/// what a bad tag means.
+fn read_tagged(
+    path: &Path,
+    owner: impl FnOnce(&Metadata) -> std::io::Result<()>,
+    sound: impl FnOnce(&[u8], &[u8]) -> bool,
+    mismatch: &str,
+) -> std::io::Result<Vec<u8>> {
     let mut f = open_nofollow(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(refuse(format!("{} is not a regular file", path.display())));
     }
-    check_root_or_owned(path, &meta)?;
+    owner(&meta)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     f.read_to_end(&mut bytes)?;
     if bytes.len() < TAG_LEN {
         return Err(refuse(format!("{} is truncated", path.display())));
     }
     let code = bytes.split_off(TAG_LEN);
-    if precompiled_digest(engine, sha256, &code)[..] != bytes[..] {
-        return Err(refuse(format!(
-            "{} is not the precompiled code of these wasm bytes for this engine",
-            path.display()
-        )));
+    if !sound(&bytes, &code) {
+        return Err(refuse(format!("{} {mismatch}", path.display())));
     }
     Ok(code)
 }

@@ -133,6 +133,9 @@ pub enum SandboxError {
     /// The compile cache directory is unusable.
     #[error("compile cache: {0}")]
     Cache(#[from] std::io::Error),
+    /// The precompiled directory is unusable.
+    #[error("{0}")]
+    Precompiled(std::io::Error),
 }
 
 impl Sandbox {
@@ -183,7 +186,11 @@ impl Sandbox {
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let cache = match (&config.cache_dir, &config.precompiled_dir) {
-            (Some(d), Some(p)) => Some(CompileCache::open(d)?.with_precompiled(p)?),
+            (Some(d), Some(p)) => Some(
+                CompileCache::open(d)?
+                    .with_precompiled(p)
+                    .map_err(SandboxError::Precompiled)?,
+            ),
             (Some(d), None) => Some(CompileCache::open(d)?),
             (None, _) => None,
         };
