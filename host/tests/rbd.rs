@@ -2,7 +2,8 @@
 //! `common::ceph`): image operations, copies that carry their LUKS2 data,
 //! the key reference in image metadata under ceph-csi's keys, and bad
 //! input — an unknown pool, a user without caps, a wrong key — failing
-//! clearly with nothing created and no key in any message.
+//! clearly with nothing created and no key in any message; and a crashed
+//! client's watch refusing DeleteVolume until it expires.
 //!
 //! Block access in the container is through `rbd-fuse` (no kernel RBD
 //! here); mapping with krbd runs in the QEMU guest.
@@ -578,6 +579,106 @@ async fn a_crash_after_any_step_converges_on_rbd_too() {
         h.delete(&id).await.unwrap();
         assert!(h.record(&id).is_none() && !in_pool(&c, &id), "{step}");
     }
+    h.stop().await;
+}
+
+/// A node that crashes with an image open leaves its watch (and the
+/// exclusive lock it took by writing) on the cluster until the OSD's watch
+/// timeout (30 s by default). DeleteVolume meanwhile fails with a
+/// retryable FailedPrecondition that says so, and loses nothing: the
+/// record, the image and its key reference stay. Once the watch expires
+/// the same DeleteVolume succeeds; nobody had to break a lock by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_clients_watch_fails_delete_retryably_and_loses_nothing() {
+    let Some(c) = cluster("a_crashed_clients_watch_fails_delete_retryably_and_loses_nothing")
+    else {
+        return;
+    };
+    let h = provisioner(&c).await;
+    let id = h
+        .create("pvc-crashed-node", 16 * MIB as i64, SC, None)
+        .await
+        .unwrap()
+        .volume_id;
+    let dek = meta_get(&c, &id, meta::DEK).expect("key reference");
+
+    // A client opens the image and writes (taking the exclusive lock),
+    // then its node stops answering.
+    let mut fuse = c.fuse("rbd", &id);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fuse.image(&id))
+            .unwrap();
+        f.write_all_at(&[0x5a; 4096], MIB).unwrap();
+        f.sync_all().unwrap();
+    }
+    fuse.freeze();
+    let spec = format!("rbd/{id}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&c.rbd_admin(&["status", "--format", "json", &spec]).stdout)
+            .unwrap();
+    let watcher = status["watchers"][0]["address"]
+        .as_str()
+        .expect("the frozen client watches the image")
+        .to_string();
+    let lockers = c.rbd_admin(&["lock", "ls", "--format", "json", &spec]);
+    assert!(
+        String::from_utf8_lossy(&lockers.stdout).contains(&watcher),
+        "the frozen client holds the exclusive lock"
+    );
+
+    // DeleteVolume refuses at once (rbd rm would fence the client and
+    // remove the image under it), naming the watcher and what to do.
+    let started = std::time::Instant::now();
+    let e = h.delete(&id).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    for part in [
+        id.as_str(),
+        &watcher,
+        "unstage it there",
+        "expires in about 30 s",
+    ] {
+        assert!(e.message().contains(part), "{part}: {}", e.message());
+    }
+    let rec = h.record(&id).expect("the record stays");
+    assert!(rec.encryption.is_some());
+    assert!(in_pool(&c, &id));
+    assert_eq!(meta_get(&c, &id, meta::DEK), Some(dek));
+
+    // The orchestrator retries; once the watch has expired the delete goes
+    // through, and Ceph fenced the dead client as it broke its lock.
+    let mut refused = 1;
+    loop {
+        match h.delete(&id).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::FailedPrecondition => {
+                refused += 1;
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(90),
+                    "the watch did not expire: {}",
+                    e.message()
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(refused > 1, "refused only once: the watch was gone already");
+    let blocklist = c.admin(&["osd", "blocklist", "ls"]);
+    let listed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&blocklist.stdout),
+        String::from_utf8_lossy(&blocklist.stderr)
+    );
+    assert!(listed.contains(&watcher), "{watcher} not fenced: {listed}");
+    eprintln!(
+        "delete refused {refused} times, went through after {:?}",
+        started.elapsed()
+    );
+    assert!(h.record(&id).is_none() && !in_pool(&c, &id));
+    drop(fuse);
     h.stop().await;
 }
 

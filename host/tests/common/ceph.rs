@@ -118,8 +118,9 @@ fn must(program: &str, args: &[&str]) -> Output {
 }
 
 /// Runs a daemon in the foreground as the child of a thread that lives as
-/// long as it (so `PR_SET_PDEATHSIG` kills it with the test process).
-fn daemon(program: &str, args: Vec<String>, log: PathBuf) {
+/// long as it (so `PR_SET_PDEATHSIG` kills it with the test process);
+/// returns its pid.
+fn daemon(program: &str, args: Vec<String>, log: PathBuf) -> u32 {
     let program = program.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -136,10 +137,10 @@ fn daemon(program: &str, args: Vec<String>, log: PathBuf) {
             });
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{program}: {e}"));
-        tx.send(()).unwrap();
+        tx.send(child.id()).unwrap();
         let _ = child.wait();
     });
-    rx.recv().unwrap();
+    rx.recv().unwrap()
 }
 
 fn start() -> Ceph {
@@ -381,7 +382,7 @@ impl Ceph {
         // would unlink (that is, `rbd rm`) every image of the pool.
         let dir = tempfile::tempdir().unwrap().keep();
         let conf = self.conf_path().display().to_string();
-        daemon(
+        let pid = daemon(
             "rbd-fuse",
             vec![
                 "-c".into(),
@@ -398,7 +399,11 @@ impl Ceph {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if mounted(&dir) {
-                return FuseMount { dir };
+                return FuseMount {
+                    dir,
+                    pid,
+                    frozen: false,
+                };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -417,6 +422,8 @@ fn mounted(dir: &Path) -> bool {
 /// An `rbd-fuse` mount: each image of the pool is a file.
 pub struct FuseMount {
     dir: PathBuf,
+    pid: u32,
+    frozen: bool,
 }
 
 impl FuseMount {
@@ -424,12 +431,25 @@ impl FuseMount {
     pub fn image(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    /// Stops `rbd-fuse` (SIGSTOP) as a node that crashed or lost its
+    /// network looks to the cluster: its connections stay open but nothing
+    /// answers, so its watches and locks stay until the OSD's watch timeout.
+    /// (A process killed here would close its sockets, and Ceph would see
+    /// it gone at once.) Killed, then unmounted, on drop.
+    pub fn freeze(&mut self) {
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGSTOP) };
+        self.frozen = true;
+    }
 }
 
 impl Drop for FuseMount {
     /// Unmounts (retrying while a closing file keeps it busy, then
     /// lazily), and removes the directory only once it is empty.
     fn drop(&mut self) {
+        if self.frozen {
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        }
         for _ in 0..100 {
             let _ = Command::new("umount")
                 .arg(&self.dir)

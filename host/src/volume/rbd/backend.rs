@@ -267,6 +267,30 @@ impl RbdBackend {
         }
     }
 
+    /// The clients watching the image (`rbd status`), by address.
+    fn watchers(&self, id: &str) -> Result<Vec<String>, VolumeError> {
+        #[derive(Deserialize)]
+        struct Status {
+            #[serde(default)]
+            watchers: Vec<Watcher>,
+        }
+        #[derive(Deserialize)]
+        struct Watcher {
+            address: String,
+            client: u64,
+        }
+        let spec = self.spec(id);
+        let out = self.rbd("status", &["status", "--format", "json", &spec])?;
+        let s: Status = serde_json::from_slice(&out).map_err(|e| VolumeError::Tool {
+            program: "rbd".into(),
+            message: format!("status {spec}: unreadable output: {e}"),
+        })?;
+        Ok(s.watchers
+            .iter()
+            .map(|w| format!("client.{} at {}", w.client, w.address))
+            .collect())
+    }
+
     /// The image's metadata (`rbd image-meta list`).
     pub fn meta_list(&self, id: &str) -> Result<BTreeMap<String, String>, VolumeError> {
         let spec = self.spec(id);
@@ -392,8 +416,29 @@ impl Backend for RbdBackend {
         self.copy(volume, snapshot)
     }
 
+    /// Refuses while any client watches the image, as ceph-csi's
+    /// DeleteVolume does. `rbd rm` alone would go further: it asks the
+    /// exclusive lock's owner to let go and, when the owner does not answer
+    /// (a node that hangs, or lost its network, and might still write),
+    /// blocklists it and removes the image under it. Here a node is only
+    /// fenced once its watch has expired (the OSD's watch timeout, 30 s by
+    /// default): by then it is gone, and `rbd rm` breaks its stale lock.
     fn remove(&self, id: &str) -> Result<(), VolumeError> {
         let spec = self.spec(id);
+        let watchers = match self.watchers(id) {
+            Err(VolumeError::Missing(_)) => return Ok(()),
+            w => w?,
+        };
+        if !watchers.is_empty() {
+            let (cluster, pool) = (self.cli.cluster_id(), &self.opts.pool);
+            return Err(VolumeError::Busy(format!(
+                "rbd rm (cluster {cluster}, pool {pool}): image {} is still watched by {} — in \
+                 use on a node (unstage it there), or the watch of a crashed node, which \
+                 expires in about 30 s; retry then",
+                self.image(id),
+                watchers.join(", ")
+            )));
+        }
         // A crash in the middle of a copy from this image leaves its
         // temporary snapshot, which would block the removal.
         match self.rbd("snap purge", &["snap", "purge", "--no-progress", &spec]) {
