@@ -127,7 +127,16 @@ pub struct RuntimeCounters {
     pub cache_misses: Counter,
     /// Its `plugin_cache_requests{result="stored"}`.
     pub cache_stored: Counter,
+    /// Its `kms_operations_latency_seconds{status="ok"}`, per method of
+    /// [`KMS_METHODS`], each looked up at its first success (a series
+    /// appears only once a method was called).
+    ok_latency: [OnceLock<Histogram>; 5],
+    kms_id: String,
+    plugin: String,
 }
+
+/// The key operations, as the `method` label names them.
+pub const KMS_METHODS: [&str; 5] = ["get", "put", "delete", "wrap", "unwrap"];
 
 impl RuntimeCounters {
     /// The counters of `kms_id`'s runtime of `plugin` (shared by its
@@ -146,7 +155,28 @@ impl RuntimeCounters {
             cache_hits: cache("hit"),
             cache_misses: cache("miss"),
             cache_stored: cache("stored"),
+            ok_latency: Default::default(),
+            kms_id: kms_id.to_string(),
+            plugin: plugin.to_string(),
         }
+    }
+
+    /// The latency histogram of successful `method` calls (one of
+    /// [`KMS_METHODS`]; `None` for another), the same series
+    /// `kms_operations` holds under these labels.
+    pub fn ok_latency(&self, method: &str) -> Option<&Histogram> {
+        let i = KMS_METHODS.iter().position(|m| *m == method)?;
+        Some(self.ok_latency[i].get_or_init(|| {
+            metrics()
+                .kms_operations
+                .get_or_create(&labels(&[
+                    ("kms_id", &self.kms_id),
+                    ("plugin", &self.plugin),
+                    ("method", method),
+                    ("status", "ok"),
+                ]))
+                .clone()
+        }))
     }
 }
 

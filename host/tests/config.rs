@@ -495,6 +495,76 @@ async fn config_changes_apply_without_restart() {
     ));
 }
 
+/// A plugin file replaced under a running host (an admin's copy, a new
+/// pull) is picked up by the next call on its kmsID: a new runtime of the
+/// new bytes, checked again (a sha256 pin now refuses them). A call checks
+/// only its own kmsID's plugin files, and the other kmsIDs keep their
+/// runtimes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_plugin_file_is_picked_up_by_its_kms_id_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for f in ["a.wasm", "b.wasm"] {
+        std::fs::copy(TRAPPER, plugins.join(f)).unwrap();
+    }
+    let sha = |path: &str| {
+        use sha2::Digest;
+        <[u8; 32]>::from(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    let defaults = HostDefaults {
+        plugin_dir: Some(plugins.clone()),
+        ..Default::default()
+    };
+    let cfg = json!({
+        "a": {"encryptionKMSType": "acme", "kmshostPlugin": "a.wasm"},
+        "b": {"encryptionKMSType": "acme", "kmshostPlugin": "b.wasm"},
+        "b-pinned": {"encryptionKMSType": "acme", "kmshostPlugin": "b.wasm",
+                     "kmshostPluginSHA256": hex::encode(sha(TRAPPER))},
+    });
+    let table = KmsTable::parse(&cfg.to_string(), &defaults).unwrap();
+    let kms = common::kms_with_defaults(&cfg, dir.path(), None, defaults);
+    let (v, p) = (
+        KeyId::new("v").unwrap(),
+        kmshost::kms::SecretBytes::new(b"x".to_vec()),
+    );
+    for id in ["a", "b", "b-pinned"] {
+        kms.wrap(id, &v, &p).await.unwrap();
+    }
+    let report = |id: &'static str| {
+        let kms = &kms;
+        async move { kms.plugin_report(id, None).await.unwrap() }
+    };
+    let (a1, b1) = (report("a").await, report("b").await);
+    assert_eq!(b1.sha256, sha(TRAPPER));
+
+    // b.wasm is replaced the way a pull does it: a new file renamed over.
+    let tmp = plugins.join(".b.wasm.new");
+    std::fs::copy(REWRAPPER, &tmp).unwrap();
+    std::fs::rename(&tmp, plugins.join("b.wasm")).unwrap();
+    assert!(table.entry_unchanged("a"));
+    assert!(!table.entry_unchanged("b") && !table.entry_unchanged("b-pinned"));
+    assert!(!table.plugins_unchanged());
+
+    kms.wrap("a", &v, &p).await.unwrap();
+    assert_eq!(
+        report("a").await.runtime_id,
+        a1.runtime_id,
+        "a kept its runtime"
+    );
+    kms.wrap("b", &v, &p).await.unwrap();
+    let b2 = report("b").await;
+    assert_eq!(b2.sha256, sha(REWRAPPER), "b runs the new bytes");
+    assert_ne!(b2.runtime_id, b1.runtime_id);
+    match kms.wrap("b-pinned", &v, &p).await.unwrap_err() {
+        KmsError::PluginLoad { kms_id, message } => {
+            assert_eq!(kms_id.as_str(), "b-pinned");
+            assert!(message.contains("kmshostPluginSHA256"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn third_party_plugin_from_plugin_dir_and_sha256_pin() {
     let dir = tempfile::tempdir().unwrap();

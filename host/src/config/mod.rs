@@ -185,7 +185,13 @@ pub struct KmsEntry {
     pub fingerprint: [u8; 32],
     /// The plugin's manifest, if it has one.
     pub manifest: Option<Arc<Manifest>>,
+    /// The plugin file's (modification time, size) when the entry was
+    /// read; `None` for an embedded plugin.
+    pub plugin_state: Option<FileState>,
 }
+
+/// A file's (modification time, size): what tells that it changed.
+pub type FileState = (std::time::SystemTime, u64);
 
 impl KmsEntry {
     /// What the plugin declares this entry's type can do; `None` for a
@@ -202,7 +208,9 @@ pub struct KmsTable {
     entries: BTreeMap<String, Result<Arc<KmsEntry>, ConfigError>>,
     /// Every plugin file the entries were read from (or looked for), as it
     /// was then: a change means the table must be read again.
-    plugin_files: Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
+    plugin_files: Vec<(PathBuf, Option<FileState>)>,
+    /// The same, per kmsID: a call checks only its own kmsID's files.
+    entry_files: BTreeMap<String, Vec<(PathBuf, Option<FileState>)>>,
     /// Each kmsID's options as configured (for per-tenant entries).
     raw: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
     defaults: Option<HostDefaults>,
@@ -219,22 +227,28 @@ impl KmsTable {
         let mut entries = BTreeMap::new();
         let mut raw = BTreeMap::new();
         let mut touched = Vec::new();
+        let mut entry_files = BTreeMap::new();
         for (id, v) in obj {
             if let Ok(o) = decode_object(id, v) {
                 raw.insert(id.clone(), o);
             }
-            let entry = parse_entry_touching(id, v, defaults, &mut touched);
+            let mut files = Vec::new();
+            let entry = parse_entry_touching(id, v, defaults, &mut files);
             entries.insert(id.clone(), entry.map(Arc::new));
+            files.dedup();
+            let files: Vec<_> = files
+                .into_iter()
+                .map(|p| (p.clone(), file_state(&p)))
+                .collect();
+            touched.extend(files.iter().cloned());
+            entry_files.insert(id.clone(), files);
         }
         touched.sort();
-        touched.dedup();
+        touched.dedup_by(|a, b| a.0 == b.0);
         Ok(KmsTable {
             entries,
-            plugin_files: touched
-                .into_iter()
-                .map(|p| (file_state(&p), p))
-                .map(|(s, p)| (p, s))
-                .collect(),
+            plugin_files: touched,
+            entry_files,
             raw,
             defaults: Some(defaults.clone()),
         })
@@ -246,6 +260,15 @@ impl KmsTable {
         self.plugin_files
             .iter()
             .all(|(p, state)| file_state(p) == *state)
+    }
+
+    /// [`Self::plugins_unchanged`] for `kms_id`'s plugin files only (a
+    /// call's check: one `stat` for a file plugin, none for an embedded
+    /// one, however many kmsIDs are configured).
+    pub fn entry_unchanged(&self, kms_id: &str) -> bool {
+        self.entry_files
+            .get(kms_id)
+            .is_none_or(|files| files.iter().all(|(p, state)| file_state(p) == *state))
     }
 
     /// The entry for `kms_id`, or the reason it cannot be used.
@@ -314,7 +337,7 @@ struct Parsing<'a> {
 }
 
 /// A file's (modification time, size), if it exists.
-fn file_state(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+fn file_state(p: &std::path::Path) -> Option<FileState> {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
@@ -383,6 +406,7 @@ fn parse_entry_touching(
             false => grants.withhold(&r.secret),
         }
     }
+    let plugin_state = plugin.file().and_then(file_state);
     Ok(KmsEntry {
         plugin_options: p.plugin_options(),
         kms_id: p.kms_id,
@@ -397,6 +421,7 @@ fn parse_entry_touching(
         limits,
         fingerprint,
         manifest: p.manifest,
+        plugin_state,
     })
 }
 

@@ -111,10 +111,26 @@ impl ConfigSource {
     /// configuration's directory, else read again (and parsed again only if
     /// the content changed). Without inotify, read on every use.
     pub fn load(&self) -> Result<Arc<KmsTable>, ConfigError> {
+        self.load_checking(KmsTable::plugins_unchanged)
+    }
+
+    /// [`Self::load`] for a call on `kms_id`: of the plugin files, only
+    /// `kms_id`'s are checked for changes (the others are when their own
+    /// kmsIDs are used, or by [`Self::load`]).
+    pub fn load_for(&self, kms_id: &str) -> Result<Arc<KmsTable>, ConfigError> {
+        self.load_checking(|t| t.entry_unchanged(kms_id))
+    }
+
+    /// The table, read again if the configuration changed or `unchanged`
+    /// says its plugin files did.
+    fn load_checking(
+        &self,
+        unchanged: impl Fn(&KmsTable) -> bool,
+    ) -> Result<Arc<KmsTable>, ConfigError> {
         if self.path.as_os_str().is_empty() {
             let mut last = self.last.lock().unwrap();
             if let (Some(l), Some(text)) = (last.as_mut(), &self.text)
-                && !l.table.plugins_unchanged()
+                && !unchanged(&l.table)
             {
                 l.table = Arc::new(KmsTable::parse(text, &self.defaults)?);
             }
@@ -125,7 +141,7 @@ impl ConfigSource {
             let last = self.last.lock().unwrap();
             if let Some(l) = last.as_ref()
                 && l.generation == Some(w.generation())
-                && l.table.plugins_unchanged()
+                && unchanged(&l.table)
             {
                 return Ok(l.table.clone());
             }
@@ -143,7 +159,7 @@ impl ConfigSource {
         let mut last = self.last.lock().unwrap();
         if let Some(l) = last.as_mut()
             && l.hash == hash
-            && l.table.plugins_unchanged()
+            && unchanged(&l.table)
         {
             l.generation = generation;
             return Ok(l.table.clone());

@@ -169,14 +169,14 @@ impl Kms {
         kms_id: &str,
         tenant: Option<&str>,
     ) -> Result<Arc<KmsEntry>, KmsError> {
-        let mut table = self.config.load()?;
+        let mut table = self.config.load_for(kms_id)?;
         if let Err(crate::config::ConfigError::PluginNotPulled {
             kms_id: id,
             reference,
         }) = table.get(kms_id)
         {
             self.pull(&id, &reference).await?;
-            table = self.config.load()?;
+            table = self.config.load_for(kms_id)?;
         }
         let Some(t) = tenant else {
             return Ok(table.get(kms_id)?);
@@ -345,10 +345,7 @@ impl Kms {
         let slot = (entry.kms_id.clone(), tenant.map(str::to_string));
         let key = RuntimeKey {
             fingerprint: entry.fingerprint,
-            plugin_file: entry.plugin.file().and_then(|p| {
-                let m = std::fs::metadata(p).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            }),
+            plugin_file: entry.plugin_state,
         };
         if let Some(b) = self.runtimes.lock().unwrap().get(&slot)
             && b.key == key
@@ -574,14 +571,7 @@ impl Kms {
         .instrument(span)
         .await;
         let status = r.as_ref().map_or_else(KmsError::class, |_| "ok");
-        observe(
-            kms_id,
-            &rt.plugin().name,
-            operation,
-            status,
-            &r,
-            started.elapsed(),
-        );
+        observe(&rt, kms_id, operation, status, &r, started.elapsed());
         if let Some(log) = &self.audit {
             let plugin = rt.plugin();
             log.record(&super::audit::AuditRecord {
@@ -664,20 +654,24 @@ impl Kms {
     }
 }
 
-/// The certificates the entry's plugin may sign with; each is read from
-/// its Secret at use, by the sandbox.
-/// Counts a key operation in the process's metrics: its latency by status,
-/// and the sandbox's stop, if it stopped the call.
+/// Counts a key operation in the process's metrics: its latency by status
+/// (a success through the runtime's own handle, no lookup), and the
+/// sandbox's stop, if it stopped the call.
 fn observe<T>(
+    rt: &PluginRuntime,
     kms_id: &str,
-    plugin: &str,
     method: &str,
     status: &str,
     r: &Result<T, KmsError>,
     took: std::time::Duration,
 ) {
     use crate::telemetry::{labels, metrics};
-    let m = metrics();
+    let secs = took.as_secs_f64();
+    if let (true, Some(h)) = (r.is_ok(), rt.counters().ok_latency(method)) {
+        h.observe(secs);
+        return;
+    }
+    let (m, plugin) = (metrics(), rt.plugin().name.as_str());
     m.kms_operations
         .get_or_create(&labels(&[
             ("kms_id", kms_id),
@@ -685,7 +679,7 @@ fn observe<T>(
             ("method", method),
             ("status", status),
         ]))
-        .observe(took.as_secs_f64());
+        .observe(secs);
     if let Err(KmsError::Sandbox { cause, .. }) = r {
         m.stops
             .get_or_create(&labels(&[
@@ -697,6 +691,8 @@ fn observe<T>(
     }
 }
 
+/// The certificates the entry's plugin may sign with; each is read from
+/// its Secret at use, by the sandbox.
 fn signing_of(entry: &KmsEntry) -> crate::sandbox::signing::SigningGrant {
     use crate::sandbox::signing::{CertGrant, SigningGrant};
     SigningGrant {

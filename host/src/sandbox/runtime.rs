@@ -173,6 +173,11 @@ impl PluginRuntime {
         self.policy.idle_streams()
     }
 
+    /// The runtime's metric counters.
+    pub fn counters(&self) -> &crate::telemetry::RuntimeCounters {
+        &self.shared.counters
+    }
+
     /// The kmsID's host cache (tokens, derived keys).
     pub fn cache(&self) -> &KvCache {
         &self.shared.cache
