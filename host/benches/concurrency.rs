@@ -2,8 +2,11 @@
 //! KV get through the `vault` plugin (the whole facade) and through a native
 //! client (reqwest), with 1, 2, 4, … 64 callers at once — all through one
 //! kmsID, then spread over 8 kmsIDs — printed side by side with the ratio
-//! plugin ÷ native (target ≥ 0.95 at every level). The two clients take turns
-//! per level so drift in the server hits both.
+//! plugin ÷ native (target ≥ 0.95 at every level). A third client, native
+//! Rust on the host's own transport (`net::Pool::fetch`, what
+//! `outbound-http` runs on), separates the sandbox's share from the
+//! transport's. The clients take turns per level so drift in the server
+//! hits all of them.
 //!
 //! Run: `cargo bench -p kmshost --bench concurrency` (`-- --quick` for a
 //! short run). Needs OpenBao (scripts/test.sh installs it into
@@ -14,11 +17,13 @@ mod common;
 #[path = "support/mod.rs"]
 mod support;
 
+use kmshost::capability::allow_list::Target;
+use kmshost::capability::net::{Connect, Pool, PoolBody};
 use kmshost::kms::{KeyId, SecretBytes};
 use kmshost::secrets::MountedSecrets;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const LEVELS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 
@@ -114,25 +119,60 @@ fn main() {
                 }
             }
         };
-        // Warm up both paths: compile, log in, open connections.
+        let host = {
+            let pool = Arc::new(Pool::default());
+            let target = Arc::new(Target::parse_url(&bao.addr).unwrap());
+            let path = format!("/v1/secret/data/{volume}");
+            move |_c: usize| {
+                let (pool, target, path) = (pool.clone(), target.clone(), path.clone());
+                async move {
+                    use http_body_util::BodyExt as _;
+                    let connect = Connect {
+                        tls: None,
+                        server_name: None,
+                        connect_timeout: Duration::from_secs(10),
+                        first_byte_timeout: Duration::from_secs(30),
+                    };
+                    let body: PoolBody = http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed_unsync();
+                    let req = http::Request::get(path)
+                        .header("host", target.to_string().trim_start_matches("http://"))
+                        .header("x-vault-token", "root")
+                        .body(body)
+                        .unwrap();
+                    let f = pool.fetch(&target, &connect, req, 1 << 20).await.unwrap();
+                    let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
+                    std::hint::black_box(v);
+                }
+            }
+        };
+        // Warm up every path: compile, log in, open connections.
         throughput(8, 200, plugin(8)).await;
         throughput(8, 200, native.clone()).await;
+        throughput(8, 200, host.clone()).await;
 
         for (title, spread) in [("one kmsID", 1), ("8 kmsIDs", 8)] {
             println!("\nKV get throughput, {title} (req/s; {total} calls per level)");
             println!(
-                "{:>8} {:>10} {:>10} {:>8}",
-                "callers", "plugin", "native", "ratio"
+                "{:>8} {:>10} {:>10} {:>8} {:>10} {:>12}",
+                "callers", "plugin", "native", "ratio", "host", "plugin/host"
             );
             for (i, callers) in LEVELS.into_iter().enumerate() {
-                let (p, n) = if i % 2 == 0 {
-                    let p = throughput(callers, total, plugin(spread)).await;
-                    (p, throughput(callers, total, native.clone()).await)
-                } else {
-                    let n = throughput(callers, total, native.clone()).await;
-                    (throughput(callers, total, plugin(spread)).await, n)
-                };
-                println!("{callers:>8} {p:>10.0} {n:>10.0} {:>8.3}", p / n);
+                let (mut p, mut n, mut h) = (0.0, 0.0, 0.0);
+                // Rotate which client goes first.
+                for k in 0..3 {
+                    match (i + k) % 3 {
+                        0 => p = throughput(callers, total, plugin(spread)).await,
+                        1 => n = throughput(callers, total, native.clone()).await,
+                        _ => h = throughput(callers, total, host.clone()).await,
+                    }
+                }
+                println!(
+                    "{callers:>8} {p:>10.0} {n:>10.0} {:>8.3} {h:>10.0} {:>12.3}",
+                    p / n,
+                    p / h
+                );
             }
         }
     });
