@@ -183,7 +183,7 @@ fn main() {
             connect_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(30),
         };
-        let host_req = |method: &str, path: String, body: Vec<u8>| {
+        let host_req = |target: &Target, method: &str, path: String, body: Vec<u8>| {
             use http_body_util::BodyExt as _;
             let mut b = http::Request::builder()
                 .method(method)
@@ -201,7 +201,7 @@ fn main() {
             b.body(body).unwrap()
         };
         let host_get = || {
-            let req = host_req("GET", format!("/v1/secret/data/{volume}"), vec![]);
+            let req = host_req(&target, "GET", format!("/v1/secret/data/{volume}"), vec![]);
             let (pool, target, connect) = (&pool, &target, &connect);
             async move {
                 let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
@@ -211,7 +211,7 @@ fn main() {
         };
         let host_wrap = || {
             let body = json!({"plaintext": b64.encode(pass.expose()), "context": b64.encode(volume.as_str())});
-            let req = host_req("POST", "/v1/transit/encrypt/volumes".into(), serde_json::to_vec(&body).unwrap());
+            let req = host_req(&target, "POST", "/v1/transit/encrypt/volumes".into(), serde_json::to_vec(&body).unwrap());
             let (pool, target, connect) = (&pool, &target, &connect);
             async move {
                 let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
@@ -303,7 +303,7 @@ fn main() {
         // OpenBao's own response body: what the sandbox costs when nothing
         // runs between two calls.
         let stored = {
-            let req = host_req("GET", format!("/v1/secret/data/{volume}"), vec![]);
+            let req = host_req(&target, "GET", format!("/v1/secret/data/{volume}"), vec![]);
             pool.fetch(&target, &connect, req, 1 << 20)
                 .await
                 .unwrap()
@@ -319,18 +319,7 @@ fn main() {
         );
         let target_i = Target::parse_url(&instant).unwrap();
         let host_get_i = || {
-            use http_body_util::BodyExt as _;
-            let req = http::Request::builder()
-                .method("GET")
-                .uri(format!("/v1/secret/data/{volume}"))
-                .header("host", target_i.to_string().trim_start_matches("http://"))
-                .header("x-vault-token", "root")
-                .body(
-                    http_body_util::Full::new(bytes::Bytes::new())
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                )
-                .unwrap();
+            let req = host_req(&target_i, "GET", format!("/v1/secret/data/{volume}"), vec![]);
             let (pool, target, connect) = (&pool, &target_i, &connect);
             async move {
                 let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
