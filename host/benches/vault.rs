@@ -331,6 +331,19 @@ fn main() {
             kms_i.get("i", &volume).await.unwrap();
             host_get_i().await;
         }
+        // Profiling aid: `KMSHOST_BENCH_PROFILE=instant` runs only the
+        // plugin's KV get against the instant server, for a while (e.g.
+        // under `perf record`).
+        if std::env::var("KMSHOST_BENCH_PROFILE").as_deref() == Ok("instant") {
+            let t = Instant::now();
+            let mut times = Vec::with_capacity(50_000);
+            for _ in 0..50_000 {
+                timed!(times, kms_i.get("i", &volume).await.unwrap());
+            }
+            let m = micros(median(times));
+            println!("instant: median {m:.1} µs over {:?}", t.elapsed());
+            return;
+        }
         let (mut pi, mut hi) = (vec![], vec![]);
         for i in 0..n {
             for k in 0..2 {
