@@ -176,7 +176,7 @@ fn main() {
         // Native Rust on the host's transport: what `outbound-http` does,
         // without the sandbox around it.
         let pool = Pool::default();
-        let target = Target::parse_url(&bao.addr).unwrap();
+        let target: &'static Target = Box::leak(Box::new(Target::parse_url(&bao.addr).unwrap()));
         let connect = Connect {
             tls: None,
             server_name: None,
@@ -200,19 +200,21 @@ fn main() {
                 .boxed_unsync();
             b.body(body).unwrap()
         };
-        let host_get = || {
-            let req = host_req(&target, "GET", format!("/v1/secret/data/{volume}"), vec![]);
-            let (pool, target, connect) = (&pool, &target, &connect);
+        // A KV get of the volume's passphrase from the server at `target`.
+        let host_get_at = |target: &'static Target| {
+            let req = host_req(target, "GET", format!("/v1/secret/data/{volume}"), vec![]);
+            let (pool, connect) = (&pool, &connect);
             async move {
                 let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
                 let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
                 v["data"]["data"]["data"]["passphrase"].as_str().unwrap().len()
             }
         };
+        let host_get = || host_get_at(target);
         let host_wrap = || {
             let body = json!({"plaintext": b64.encode(pass.expose()), "context": b64.encode(volume.as_str())});
-            let req = host_req(&target, "POST", "/v1/transit/encrypt/volumes".into(), serde_json::to_vec(&body).unwrap());
-            let (pool, target, connect) = (&pool, &target, &connect);
+            let req = host_req(target, "POST", "/v1/transit/encrypt/volumes".into(), serde_json::to_vec(&body).unwrap());
+            let (pool, target, connect) = (&pool, target, &connect);
             async move {
                 let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
                 let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
@@ -303,8 +305,8 @@ fn main() {
         // OpenBao's own response body: what the sandbox costs when nothing
         // runs between two calls.
         let stored = {
-            let req = host_req(&target, "GET", format!("/v1/secret/data/{volume}"), vec![]);
-            pool.fetch(&target, &connect, req, 1 << 20)
+            let req = host_req(target, "GET", format!("/v1/secret/data/{volume}"), vec![]);
+            pool.fetch(target, &connect, req, 1 << 20)
                 .await
                 .unwrap()
                 .body
@@ -317,16 +319,8 @@ fn main() {
             cache.path(),
             Arc::new(MountedSecrets::new(dir.path())),
         );
-        let target_i = Target::parse_url(&instant).unwrap();
-        let host_get_i = || {
-            let req = host_req(&target_i, "GET", format!("/v1/secret/data/{volume}"), vec![]);
-            let (pool, target, connect) = (&pool, &target_i, &connect);
-            async move {
-                let f = pool.fetch(target, connect, req, 1 << 20).await.unwrap();
-                let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
-                v["data"]["data"]["data"]["passphrase"].as_str().unwrap().len()
-            }
-        };
+        let target_i: &'static Target = Box::leak(Box::new(Target::parse_url(&instant).unwrap()));
+        let host_get_i = || host_get_at(target_i);
         for _ in 0..100 {
             kms_i.get("i", &volume).await.unwrap();
             host_get_i().await;
